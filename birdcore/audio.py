@@ -1,0 +1,221 @@
+"""Audio decoding: the one path used by training, evaluation, the CLI and the web app.
+
+Every recording becomes a float32 mono array of shape ``(n_samples,)`` at the
+requested sample rate (Hz), values roughly in [-1, 1].  Files are read with
+``soundfile`` (libsndfile: WAV, FLAC, OGG, MP3, ...); formats it does not
+recognise (m4a, webm, ...) fall back to ``audioread``, which only works where a
+backend such as ffmpeg is installed.  Channels are averaged, and the signal is
+resampled with ``soxr`` at high quality.
+
+Every failure is raised as :class:`AudioError`, whose message is one line
+naming the file and the reason.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = (".mp3", ".ogg", ".flac", ".wav")
+
+_NOT_AUDIO = "not a readable audio file (format not recognised)"
+
+
+class AudioError(Exception):
+    """A recording that cannot be decoded; ``str(err)`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(f"{self.path}: {self.reason}")
+
+    def __reduce__(self):  # keep picklable across process pools
+        return (type(self), (self.path, self.reason))
+
+
+class _FormatNotRecognised(Exception):
+    """soundfile could not identify the format: try the fallback decoder."""
+
+
+def is_audio_path(path: str | os.PathLike) -> bool:
+    """True when ``path`` has one of :data:`AUDIO_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def decode_audio(
+    path: str | os.PathLike, *, sample_rate: int, max_seconds: float | None = None
+) -> np.ndarray:
+    """Decode a file to float32 mono of shape ``(n_samples,)`` at ``sample_rate`` Hz.
+
+    ``max_seconds`` (seconds, optional) keeps only the start of the recording;
+    only about that many frames are read from the file.
+    """
+    _check_options(sample_rate, max_seconds)
+    label = str(path)
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise AudioError(label, "file not found") from None
+    except OSError as exc:
+        raise AudioError(label, _os_reason(exc)) from None
+    if os.path.isdir(path):
+        raise AudioError(label, "is a directory, not a file")
+    if size == 0:
+        raise AudioError(label, "empty file")
+    try:
+        data, rate = _read_soundfile(path, max_seconds)
+    except _FormatNotRecognised:
+        data, rate = _read_fallback(os.fspath(path), label, max_seconds)
+    except OSError as exc:
+        raise AudioError(label, _os_reason(exc)) from None
+    except AudioError:
+        raise
+    except Exception as exc:  # libsndfile errors on open or mid-stream
+        raise AudioError(label, _soundfile_reason(exc)) from None
+    return _finish(data, rate, label, sample_rate=sample_rate, max_seconds=max_seconds)
+
+
+def decode_bytes(
+    data: bytes,
+    *,
+    sample_rate: int,
+    name: str = "upload",
+    max_seconds: float | None = None,
+) -> np.ndarray:
+    """Decode in-memory file bytes (an upload) like :func:`decode_audio`.
+
+    Returns float32 mono of shape ``(n_samples,)`` at ``sample_rate`` Hz.
+    Errors name ``name``; the name is never used to touch the filesystem.
+    """
+    _check_options(sample_rate, max_seconds)
+    label = str(name)
+    if not data:
+        raise AudioError(label, "empty file")
+    try:
+        audio, rate = _read_soundfile(io.BytesIO(data), max_seconds)
+    except _FormatNotRecognised:
+        audio, rate = _read_bytes_fallback(data, label, max_seconds)
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(label, _soundfile_reason(exc)) from None
+    return _finish(audio, rate, label, sample_rate=sample_rate, max_seconds=max_seconds)
+
+
+def _check_options(sample_rate: int, max_seconds: float | None) -> None:
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
+    if max_seconds is not None and not (max_seconds > 0 and math.isfinite(max_seconds)):
+        raise ValueError(f"max_seconds must be positive or None, got {max_seconds!r}")
+
+
+def _read_soundfile(source, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Read with libsndfile: float32 of shape (frames, channels) and its rate in Hz."""
+    try:
+        handle = sf.SoundFile(source)
+    except sf.LibsndfileError as exc:
+        if "not recognised" in (exc.error_string or "").lower():
+            raise _FormatNotRecognised() from None
+        raise
+    with handle:
+        rate = int(handle.samplerate)
+        frames = -1 if max_seconds is None else int(math.ceil(max_seconds * rate))
+        data = handle.read(frames=frames, dtype="float32", always_2d=True)
+    return data, rate
+
+
+def _read_fallback(path: str, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Decode with audioread (ffmpeg etc. when installed): (frames, channels), rate."""
+    try:
+        with warnings.catch_warnings():  # audioread's raw backend imports aifc/audioop
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import audioread
+
+            with audioread.audio_open(path) as reader:
+                rate, channels = int(reader.samplerate), int(reader.channels)
+                limit = None if max_seconds is None else int(math.ceil(max_seconds * rate))
+                chunks, n_frames = [], 0
+                for buf in reader:
+                    chunk = np.frombuffer(buf, dtype="<i2")
+                    chunks.append(chunk)
+                    n_frames += chunk.size // max(channels, 1)
+                    if limit is not None and n_frames >= limit:
+                        break
+    except Exception:
+        raise AudioError(label, _NOT_AUDIO) from None
+    if channels < 1 or rate <= 0:
+        raise AudioError(label, _NOT_AUDIO)
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype="<i2")
+    pcm = pcm[: pcm.size - pcm.size % channels]
+    data = (pcm.astype(np.float32) / 32768.0).reshape(-1, channels)
+    return data, rate
+
+
+def _read_bytes_fallback(data: bytes, label: str, max_seconds: float | None):
+    """Fallback for bytes: a generated temp file (never the user's name), then deleted."""
+    suffix = Path(label).suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,5}", suffix):
+        suffix = ""
+    fd, tmp = tempfile.mkstemp(prefix="birdcore-upload-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return _read_fallback(tmp, label, max_seconds)
+    finally:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+
+
+def _finish(
+    data: np.ndarray, rate: int, label: str, *, sample_rate: int, max_seconds: float | None
+) -> np.ndarray:
+    """(frames, channels) at ``rate`` -> checked float32 mono (n,) at ``sample_rate``."""
+    if data.shape[0] == 0:
+        raise AudioError(label, "no audio samples")
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioError(label, "contains NaN or infinite samples")
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if rate != sample_rate:
+        try:
+            mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+        except Exception as exc:
+            raise AudioError(label, f"cannot resample from {rate} Hz ({exc})") from None
+    if max_seconds is not None:
+        mono = mono[: int(round(max_seconds * sample_rate))]
+    if mono.size == 0:
+        raise AudioError(label, "no audio samples")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _soundfile_reason(exc: Exception) -> str:
+    """A short reason from a libsndfile error (its message minus the file object)."""
+    text = getattr(exc, "error_string", None) or str(exc)
+    text = " ".join(str(text).split()).rstrip(".")
+    text = re.sub(r"^error\s*:\s*", "", text, flags=re.IGNORECASE)
+    lowered = text.lower()
+    if "not recognised" in lowered:
+        return _NOT_AUDIO
+    if "malformed" in lowered:
+        return "not a readable audio file (malformed or truncated)"
+    if "does not exist" in lowered:  # libsndfile's message for short/garbage mp3 data
+        return "not a readable audio file (corrupt or truncated data)"
+    return f"not a readable audio file ({text[:200]})"
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return exc.strerror or type(exc).__name__

@@ -1,0 +1,191 @@
+"""Run configuration: plain dataclasses, saved as JSON inside every run folder.
+
+Every setting that changes what a run produces lives here, so a run folder's
+``config.json`` fully describes how it was made.  Units are in the field names
+or the comments: seconds, Hz, fractions of an axis.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class AudioConfig:
+    """How recordings are decoded and cut into segments."""
+
+    sample_rate: int = 22050  # Hz, the model rate; every file is resampled to it
+    segment_seconds: float = 5.0  # length of one scored segment (one CNN image)
+    max_decode_seconds: float | None = None  # None: decode whole recordings
+
+    @property
+    def segment_samples(self) -> int:
+        return int(round(self.sample_rate * self.segment_seconds))
+
+
+@dataclass
+class FeatureConfig:
+    """Log-mel frontend computed inside the model (``birdcore.features``).
+
+    The three image channels are mel spectrograms of the same audio taken with
+    three window lengths (multi-resolution, as in the original), sharing one hop.
+    """
+
+    n_mels: int = 128
+    fft_length: int = 2048  # samples
+    window_lengths: tuple[int, int, int] = (2048, 1024, 512)  # samples, one per channel
+    hop_length: int = 430  # samples (~19.5 ms at 22,050 Hz: 257 frames per 5 s)
+    fmin: float = 150.0  # Hz
+    fmax: float | None = None  # Hz; None means Nyquist
+    top_db: float = 80.0  # dynamic range kept below each example's peak
+
+
+@dataclass
+class AugmentConfig:
+    """Training-only augmentations; evaluation and serving never apply them.
+
+    Mask widths are fractions of the spectrogram axis (the original's tuned
+    150 of 299 bins is 0.5).  ``db_floor_max`` is the largest raise of the
+    floor of the [0, 1]-normalized spectrogram (the original's "dB reduction").
+    """
+
+    start_removal: bool = True
+    start_removal_max_seconds: float = 2.5
+    time_mask: bool = True
+    time_mask_max: float = 0.5
+    freq_mask: bool = True
+    freq_mask_max: float = 0.5
+    db_floor: bool = True
+    db_floor_max: float = 0.5
+    same_species_mix: bool = True
+    same_species_mix_prob: float = 0.3
+    same_species_mix_gain: tuple[float, float] = (0.2, 0.8)  # linear gain of the mixed-in clip
+    background_noise: bool = True
+    background_noise_prob: float = 0.5
+    background_noise_snr_db: tuple[float, float] = (3.0, 30.0)
+    background_noise_dir: str | None = None  # folder of noise recordings; None: synthesised coloured noise
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "inception_v3"  # "inception_v3" | "small_cnn" (demo and tests)
+    weights: str = "imagenet"  # "imagenet" | "none" | path to a weights file
+    pooling: str = "max"  # "max" (original) | "attention" | "mean"
+    dropout: float = 0.2
+    small_cnn_width: int = 32  # base filters of the small backbone
+
+
+@dataclass
+class SplitConfig:
+    method: str = "stratified"  # "stratified" | "xc_hundreds" (original: hundreds digit 0 is test)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 1234
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 8  # recordings per batch
+    learning_rate: float = 3.74e-4  # the original's tuned value
+    train_seconds: float = 30.0  # random crop per recording and epoch (whole file is eligible)
+    secondary_weight: float = 0.0  # target for secondary labels (0 disables soft targets)
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 8  # epochs without validation improvement
+    seed: int = 1234
+    mixed_precision: str = "auto"  # "auto" (on GPU) | "on" | "off"
+    steps_per_epoch: int | None = None  # None: one pass over the training recordings
+
+
+@dataclass
+class TuneConfig:
+    enabled: bool = False
+    max_trials: int = 10
+    epochs_per_trial: int = 10
+    lr_min: float = 1e-5
+    lr_max: float = 1e-3
+    time_mask_choices: tuple[float, ...] = (0.25, 0.5, 0.97)
+    freq_mask_choices: tuple[float, ...] = (0.25, 0.5, 0.97)
+    db_floor_choices: tuple[float, ...] = (0.0, 0.5, 0.9)
+
+
+@dataclass
+class EvalConfig:
+    target_fpr: float = 0.001  # per-species threshold operating point (0.1%)
+
+
+@dataclass
+class RunConfig:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    synthetic: bool = False  # True for runs trained on generated (demo) data
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            sub = _SECTIONS.get(f.name)
+            kwargs[f.name] = _section_from_dict(sub, value) if sub else value
+        return cls(**kwargs)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        """Read a saved config; accepts a run's config.json ({"config": ..., "versions": ...}) too."""
+        data = json.loads(Path(path).read_text())
+        return cls.from_dict(data.get("config", data))
+
+
+_SECTIONS = {
+    "audio": AudioConfig,
+    "features": FeatureConfig,
+    "augment": AugmentConfig,
+    "model": ModelConfig,
+    "split": SplitConfig,
+    "train": TrainConfig,
+    "tune": TuneConfig,
+    "eval": EvalConfig,
+}
+
+
+def _section_from_dict(cls, data: dict[str, Any]):
+    """Build a section dataclass, ignoring unknown keys and restoring tuples."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            continue
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def demo_config() -> RunConfig:
+    """A shrunken configuration that trains in minutes on 2 CPU cores."""
+    cfg = RunConfig(synthetic=True)
+    cfg.audio = AudioConfig(sample_rate=16000, segment_seconds=2.0)
+    cfg.features = FeatureConfig(n_mels=48, fft_length=512, window_lengths=(512, 256, 128), hop_length=256,
+                                 fmin=100.0)
+    cfg.model = ModelConfig(backbone="small_cnn", weights="none", pooling="max", dropout=0.1, small_cnn_width=16)
+    cfg.train = TrainConfig(epochs=12, batch_size=8, learning_rate=2e-3, train_seconds=4.0,
+                            early_stopping_patience=12)
+    cfg.augment = AugmentConfig(start_removal_max_seconds=0.5, time_mask_max=0.2, freq_mask_max=0.2,
+                                db_floor_max=0.3, same_species_mix_prob=0.2, background_noise_prob=0.3,
+                                background_noise_snr_db=(10.0, 30.0))
+    return cfg

@@ -1,0 +1,87 @@
+"""Saving and loading the inference artifacts of a run.
+
+- ``model.keras``: the Keras model, loaded in safe mode (no arbitrary code);
+  needs only ``birdcore.layers`` (not the training code).
+- ``export/``: a TF SavedModel whose ``serve`` takes a raw waveform batch
+  (batch, n_samples) float32 at the run's sample rate, of any length, and
+  returns ``{"recording": (batch, C), "segments": (batch, S, C)}``; it loads
+  with plain TensorFlow, without birdcore.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import pandas as pd
+import tensorflow as tf
+
+from . import layers as _layers  # noqa: F401  (registers the custom layers for loading)
+from .config import RunConfig
+from .runfolder import read_manifest
+
+MODEL_FILE = "model.keras"
+EXPORT_DIR = "export"
+
+
+def save_keras(model: keras.Model, path: Path) -> None:
+    """Save a ``.keras`` file atomically (write beside it, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_keras(path: Path, *, compile: bool = False) -> keras.Model:
+    return keras.models.load_model(path, safe_mode=True, compile=compile)
+
+
+def export_savedmodel(model: keras.Model, path: Path) -> None:
+    """Write the TF SavedModel serving artifact (replacing any previous one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.export(str(tmp), format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec((None, None), tf.float32, name="waveform")])
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def load_savedmodel(path: Path):
+    """The serving function of an exported SavedModel: waveform (batch, n) → dict of outputs."""
+    return tf.saved_model.load(str(path)).serve
+
+
+@dataclass
+class LoadedRun:
+    """A complete run, ready to score audio."""
+
+    path: Path
+    manifest: dict
+    config: RunConfig
+    species: pd.DataFrame  # index, ebird_code, common_name, sci_name in model output order
+    thresholds: dict
+    model: keras.Model
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.audio.sample_rate
+
+    @property
+    def codes(self) -> list[str]:
+        return self.species["ebird_code"].tolist()
+
+
+def load_run(run_dir: Path) -> LoadedRun:
+    """Load a complete run folder (checks its format version); raises RunFolderError or OSError."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    cfg = RunConfig.load(run_dir / "config.json")
+    species = pd.read_csv(run_dir / "species.csv", keep_default_na=False)
+    thr_path = run_dir / "thresholds.json"
+    thresholds = json.loads(thr_path.read_text()) if thr_path.exists() else {}
+    model = load_keras(run_dir / MODEL_FILE)
+    return LoadedRun(run_dir, manifest, cfg, species, thresholds, model)

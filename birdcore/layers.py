@@ -1,0 +1,221 @@
+"""Keras layers of the model: the log-mel frontend, spectrogram augmentations,
+segment framing and pooling.
+
+Everything here is serialisable and registered under the ``birdcore``
+package, so a saved ``.keras`` model loads in safe mode after
+``import birdcore.layers``.  Layers whose ``augmentation`` attribute is True
+act only when ``training=True``: evaluation and serving never augment.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from .segments import frame_segments, pool_segments
+
+_PACKAGE = "birdcore"
+
+
+def _centered_hann(window_length: int, frame_length: int):
+    """Hann window of ``window_length`` zero-padded to ``frame_length``, centred."""
+    def window_fn(length, dtype=tf.float32):
+        win = tf.signal.hann_window(window_length, periodic=True, dtype=dtype)
+        left = (frame_length - window_length) // 2
+        return tf.pad(win, [[left, frame_length - window_length - left]])
+    return window_fn
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LogMelFrontend(keras.layers.Layer):
+    """Waveform → three-channel log-mel image, normalised per example.
+
+    Input: (batch, n_samples) float32 audio at ``sample_rate``.
+    Output: (batch, n_mels, n_frames, 3) float32 in [0, 1], one channel per
+    window length; n_frames = 1 + n_samples // hop_length.  Each example is
+    scaled on its own (its peak maps to 1, ``top_db`` below it to 0), never
+    over the batch, so a clip's score does not depend on its batch mates.
+    """
+
+    def __init__(self, *, sample_rate: int, n_mels: int, fft_length: int, window_lengths, hop_length: int,
+                 fmin: float, fmax: float | None, top_db: float, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.sample_rate = int(sample_rate)
+        self.n_mels = int(n_mels)
+        self.fft_length = int(fft_length)
+        self.window_lengths = tuple(int(w) for w in window_lengths)
+        self.hop_length = int(hop_length)
+        self.fmin = float(fmin)
+        self.fmax = None if fmax is None else float(fmax)
+        self.top_db = float(top_db)
+        if max(self.window_lengths) > self.fft_length:
+            raise ValueError("window lengths must not exceed fft_length")
+        self._mel = tf.signal.linear_to_mel_weight_matrix(
+            num_mel_bins=self.n_mels, num_spectrogram_bins=self.fft_length // 2 + 1,
+            sample_rate=self.sample_rate, lower_edge_hertz=self.fmin,
+            upper_edge_hertz=self.fmax or self.sample_rate / 2)
+
+    def n_frames(self, n_samples: int) -> int:
+        return 1 + n_samples // self.hop_length
+
+    def call(self, waveform):
+        x = tf.cast(waveform, tf.float32)
+        half = self.fft_length // 2
+        x = tf.pad(x, [[0, 0], [half, half]])
+        channels = []
+        for wl in self.window_lengths:
+            stft = tf.signal.stft(x, frame_length=self.fft_length, frame_step=self.hop_length,
+                                  fft_length=self.fft_length, window_fn=_centered_hann(wl, self.fft_length))
+            power = tf.math.square(tf.math.abs(stft))  # (batch, frames, bins)
+            channels.append(tf.tensordot(power, self._mel, axes=1))  # (batch, frames, mels)
+        mel = tf.stack(channels, axis=-1)  # (batch, frames, mels, 3)
+        db = 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
+        peak = tf.reduce_max(db, axis=[1, 2, 3], keepdims=True)
+        db = tf.maximum(db, peak - self.top_db)
+        low = tf.reduce_min(db, axis=[1, 2, 3], keepdims=True)
+        img = (db - low) / tf.maximum(peak - low, 1e-6)
+        return tf.transpose(img, [0, 2, 1, 3])  # (batch, mels, frames, 3)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(sample_rate=self.sample_rate, n_mels=self.n_mels, fft_length=self.fft_length,
+                   window_lengths=list(self.window_lengths), hop_length=self.hop_length, fmin=self.fmin,
+                   fmax=self.fmax, top_db=self.top_db)
+        return cfg
+
+
+class _SpecAugment(keras.layers.Layer):
+    """Base of the training-only spectrogram augmentations on (batch, mels, frames, ch) in [0, 1]."""
+
+    augmentation = True
+
+    def __init__(self, *, enabled: bool = True, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.enabled = bool(enabled)
+
+    def call(self, spec, training=None):
+        if not training or not self.enabled:
+            return spec
+        return self.augment(spec)
+
+    def augment(self, spec):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["enabled"] = self.enabled
+        return cfg
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DbFloorRaise(_SpecAugment):
+    """Raise the floor of each normalised spectrogram by f ~ U(0, max_raise),
+    then stretch back to [0, 1]: quiet background drops out (the original's
+    "dB reduction")."""
+
+    def __init__(self, *, max_raise: float, **kwargs):
+        super().__init__(**kwargs)
+        self.max_raise = float(max_raise)
+
+    def augment(self, spec):
+        floor = tf.random.uniform([tf.shape(spec)[0], 1, 1, 1], 0.0, self.max_raise)
+        return (tf.maximum(spec, floor) - floor) / tf.maximum(1.0 - floor, 1e-6)
+
+    def get_config(self):
+        return {**super().get_config(), "max_raise": self.max_raise}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AxisMask(_SpecAugment):
+    """Zero one random band along ``axis`` (1 = mel bins, 2 = time frames) of
+    each example; its width is uniform in [0, max_fraction × axis length]."""
+
+    def __init__(self, *, axis: int, max_fraction: float, **kwargs):
+        super().__init__(**kwargs)
+        if axis not in (1, 2):
+            raise ValueError("axis must be 1 (frequency) or 2 (time)")
+        self.axis = int(axis)
+        self.max_fraction = float(max_fraction)
+
+    def augment(self, spec):
+        batch = tf.shape(spec)[0]
+        length = tf.shape(spec)[self.axis]
+        max_width = tf.cast(tf.cast(length, tf.float32) * self.max_fraction, tf.int32)
+        width = tf.cast(tf.random.uniform([batch]) * tf.cast(max_width + 1, tf.float32), tf.int32)
+        width = tf.minimum(width, length)
+        start = tf.cast(tf.random.uniform([batch]) * tf.cast(length - width + 1, tf.float32), tf.int32)
+        pos = tf.range(length)[None, :]
+        band = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (batch, length)
+        keep = tf.cast(tf.logical_not(band), spec.dtype)
+        shape = [batch, 1, 1, 1]
+        shape[self.axis] = length
+        return spec * tf.reshape(keep, shape)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "max_fraction": self.max_fraction}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ToSymmetric(keras.layers.Layer):
+    """Map [0, 1] to [-1, 1], the input range InceptionV3 expects."""
+
+    def call(self, spec):
+        return spec * 2.0 - 1.0
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SegmentFramer(keras.layers.Layer):
+    """(batch, n_samples) → segments (batch × n_segments, segment_samples) and
+    mask (batch, n_segments); see ``segments.frame_segments``."""
+
+    def __init__(self, *, segment_samples: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.segment_samples = int(segment_samples)
+
+    def call(self, waveform):
+        segments, mask = frame_segments(waveform, self.segment_samples)
+        flat = ops.reshape(segments, (-1, self.segment_samples))
+        return flat, mask
+
+    def get_config(self):
+        return {**super().get_config(), "segment_samples": self.segment_samples}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SegmentUnflatten(keras.layers.Layer):
+    """(batch × n_segments, C) segment outputs → (batch, n_segments, C), using the mask's shape."""
+
+    def call(self, flat, mask):
+        shape = ops.shape(mask)
+        return ops.reshape(flat, (shape[0], shape[1], ops.shape(flat)[-1]))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RecordingPooling(keras.layers.Layer):
+    """Segment logits (batch, n_segments, C) → recording scores (batch, C); see ``segments.pool_segments``."""
+
+    def __init__(self, *, mode: str, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, logits, mask, attention_logits=None):
+        return pool_segments(logits, mask, mode=self.mode, attention_logits=attention_logits)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Sigmoid(keras.layers.Layer):
+    """Segment logits → segment probabilities, in float32."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, logits):
+        return ops.sigmoid(ops.cast(logits, "float32"))

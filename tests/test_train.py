@@ -1,0 +1,97 @@
+"""End to end on generated data: a tiny real model learns, the run folder is complete,
+exports agree, and --resume continues at the right epoch."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from birdcore.audio import decode_audio
+from birdcore.evaluate import evaluate_dataset
+from birdcore.export import load_keras, load_run, load_savedmodel
+from birdcore.inference import Scorer
+from birdcore.runfolder import FORMAT_VERSION, RunFolderError, read_manifest
+from birdcore.train import train_run
+
+from conftest import tiny_config
+
+
+def test_tiny_model_learns_three_species(trained_run, holdout_dir, tmp_path):
+    result = evaluate_dataset(trained_run, data_dir=holdout_dir, cache_dir=tmp_path / "cache", workers=1)
+    assert result["n_recordings"] == 15
+    assert result["top1"] >= 0.6  # chance is 1/3
+    assert result["macro_auc"] >= 0.75
+
+
+def test_run_folder_is_complete_and_versioned(trained_run):
+    manifest = read_manifest(trained_run)
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["status"] == "complete"
+    assert manifest["synthetic"] is True
+    for name in ("config.json", "species.csv", "data_report.json", "split.csv", "history.csv", "metrics.json",
+                 "thresholds.json", "scores.npz", "model.keras", "export/saved_model.pb"):
+        assert (trained_run / name).exists(), name
+    assert not (trained_run / "checkpoints").exists()
+    assert not any(p.name.endswith(".partial") for p in trained_run.parent.iterdir())
+    cfg = json.loads((trained_run / "config.json").read_text())
+    assert cfg["config"]["model"]["backbone"] == "small_cnn" and "tensorflow" in cfg["versions"]
+    split = pd.read_csv(trained_run / "split.csv")
+    assert set(split["split"]) == {"train", "val", "test"}
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("top1", "top5", "macro_auc", "per_species"):
+        assert key in metrics
+    with np.load(trained_run / "scores.npz", allow_pickle=False) as z:
+        n_test = int((split["split"] == "test").sum())
+        assert z["scores"].shape == (n_test, 3)
+        assert len(z["segment_offsets"]) == n_test + 1
+        assert z["segment_scores"].shape[0] == z["segment_offsets"][-1]
+    thresholds = json.loads((trained_run / "thresholds.json").read_text())
+    assert thresholds["chosen_on"] == "val" and set(thresholds["species"]) == set(split["primary"])
+    assert len(pd.read_csv(trained_run / "history.csv")) == 8
+
+
+def test_exports_give_the_same_scores(trained_run, synth_dir):
+    run = load_run(trained_run)
+    wav_path = sorted((synth_dir / "train_audio").rglob("*.*"))[0]
+    wave = decode_audio(wav_path, sample_rate=run.sample_rate)
+    ref = Scorer(run.model).score(wave)
+    keras_out = load_keras(trained_run / "model.keras")(wave[None])
+    serve = load_savedmodel(trained_run / "export")
+    saved_out = serve(tf.constant(wave[None]))
+    np.testing.assert_allclose(np.asarray(keras_out["recording"])[0], ref.recording, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(saved_out["recording"])[0], ref.recording, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(saved_out["segments"])[0], ref.segments, atol=1e-4)
+    assert ref.segments.shape[0] == int(np.ceil(len(wave) / run.config.audio.segment_samples))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path):
+    import keras
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise _Interrupt()
+
+    cfg = tiny_config(epochs=4)
+    kwargs = dict(data_dir=synth_dir, out_dir=tmp_path / "runs", name="r", cache_dir=tmp_path / "cache", workers=1)
+    with pytest.raises(_Interrupt):
+        train_run(cfg=cfg, extra_callbacks=[StopAfter()], **kwargs)
+    partial = tmp_path / "runs" / ".r.partial"
+    assert partial.is_dir() and not (tmp_path / "runs" / "r").exists()
+    assert json.loads((partial / "train_state.json").read_text())["epoch"] == 1
+    with pytest.raises(RunFolderError, match="--resume"):
+        train_run(cfg=cfg, **kwargs)
+    final = train_run(cfg=cfg, resume=True, **kwargs)
+    history = pd.read_csv(final / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    assert read_manifest(final)["epochs_trained"] == 4
+
+
+def test_existing_complete_run_is_never_overwritten(trained_run, synth_dir, tmp_path):
+    with pytest.raises(RunFolderError, match="exists"):
+        train_run(data_dir=synth_dir, out_dir=trained_run.parent, name=trained_run.name, cfg=tiny_config(),
+                  cache_dir=tmp_path / "c", workers=1)

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Train, evaluate and export a bird-call model headless (thin CLI over birdcore.train.train_run).
+
+Examples:
+    python train_job.py --demo
+    python train_job.py --data-dir /data/birdsong-recognition --weights imagenet
+    python train_job.py --data-dir /data/birdsong-recognition --tune --max-trials 10
+    python train_job.py --data-dir /data/birdsong-recognition --name my-run --resume
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from birdcore.cli import add_common_data_args, fail, log, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=100))
+    p.add_argument("--data-dir", type=Path, help="dataset folder (train.csv or train_metadata.csv + train_audio/)")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the run folder")
+    p.add_argument("--name", help="run name (default: a timestamp)")
+    p.add_argument("--demo", action="store_true",
+                   help="generate a small synthetic dataset (unless --data-dir is given) and train a small "
+                        "model on it in a few minutes on CPU; the run is labelled synthetic")
+    p.add_argument("--config", type=Path, help="a config.json to start from (a run's or a RunConfig dict)")
+    p.add_argument("--weights", default=None, help="imagenet | none | FILE (default imagenet; demo: none)")
+    p.add_argument("--backbone", choices=["inception_v3", "small_cnn"], default=None,
+                   help="default inception_v3 (demo: small_cnn)")
+    p.add_argument("--pooling", choices=["max", "attention", "mean"], default=None, help="default max")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40; demo 12)")
+    p.add_argument("--batch-size", type=int, default=None, help="recordings per batch (default 8)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 3.74e-4)")
+    p.add_argument("--train-seconds", type=float, default=None, help="random crop per recording (default 30)")
+    p.add_argument("--split", choices=["stratified", "xc_hundreds"], default=None,
+                   help="stratified by species (default) or the original's XC-number rule")
+    p.add_argument("--secondary-weight", type=float, default=None,
+                   help="soft target for secondary (background) labels; 0 disables (default 0)")
+    p.add_argument("--no-augment", action="store_true", help="disable every augmentation")
+    p.add_argument("--noise-dir", type=Path, default=None, help="folder of background-noise recordings to mix in")
+    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default=None, help="default auto (GPU only)")
+    p.add_argument("--target-fpr", type=float, default=None, help="threshold operating point (default 0.001)")
+    p.add_argument("--tune", action="store_true", help="search hyperparameters with keras-tuner first")
+    p.add_argument("--max-trials", type=int, default=None, help="tuning trials (default 10)")
+    p.add_argument("--trial-epochs", type=int, default=None, help="epochs per tuning trial (default 10)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run (give its --name)")
+    p.add_argument("--batch-segments", type=int, default=32, help="segments per forward pass when scoring")
+    add_common_data_args(p)
+    return p
+
+
+def config_from_args(args):
+    from birdcore.config import RunConfig, demo_config
+
+    cfg = RunConfig.load(args.config) if args.config else (demo_config() if args.demo else RunConfig())
+    m, t = cfg.model, cfg.train
+    for value, obj, attr in [
+        (args.weights, m, "weights"), (args.backbone, m, "backbone"), (args.pooling, m, "pooling"),
+        (args.epochs, t, "epochs"), (args.batch_size, t, "batch_size"), (args.lr, t, "learning_rate"),
+        (args.train_seconds, t, "train_seconds"), (args.split, cfg.split, "method"),
+        (args.secondary_weight, t, "secondary_weight"), (args.mixed_precision, t, "mixed_precision"),
+        (args.target_fpr, cfg.eval, "target_fpr"), (args.max_trials, cfg.tune, "max_trials"),
+        (args.trial_epochs, cfg.tune, "epochs_per_trial"),
+    ]:
+        if value is not None:
+            setattr(obj, attr, value)
+    if args.noise_dir:
+        cfg.augment.background_noise_dir = str(args.noise_dir)
+    if args.no_augment:
+        a = cfg.augment
+        a.start_removal = a.time_mask = a.freq_mask = a.db_floor = a.same_species_mix = a.background_noise = False
+    cfg.tune.enabled = bool(args.tune)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if not args.data_dir and not args.demo:
+        log.error("give --data-dir DIR (a Cornell-format dataset), or --demo for a synthetic one")
+        return 2
+    name = args.name
+    try:
+        cfg = config_from_args(args)
+        data_dir = args.data_dir
+        if args.demo and data_dir is None:
+            from birdcore.synthetic import make_synthetic_dataset
+
+            data_dir = Path("demo_data")
+            if not (data_dir / "train.csv").exists():
+                log.info("generating a synthetic demo dataset in %s", data_dir)
+                make_synthetic_dataset(data_dir, n_species=6, recordings_per_species=12, seconds=(4.0, 9.0),
+                                       sample_rate=cfg.audio.sample_rate, seed=0)
+        if args.demo:
+            cfg.synthetic = True
+        name = name or time.strftime(("demo-synthetic-" if cfg.synthetic else "run-") + "%Y%m%d-%H%M%S")
+        from birdcore.train import train_run
+
+        final = train_run(data_dir=data_dir, out_dir=args.out, name=name, cfg=cfg, resume=args.resume,
+                          cache_dir=args.cache_dir, workers=args.workers, batch_segments=args.batch_segments)
+    except KeyboardInterrupt:
+        log.error("interrupted; continue later with --resume --name %s", name or "<run name>")
+        return 130
+    except Exception as exc:
+        return fail(exc, args.verbose)
+    print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
