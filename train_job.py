@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from birdcore.cli import add_common_data_args, fail, log, setup_logging
+from birdcore.cli import add_common_data_args, fail, import_tensorflow_quietly, log, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("give --data-dir DIR (a Cornell-format dataset), or --demo for a synthetic one")
         return 2
     name = args.name
+    import_tensorflow_quietly()
     try:
         cfg = config_from_args(args)
         data_dir = args.data_dir

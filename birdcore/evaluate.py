@@ -12,25 +12,30 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import metrics as M
-from .inference import Scorer
 from .runfolder import atomic_write_json, write_npz
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily so the CLI can silence its start-up lines
+    from .inference import Scorer
 
 log = logging.getLogger("birdcore")
 
 
 def score_recordings(model, load: Callable[[int], np.ndarray], indices: Sequence[int], *,
-                     batch_segments: int = 32, progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Score recordings ``load(i)`` for i in ``indices``.
+                     batch_segments: int = 32, progress: bool = False,
+                     scorer: Scorer | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Score recordings ``load(i)`` for i in ``indices`` (with ``scorer`` if given, to reuse its trace).
 
     Returns recording scores (N, C) float32 and a list of N segment-score arrays (S_i, C).
     """
-    scorer = Scorer(model, batch_segments=batch_segments)
+    from .inference import Scorer
+
+    scorer = scorer or Scorer(model, batch_segments=batch_segments)
     waves = (np.asarray(load(int(i)), dtype=np.float32) for i in indices)
     if progress:
         from tqdm import tqdm
@@ -132,7 +137,7 @@ def _fmt(x) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import add_common_data_args, fail, setup_logging
+    from .cli import add_common_data_args, fail, import_tensorflow_quietly, setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m birdcore.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_data_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    import_tensorflow_quietly()
     try:
         result = evaluate_dataset(args.run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,
                                   workers=args.workers, batch_segments=args.batch_segments)

@@ -51,8 +51,11 @@ def export_savedmodel(model: keras.Model, path: Path) -> None:
 
 
 def load_savedmodel(path: Path):
-    """The serving function of an exported SavedModel: waveform (batch, n) → dict of outputs."""
-    return tf.saved_model.load(str(path)).serve
+    """The loaded SavedModel; call ``.serve(waveform (batch, n) float32)`` → dict of outputs.
+
+    Keep the returned object alive while using ``serve`` (it owns the variables).
+    """
+    return tf.saved_model.load(str(path))
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import fail, log, setup_logging
+from .cli import fail, import_tensorflow_quietly, log, setup_logging
 
 
 @dataclass
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    import_tensorflow_quietly()
     try:
         from .export import load_run
 

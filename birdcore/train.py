@@ -24,6 +24,7 @@ from .cache import DecodeCache, default_cache_dir
 from .config import RunConfig
 from .dataset import read_metadata, species_table
 from .evaluate import score_arrays, score_recordings, write_evaluation, format_summary
+from .inference import Scorer
 from .export import MODEL_FILE, EXPORT_DIR, export_savedmodel, load_keras, save_keras
 from .model import build_model, configure_precision
 from .pipeline import TrainingBatches, make_targets
@@ -113,11 +114,21 @@ class ValidationScorer(keras.callbacks.Callback):
         super().__init__()
         self.data, self.rows, self.targets, self.primary = data, rows, targets, primary
         self.batch_segments = batch_segments
+        self._cached: tuple[int, Scorer] | None = None
+
+    def _scorer(self) -> Scorer:
+        """One traced scorer per model (keras-tuner builds a new model per trial)."""
+        if self._cached is None or self._cached[0] != id(self.model):
+            self._cached = (id(self.model), Scorer(self.model, batch_segments=self.batch_segments))
+        return self._cached[1]
+
+    def __deepcopy__(self, memo):  # keras-tuner copies callbacks per trial; the data need not be copied
+        return ValidationScorer(self.data, self.rows, self.targets, self.primary, batch_segments=self.batch_segments)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or len(self.rows) == 0:
             return
-        scores, _ = score_recordings(self.model, self.data.load, self.rows, batch_segments=self.batch_segments)
+        scores, _ = score_recordings(self.model, self.data.load, self.rows, scorer=self._scorer())
         p = np.clip(scores, 1e-7, 1 - 1e-7)
         y = self.targets[self.rows]
         logs["val_loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
