@@ -15,6 +15,7 @@ forward pass.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -108,7 +109,9 @@ def build_segment_model(cfg: RunConfig, n_species: int) -> keras.Model:
         x = layer(x)
     x = build_backbone(cfg)(x)
     x = keras.layers.Dropout(cfg.model.dropout, name="head_dropout")(x)
-    logits = keras.layers.Dense(n_species, dtype="float32", name="species_logits")(x)
+    # bias at the prior log-odds of one species in C: the first steps start near the right loss
+    prior = keras.initializers.Constant(-math.log(max(n_species - 1, 1)))
+    logits = keras.layers.Dense(n_species, dtype="float32", bias_initializer=prior, name="species_logits")(x)
     outputs = [logits]
     if cfg.model.pooling == "attention":
         outputs.append(keras.layers.Dense(n_species, dtype="float32", name="attention_logits")(x))

@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -192,6 +193,11 @@ def _duration(seconds: float) -> str:
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
+def is_tuning_worker() -> bool:
+    """True in a keras-tuner distributed worker (KERASTUNER_TUNER_ID set to anything but "chief")."""
+    return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
+
+
 def compile_model(model: keras.Model, lr: float) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
                   loss={"recording": keras.losses.BinaryCrossentropy()})
@@ -279,6 +285,9 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         tuning = tune_hyperparameters(run, cfg, data, targets, primary, noise_bank=noise_bank,
                                       batch_segments=batch_segments)
         cfg = tuning.pop("config")
+        if is_tuning_worker():
+            log.info("tuning worker %s finished; the chief trains the final model", os.environ["KERASTUNER_TUNER_ID"])
+            return run.path
     atomic_write_json(config_path, {"config": cfg.to_dict(), "versions": library_versions(),
                                     "data_dir": str(Path(data_dir).resolve())})
 

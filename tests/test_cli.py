@@ -1,0 +1,84 @@
+"""The command-line contract, checked from outside with subprocesses: one-line errors, no tracebacks."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, cwd=ROOT, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_train_job_bad_data_dir_is_one_line_error(tmp_path):
+    res = run(ROOT / "train_job.py", "--data-dir", tmp_path / "nope", "--out", tmp_path / "runs")
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert "nope" in res.stderr
+    assert not (tmp_path / "runs" / ".run").exists()
+
+
+def test_train_job_needs_data_or_demo(tmp_path):
+    res = run(ROOT / "train_job.py", "--out", tmp_path)
+    assert res.returncode == 2 and "--demo" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_demo_trains_a_labelled_synthetic_run(tmp_path):
+    res = run(ROOT / "train_job.py", "--demo", "--epochs", "3", "--out", tmp_path / "runs", "--name", "d",
+              "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    manifest = json.loads((tmp_path / "runs" / "d" / "run.json").read_text())
+    assert manifest["synthetic"] is True and manifest["epochs_trained"] == 3
+    assert (tmp_path / "demo_data" / "README.txt").exists()
+    assert "I0000" not in res.stderr  # TensorFlow's native start-up chatter is hidden
+
+
+def test_evaluate_json_last_line(trained_run, holdout_dir, tmp_path):
+    res = run("-m", "birdcore.evaluate", trained_run, "--data-dir", holdout_dir, "--json",
+              "--cache-dir", tmp_path / "cache")
+    assert res.returncode == 0, res.stderr[-2000:]
+    last = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"top1", "top5", "macro_auc", "n_recordings"} <= set(last)
+    assert last["n_recordings"] == 15
+
+
+def test_evaluate_unknown_species_is_reported(trained_run, tmp_path):
+    from birdcore.synthetic import make_synthetic_dataset
+
+    other = make_synthetic_dataset(tmp_path / "other", n_species=5, recordings_per_species=1, seconds=(1.0, 1.5),
+                                   seed=3)
+    res = run("-m", "birdcore.evaluate", trained_run, "--data-dir", other, "--json", "--cache-dir", tmp_path / "c")
+    assert res.returncode == 0, res.stderr[-2000:]
+    last = json.loads(res.stdout.strip().splitlines()[-1])
+    assert last["n_recordings"] == 3 and len(last["skipped"]) == 2
+
+
+def test_predict_reports_bad_files_and_goes_on(trained_run, synth_dir, tmp_path):
+    good = sorted((synth_dir / "train_audio").rglob("*.wav"))[0]
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(np.random.default_rng(0).bytes(4000))
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    res = run("-m", "birdcore.predict", trained_run, bad, good, empty, "--top", "2")
+    assert "Traceback" not in res.stderr
+    assert res.returncode == 1  # some files failed
+    assert "broken.mp3" in res.stderr and "empty.wav" in res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith(str(good)) and len(lines) == 3
+    code = good.parent.name
+    assert code in lines[1]  # the training recording's own species comes first
+
+
+def test_predict_missing_run_is_one_line(tmp_path):
+    clip = tmp_path / "c.wav"
+    sf.write(clip, np.zeros(1600, np.float32), 16000)
+    res = run("-m", "birdcore.predict", tmp_path / "no_run", clip)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "no_run" in res.stderr
