@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from birdcore.augment import WaveAugmenter, add_noise, colored_noise, mix_in, remove_start
+from birdcore.augment import WaveAugmenter, add_noise, colored_noise, mix_in, noise_slice, remove_start
 from birdcore.config import AugmentConfig
 
 
@@ -59,3 +59,18 @@ def test_augmenter_disabled_is_identity_and_enabled_changes():
     assert aug.steps() == ["start_removal", "same_species_mix", "background_noise"]
     y = aug(x, np.random.default_rng(0), same_species=lambda: wave(seed=9))
     assert y.shape == x.shape and y.dtype == np.float32 and not np.allclose(x, y)
+
+
+def test_noise_slice_wraps_and_has_the_right_length():
+    bank = [np.arange(10, dtype=np.float32)]
+    out = noise_slice(bank, 25, np.random.default_rng(0))
+    assert len(out) == 25
+    assert np.all((np.diff(out) == 1) | (np.diff(out) == -9))  # consecutive samples, wrapping
+
+
+def test_background_noise_only_adds_noise_at_the_snr():
+    cfg = AugmentConfig(start_removal=False, same_species_mix=False, background_noise_prob=1.0,
+                        background_noise_snr_db=(12.0, 12.0))
+    x = wave(16000)
+    y = WaveAugmenter(cfg, 16000)(x, np.random.default_rng(1))
+    assert 20 * np.log10(rms(x) / rms(y - x)) == pytest.approx(12.0, abs=0.05)

@@ -1,0 +1,42 @@
+"""Mixed precision (used on GPUs): the float32 islands stay float32 and training still runs."""
+import keras
+import numpy as np
+import pytest
+
+from birdcore.inference import Scorer
+from birdcore.model import build_model, configure_precision
+from birdcore.train import compile_model
+
+from conftest import tiny_config
+
+
+@pytest.fixture
+def mixed_policy():
+    yield configure_precision("on")
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_model_trains_and_scores_in_float32(mixed_policy):
+    assert mixed_policy == "mixed_float16"
+    model = build_model(tiny_config(), 3)
+    seg = model.get_layer("segment_model")
+    assert seg.get_layer("logmel").compute_dtype == "float32"
+    assert seg.get_layer("species_logits").compute_dtype == "float32"
+    compile_model(model, 1e-3)
+    x = np.random.default_rng(0).standard_normal((4, 32000)).astype("float32") * 0.1
+    y = {"recording": np.eye(3, dtype="float32")[[0, 1, 2, 0]]}
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    scores = Scorer(model, batch_segments=4).score(x[0])
+    assert scores.recording.dtype == np.float32 and scores.recording.shape == (3,)
+
+
+def test_auto_precision_follows_the_hardware():
+    import tensorflow as tf
+
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    try:
+        assert configure_precision("auto") == ("mixed_float16" if has_gpu else "float32")
+        assert configure_precision("off") == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
