@@ -28,6 +28,16 @@ def random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.n
     return out
 
 
+def crop_around_sound(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A crop of ``length`` samples containing a randomly chosen non-zero sample (zeros if there is none)."""
+    sound = np.flatnonzero(np.asarray(wave))
+    if len(sound) == 0:
+        return random_crop(wave, length, rng)
+    at = int(sound[rng.integers(len(sound))])
+    start = int(np.clip(at - rng.integers(length), 0, max(0, len(wave) - length)))
+    return random_crop(wave[start:start + length], length, rng)
+
+
 def make_targets(primary: Sequence[int], secondary: Sequence[Sequence[int]], n_species: int, *,
                  secondary_weight: float, label_smoothing: float) -> np.ndarray:
     """Recording targets (N, C) float32: 1 for the primary species (minus smoothing),
@@ -89,8 +99,15 @@ class TrainingBatches(keras.utils.PyDataset):
         return self.steps
 
     def example(self, i: int, rng: np.random.Generator) -> np.ndarray:
-        """One augmented training crop (crop_samples,) of recording i."""
-        wave = random_crop(self.load(i), self.crop_samples, rng)
+        """One augmented training crop (crop_samples,) of recording i.
+
+        A crop of pure digital silence carries no label information, so it is
+        replaced by one placed around a random non-silent sample.
+        """
+        source = self.load(i)
+        wave = random_crop(source, self.crop_samples, rng)
+        if not np.any(wave):
+            wave = crop_around_sound(source, self.crop_samples, rng)
         if self.augmenter is None:
             return wave
         partners = self.by_species[self.species[i]]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from keras import ops
 
 POOLING_MODES = ("max", "mean", "attention")
-_MASKED = -1e4  # logit given to padded segments before max/softmax (fits float16)
+# Logit given to padded segments before max/softmax.  Bounded on purpose: Keras computes the
+# loss of a sigmoid output from its logit, so an all-padding example would otherwise cost 1e4.
+_MASKED = -30.0
 
 
 def frame_segments(waveform, segment_samples: int):

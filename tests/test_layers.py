@@ -115,3 +115,14 @@ def test_pooling_modes_ignore_padding():
     assert out[0] == pytest.approx(sig[1, 0], rel=1e-4)
     with pytest.raises(ValueError):
         pool_segments(logits, mask, mode="median")
+
+
+def test_all_padding_example_has_a_bounded_loss():
+    """Keras takes the loss of a sigmoid output from its logit: padding must not cost thousands."""
+    import keras
+
+    logits = np.zeros((1, 2, 3), np.float32)
+    mask = np.zeros((1, 2), np.float32)
+    rec = pool_segments(logits, mask, mode="max")
+    loss = float(keras.losses.BinaryCrossentropy()(np.array([[1.0, 0, 0]]), rec))
+    assert loss < 20
