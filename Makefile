@@ -1,9 +1,11 @@
-# make test   install into .venv and run the test suite
-# make demo   install, train a small model on generated data (a few minutes on CPU)
+# make run           install into .venv and start the dashboard (streamlit run app.py)
+# make test          install into .venv and run the test suite
+# make demo          install, train a small model on generated data (about a minute on CPU)
+# make browser-deps  Debian packages for the browser end-to-end test (chromium, chromium-driver)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo clean
+.PHONY: install run test demo browser-deps clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -13,11 +15,22 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
+run: install
+	$(PY) -m streamlit run app.py
+
 test: install
 	$(PY) -m pytest -q
 
 demo: install
 	$(PY) train_job.py --demo
+
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver present"; \
+	else \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_data

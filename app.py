@@ -1,0 +1,26 @@
+"""birdclef dashboard: ``streamlit run app.py``.
+
+Pages: classify a clip, run overview, per-species test scores, thresholds, and run comparison.
+The runs folder is ``runs/`` unless ``BIRDCLEF_RUNS`` names another.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import streamlit as st  # noqa: E402
+
+import ui  # noqa: E402
+
+st.set_page_config(page_title="birdclef", page_icon="🐦", layout="wide")
+
+pages = [
+    st.Page("pages/classify.py", title="Classify a clip", icon="🎙️", default=True),
+    st.Page("pages/overview.py", title="Run overview", icon="📋"),
+    st.Page("pages/species.py", title="Species", icon="🐦"),
+    st.Page("pages/thresholds.py", title="Thresholds", icon="🎚️"),
+    st.Page("pages/compare.py", title="Compare runs", icon="⚖️"),
+]
+nav = st.navigation(pages)
+st.sidebar.caption(f"Runs folder: `{ui.runs_dir()}`")
+ui.run_picker()
+nav.run()

@@ -1,0 +1,70 @@
+"""Classify a clip: upload or record, then see which birds the selected run hears."""
+import pandas as pd
+import streamlit as st
+
+import ui
+from birdcore.audio import AudioError
+from birdcore.plots import segment_heatmap_figure, spectrogram_figure
+
+st.title("Which bird is singing?")
+run_dir = ui.selected_run()
+if run_dir is None:
+    st.stop()
+ui.synthetic_banner(run_dir)
+
+upload_tab, record_tab = st.tabs(["Upload a file", "Record"])
+with upload_tab:
+    upload = st.file_uploader("Audio file", type=["mp3", "ogg", "wav", "flac", "m4a", "webm"],
+                              help="Decoded in memory; nothing you upload is stored.")
+with record_tab:
+    recording = st.audio_input("Record from the microphone", sample_rate=48000)
+
+clip = upload or recording
+if clip is None:
+    st.caption("Upload a recording or record one to see the top species.")
+    st.stop()
+
+name = getattr(clip, "name", None) or "recording"
+data = clip.getvalue()
+clf = ui.classifier(run_dir)
+try:
+    if not data:
+        raise AudioError(name, "empty file")
+    wave = clf.decode(data, name=name)
+except AudioError as exc:
+    st.error(f"Could not read {exc}")
+    st.stop()
+
+with st.spinner("Listening…"):
+    result = clf.classify_wave(wave, name=name, top=5)
+synthetic = bool(ui.run_json(run_dir, "run.json").get("synthetic"))
+
+st.audio(data)
+st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=min(result.seconds, 120.0),
+                                   title=f"{name} ({result.seconds:.1f} s)"), use_container_width=True)
+
+rows = []
+for p in result.top:
+    decision = "no threshold" if p.threshold is None else ("detected" if p.detected else "below threshold")
+    rows.append({"species": p.common_name, "scientific name": p.sci_name, "code": p.ebird_code,
+                 "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
+                 "decision": decision,
+                 "eBird": None if synthetic else f"https://ebird.org/species/{p.ebird_code}"})
+st.subheader("Top species")
+st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True,
+             column_config={"eBird": st.column_config.LinkColumn("eBird", display_text="species page"),
+                            "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0,
+                                                                     format="%.3f")})
+best = result.top[0]
+if best.detected:
+    st.success(f"Most likely: **{best.common_name}** (*{best.sci_name}*), score {best.score:.3f}.")
+else:
+    st.info(f"Best guess: {best.common_name} (score {best.score:.3f}), below the run's threshold for it.")
+
+if len(result.segments) > 1:
+    shown = [p.ebird_code for p in result.top]
+    index = {c: i for i, c in enumerate(clf.run.codes)}
+    st.subheader("Timeline")
+    st.plotly_chart(segment_heatmap_figure(result.segments[:, [index[c] for c in shown]],
+                                           species_labels=[p.common_name for p in result.top],
+                                           segment_seconds=result.segment_seconds), use_container_width=True)

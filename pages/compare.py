@@ -1,0 +1,44 @@
+"""Compare two runs: headline metrics side by side and recording-by-recording on shared test recordings."""
+import streamlit as st
+
+import ui
+from birdcore.analysis import compare_runs, compare_summary
+
+st.title("Compare runs")
+run_a = ui.selected_run()
+if run_a is None:
+    st.stop()
+others = [p for p in ui.available_runs() if p != run_a]
+if not others:
+    st.info("Only one run so far: train another (for example `python train_job.py --demo --epochs 3`) to compare.")
+    st.stop()
+run_b = st.selectbox("Compare with", others, format_func=ui.run_label)
+
+cols = st.columns(2)
+for col, run in zip(cols, (run_a, run_b)):
+    m = ui.run_json(run, "metrics.json")
+    man = ui.run_json(run, "run.json")
+    with col:
+        st.subheader(run.name)
+        if man.get("synthetic"):
+            st.caption("synthetic data")
+        st.metric("Top-1", f"{m.get('top1', 0):.3f}")
+        st.metric("Top-5", f"{m.get('top5', 0):.3f}")
+        auc = m.get("macro_auc")
+        st.metric("Macro ROC-AUC", "n/a" if auc is None else f"{auc:.3f}")
+        st.caption(f"{man.get('backbone')} · {man.get('pooling')} pooling · {man.get('epochs_trained')} epochs")
+
+table_a, table_b = ui.score_table(run_a), ui.score_table(run_b)
+per_rec = compare_runs(table_a, table_b)
+summary = compare_summary(per_rec)
+st.subheader("On the same test recordings")
+if not summary["n_shared"]:
+    st.info("The two runs share no test recordings (different data or split), so only the headline numbers compare.")
+    st.stop()
+c = st.columns(5)
+c[0].metric("Shared recordings", summary["n_shared"])
+c[1].metric(f"Top-1 {run_a.name}", f"{summary['a_top1']:.3f}")
+c[2].metric(f"Top-1 {run_b.name}", f"{summary['b_top1']:.3f}")
+c[3].metric(f"Only {run_a.name} right", summary["only_a"])
+c[4].metric(f"Only {run_b.name} right", summary["only_b"])
+st.dataframe(per_rec, hide_index=True, use_container_width=True)

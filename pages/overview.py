@@ -1,0 +1,43 @@
+"""Run overview: headline metrics, configuration, data report and training curves."""
+import pandas as pd
+import streamlit as st
+
+import ui
+from birdcore.analysis import load_history
+from birdcore.plots import training_curves_figure
+
+st.title("Run overview")
+run_dir = ui.selected_run()
+if run_dir is None:
+    st.stop()
+ui.synthetic_banner(run_dir)
+manifest = ui.run_json(run_dir, "run.json")
+metrics = ui.run_json(run_dir, "metrics.json")
+st.caption(f"`{run_dir}` · format v{manifest.get('format_version')} · finished {manifest.get('finished', '?')}")
+
+cols = st.columns(5)
+for col, (label, key) in zip(cols, [("Top-1", "top1"), ("Top-5", "top5"), ("Macro ROC-AUC", "macro_auc"),
+                                     ("Macro AP", "macro_ap"), ("Test recordings", "n_recordings")]):
+    value = metrics.get(key)
+    col.metric(label, "n/a" if value is None else (value if isinstance(value, int) else f"{value:.3f}"))
+
+st.markdown(f"**Model** {manifest.get('backbone')} · weights {manifest.get('weights')} · pooling "
+            f"{manifest.get('pooling')} · {manifest.get('n_species')} species · "
+            f"{manifest.get('epochs_trained')} epochs (best {manifest.get('best_epoch')}) · split {manifest.get('split')}")
+
+history = load_history(run_dir)
+st.subheader("Training")
+st.plotly_chart(training_curves_figure(history), use_container_width=True)
+
+report = ui.run_json(run_dir, "data_report.json")
+st.subheader("Data")
+c1, c2, c3 = st.columns(3)
+c1.metric("Recordings in metadata", report.get("n_metadata_rows", "?"))
+c2.metric("Usable", report.get("n_usable", "?"))
+c3.metric("Unreadable (skipped)", report.get("n_failed", 0))
+if report.get("failed"):
+    st.dataframe(pd.DataFrame(report["failed"]), hide_index=True, use_container_width=True)
+st.caption(f"Data folder: `{report.get('data_dir', '?')}`")
+
+with st.expander("Configuration"):
+    st.json(ui.run_json(run_dir, "config.json"))

@@ -1,0 +1,113 @@
+"""The Streamlit dashboard, page by page, with streamlit.testing (no browser, no network)."""
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ["pages/classify.py", "pages/overview.py", "pages/species.py", "pages/thresholds.py", "pages/compare.py"]
+
+
+@pytest.fixture
+def runs(tmp_path, trained_run, monkeypatch):
+    """A runs folder holding a copy of the trained run (pages may write thresholds into it)."""
+    folder = tmp_path / "runs"
+    shutil.copytree(trained_run, folder / trained_run.name)
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(folder))
+    return folder
+
+
+def app_at(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [i.value for i in at.info] + [e.value for e in at.error]
+    parts += [w.value for w in at.warning] + [s.value for s in at.success] + [c.value for c in at.caption]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_fresh_machine_pages_say_how_to_make_a_run(page, tmp_path, monkeypatch):
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
+    at = app_at(page)
+    assert "train_job.py --demo" in texts(at)
+
+
+def wav_bytes(seconds=2.5, sr=16000, seed=0):
+    from birdcore.synthetic import make_call
+
+    wave = make_call("synchi1", seconds=seconds, sample_rate=sr, rng=np.random.default_rng(seed))
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="WAV")
+    return buf.getvalue()
+
+
+def test_classify_upload_shows_species_with_scores(runs):
+    at = app_at()
+    assert "synthetic" in texts(at)
+    at.file_uploader[0].set_value(("chirp.wav", wav_bytes(), "audio/wav")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert len(table) == 3 and {"species", "score", "decision"} <= set(table.columns)
+    assert table["score"].is_monotonic_decreasing
+    assert not at.error
+
+
+@pytest.mark.parametrize("name,content", [("noise.mp3", np.random.default_rng(1).bytes(5000)),
+                                          ("notes.wav", b"just some text, not audio"),
+                                          ("empty.flac", b"")])
+def test_classify_bad_upload_shows_an_error(runs, name, content):
+    at = app_at()
+    at.file_uploader[0].set_value((name, content, "application/octet-stream")).run()
+    assert not at.exception
+    assert at.error and name in at.error[0].value
+
+
+def test_overview_shows_headline_metrics(runs):
+    at = app_at("pages/overview.py")
+    labels = [m.label for m in at.metric]
+    assert "Top-1" in labels and "Macro ROC-AUC" in labels
+    assert len(at.get("plotly_chart")) >= 1
+
+
+def test_species_page_table_and_curves(runs):
+    at = app_at("pages/species.py")
+    assert len(at.dataframe[0].value) == 3
+    assert len(at.get("plotly_chart")) >= 3
+    at.text_input[0].input("zzz-no-such-bird").run()
+    assert "No species matches" in texts(at)
+
+
+def test_thresholds_slider_changes_numbers_and_saves(runs):
+    at = app_at("pages/thresholds.py")
+    values = lambda: {m.label: m.value for m in at.metric}
+    at.slider[0].set_value(0.0).run()
+    low = values()
+    at.slider[0].set_value(0.999).run()
+    high = values()
+    assert low["Coverage"] != high["Coverage"] and low["False-positive rate"] != high["False-positive rate"]
+    at.button[0].click().run()
+    assert not at.exception
+    run_dir = next(runs.iterdir())
+    saved = json.loads((run_dir / "thresholds.json").read_text())
+    assert saved["global"]["threshold"] == pytest.approx(0.999)
+    assert (run_dir / "thresholds.original.json").exists()
+
+
+def test_compare_two_runs(runs):
+    first = next(runs.iterdir())
+    second = runs / "copy-of-run"
+    shutil.copytree(first, second)
+    at = app_at("pages/compare.py")
+    assert "Shared recordings" in [m.label for m in at.metric]

@@ -1,0 +1,129 @@
+"""Streamlit helpers shared by the pages: the runs folder, the run picker and cached loaders.
+
+UI glue only; the computations live in ``birdcore``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from birdcore.cli import quiet_native_stderr
+
+NO_RUNS = "No trained runs yet: make one with `python train_job.py --demo` (about a minute on a laptop)."
+RUN_KEY = "run_dir"
+
+
+def runs_dir() -> Path:
+    """``$BIRDCLEF_RUNS`` if set, else ``runs/``."""
+    return Path(os.environ.get("BIRDCLEF_RUNS", "runs"))
+
+
+def available_runs() -> list[Path]:
+    from birdcore.runfolder import list_runs
+
+    return list_runs(runs_dir())
+
+
+def run_label(path: Path) -> str:
+    try:
+        manifest = json.loads((path / "run.json").read_text())
+    except (OSError, ValueError):
+        return path.name
+    tags = []
+    if manifest.get("synthetic"):
+        tags.append("synthetic")
+    top1 = (manifest.get("test") or {}).get("top1")
+    if top1 is not None:
+        tags.append(f"top-1 {top1:.3f}")
+    return f"{path.name} ({', '.join(tags)})" if tags else path.name
+
+
+def run_picker() -> Path | None:
+    """Sidebar select box of complete runs, newest first; the choice is shared by all pages."""
+    runs = available_runs()
+    if not runs:
+        st.sidebar.info("No runs yet.")
+        st.session_state.pop(RUN_KEY, None)
+        return None
+    names = [str(p) for p in runs]
+    current = st.session_state.get(RUN_KEY)
+    index = names.index(current) if current in names else 0
+    choice = st.sidebar.selectbox("Run", names, index=index, format_func=lambda s: run_label(Path(s)),
+                                  key="run_picker")
+    st.session_state[RUN_KEY] = choice
+    return Path(choice)
+
+
+def selected_run() -> Path | None:
+    """The run chosen in the sidebar; on a fresh machine, a one-sentence hint and None."""
+    value = st.session_state.get(RUN_KEY)
+    if value and Path(value, "run.json").is_file():
+        return Path(value)
+    st.info(NO_RUNS)
+    return None
+
+
+def _stamp(run_dir: Path) -> float:
+    """Changes whenever the run's files are rewritten (cache key)."""
+    return max((p.stat().st_mtime for p in (run_dir / "run.json", run_dir / "thresholds.json") if p.exists()),
+               default=0.0)
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def _classifier(path: str, stamp: float):
+    with quiet_native_stderr():
+        from birdcore.classify import ClipClassifier
+        from birdcore.export import load_run
+
+        return ClipClassifier(load_run(Path(path)))
+
+
+def classifier(run_dir: Path):
+    """The run's model, loaded once per process and shared by every session."""
+    return _classifier(str(run_dir), _stamp(run_dir))
+
+
+@st.cache_data(show_spinner=False)
+def _table(path: str, stamp: float):
+    from birdcore.analysis import load_score_table
+
+    return load_score_table(Path(path))
+
+
+def score_table(run_dir: Path):
+    return _table(str(run_dir), _stamp(run_dir))
+
+
+@st.cache_resource(show_spinner=False)
+def _explorer(path: str, stamp: float):
+    from birdcore.analysis import ThresholdExplorer
+
+    return ThresholdExplorer(_table(path, stamp))
+
+
+def explorer(run_dir: Path):
+    return _explorer(str(run_dir), _stamp(run_dir))
+
+
+@st.cache_data(show_spinner=False)
+def _json(path: str, stamp: float) -> dict:
+    p = Path(path)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def run_json(run_dir: Path, name: str) -> dict:
+    return _json(str(run_dir / name), _stamp(run_dir))
+
+
+def species_names(run_dir: Path):
+    import pandas as pd
+
+    return pd.read_csv(run_dir / "species.csv", keep_default_na=False)
+
+
+def synthetic_banner(run_dir: Path) -> None:
+    if run_json(run_dir, "run.json").get("synthetic"):
+        st.warning("This run was trained on **synthetic** data (generated calls, not real birds).", icon="⚠️")
