@@ -11,14 +11,14 @@ import streamlit as st  # noqa: E402
 
 import ui  # noqa: E402
 
-st.set_page_config(page_title="birdclef", page_icon="🐦", layout="wide")
+st.set_page_config(page_title="birdclef", page_icon=":material/flutter_dash:", layout="wide")
 
 pages = [
-    st.Page("pages/classify.py", title="Classify a clip", icon="🎙️", default=True),
-    st.Page("pages/overview.py", title="Run overview", icon="📋"),
-    st.Page("pages/species.py", title="Species", icon="🐦"),
-    st.Page("pages/thresholds.py", title="Thresholds", icon="🎚️"),
-    st.Page("pages/compare.py", title="Compare runs", icon="⚖️"),
+    st.Page("pages/classify.py", title="Classify a clip", icon=":material/mic:", default=True),
+    st.Page("pages/overview.py", title="Run overview", icon=":material/dashboard:"),
+    st.Page("pages/species.py", title="Species", icon=":material/flutter_dash:"),
+    st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
+    st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
 ]
 nav = st.navigation(pages)
 st.sidebar.caption(f"Runs folder: `{ui.runs_dir()}`")

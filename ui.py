@@ -126,4 +126,4 @@ def species_names(run_dir: Path):
 
 def synthetic_banner(run_dir: Path) -> None:
     if run_json(run_dir, "run.json").get("synthetic"):
-        st.warning("This run was trained on **synthetic** data (generated calls, not real birds).", icon="⚠️")
+        st.warning("This run was trained on **synthetic** data (generated calls, not real birds).", icon=":material/science:")

@@ -277,8 +277,9 @@ class ThresholdExplorer:
             pos, neg, top, cum = self._pos_all, self._neg_all, self._top_all, self._top_all_cum
         else:
             pos, neg, top, cum = self._slices(self.table.column(species))
-        q = np.linspace(0.0, 1.0, max(int(n_points), 2))
-        parts = [q, neg[-int(n_points):]]
+        k = max(int(n_points), 2)
+        q = np.linspace(0.0, 1.0, k)
+        parts = [q, neg[-k:]]
         parts += [np.quantile(s, q, method="inverted_cdf") for s in (pos, neg) if len(s)]
         grid = np.unique(np.concatenate(parts))
         counts = _tally(pos, neg, top, cum, grid)

@@ -70,8 +70,9 @@ def det_figure(points_df: pd.DataFrame, *, operating_point: tuple[float, float] 
                title: str = "DET curve") -> go.Figure:
     """DET: miss rate (fnr) against fpr on normal-deviate (probit) axes, ticks labelled in %.
 
-    ``points_df`` has columns fpr, fnr; ``operating_point`` is (fpr, fnr).
-    Traces: the curve, and the operating point when given.
+    ``points_df`` has columns fpr, fnr; ``operating_point`` is (fpr, tpr), as for
+    :func:`roc_figure`, and is drawn at fnr = 1 - tpr.  Traces: the curve, and
+    the operating point when given.
     """
     if _empty(points_df, ("fpr", "fnr")):
         return no_data_figure(title)
@@ -80,8 +81,8 @@ def det_figure(points_df: pd.DataFrame, *, operating_point: tuple[float, float] 
                                mode="lines", name="DET", line={"color": POS_COLOUR},
                                hovertemplate="FPR %{customdata[0]:.3%}<br>FNR %{customdata[1]:.3%}<extra></extra>"))
     if operating_point is not None:
-        x, y = operating_point
-        _operating_point(fig, float(probit(x)), float(probit(y)))
+        fpr, tpr = operating_point
+        _operating_point(fig, float(probit(fpr)), float(probit(1.0 - tpr)))
     ticks = {"tickvals": probit(np.array(_DET_TICKS)).tolist(), "ticktext": [f"{100 * p:g}%" for p in _DET_TICKS]}
     span = [float(probit(1e-4)) - 0.1, float(probit(0.995))]
     fig.update_layout(title=title, xaxis={"title": "false-positive rate", "range": span, **ticks},

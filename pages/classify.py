@@ -49,7 +49,7 @@ for p in result.top:
     rows.append({"species": p.common_name, "scientific name": p.sci_name, "code": p.ebird_code,
                  "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
                  "decision": decision,
-                 "eBird": None if synthetic else f"https://ebird.org/species/{p.ebird_code}"})
+                 **({} if synthetic else {"eBird": f"https://ebird.org/species/{p.ebird_code}"})})
 st.subheader("Top species")
 st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True,
              column_config={"eBird": st.column_config.LinkColumn("eBird", display_text="species page"),
