@@ -76,6 +76,9 @@ class ModelConfig:
     pooling: str = "max"  # "max" (original) | "attention" | "mean"
     dropout: float = 0.2
     small_cnn_width: int = 32  # base filters of the small backbone
+    # BatchNorm moving-average momentum for the whole backbone.  Keras' 0.99 leaves the inference
+    # statistics stale on small datasets (few steps per epoch); 0.9 tracks them within ~20 steps.
+    bn_momentum: float = 0.9
 
 
 @dataclass

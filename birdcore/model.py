@@ -81,8 +81,7 @@ def _small_cnn(shape, width: int) -> keras.Model:
     x = inp = keras.Input(shape)
     for i, mult in enumerate((1, 2, 4, 4)):
         x = keras.layers.Conv2D(width * mult, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        # momentum 0.9: small datasets take few steps, and 0.99 leaves inference statistics stale
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool{i}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
@@ -92,13 +91,18 @@ def _small_cnn(shape, width: int) -> keras.Model:
 def build_backbone(cfg: RunConfig) -> keras.Model:
     shape = image_shape(cfg)
     if cfg.model.backbone == "inception_v3":
-        return _inception(shape, cfg.model.weights)
-    if cfg.model.backbone == "small_cnn":
+        backbone = _inception(shape, cfg.model.weights)
+    elif cfg.model.backbone == "small_cnn":
         if cfg.model.weights not in ("none", None):
             if not Path(cfg.model.weights).is_file():
                 raise WeightsUnavailable(f"small_cnn has no pretrained weights; {cfg.model.weights!r} is not a file")
-        return _small_cnn(shape, cfg.model.small_cnn_width)
-    raise ValueError(f"unknown backbone {cfg.model.backbone!r} (inception_v3 | small_cnn)")
+        backbone = _small_cnn(shape, cfg.model.small_cnn_width)
+    else:
+        raise ValueError(f"unknown backbone {cfg.model.backbone!r} (inception_v3 | small_cnn)")
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = cfg.model.bn_momentum
+    return backbone
 
 
 def build_segment_model(cfg: RunConfig, n_species: int) -> keras.Model:

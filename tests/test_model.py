@@ -55,3 +55,12 @@ def test_model_outputs_for_any_length(pooling):
         assert out["segments"].shape == (2, max(1, -(-n // 16000)), 4)
         rec = np.asarray(out["recording"])
         assert ((rec >= 0) & (rec <= 1)).all()
+
+
+def test_backbone_batchnorm_momentum_follows_the_config():
+    import keras
+
+    cfg = tiny_config()
+    cfg.model.bn_momentum = 0.8
+    bns = [l for l in build_backbone(cfg).layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and all(l.momentum == 0.8 for l in bns)
