@@ -12,7 +12,6 @@ import numpy as np
 
 from .audio import decode_bytes
 from .export import LoadedRun
-from .inference import Scorer
 from .predict import Prediction, top_species
 
 MAX_SPECTROGRAM_SECONDS = 120.0
@@ -35,7 +34,7 @@ class ClipClassifier:
 
     def __init__(self, run: LoadedRun, *, batch_segments: int = 16):
         self.run = run
-        self.scorer = Scorer(run.model, batch_segments=batch_segments)
+        self.scorer = run.scorer(batch_segments=batch_segments)
         self.logmel = run.model.get_layer("segment_model").get_layer("logmel")
 
     def classify_wave(self, wave: np.ndarray, *, name: str = "clip", top: int = 5) -> ClipResult:

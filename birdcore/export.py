@@ -77,6 +77,13 @@ class LoadedRun:
     def codes(self) -> list[str]:
         return self.species["ebird_code"].tolist()
 
+    def scorer(self, *, batch_segments: int = 32):
+        """An object with ``score(wave) -> inference.Scores`` and ``score_many(waves)`` for waveforms
+        (float32 (n_samples,) at ``self.sample_rate``); one per caller, it holds a traced function."""
+        from .inference import Scorer
+
+        return Scorer(self.model, batch_segments=batch_segments)
+
 
 def load_run(run_dir: Path) -> LoadedRun:
     """Load a complete run folder (checks its format version); raises RunFolderError or OSError."""

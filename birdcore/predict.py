@@ -77,9 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         return fail(exc, args.verbose)
     from .audio import AudioError, decode_audio
-    from .inference import Scorer
 
-    scorer = Scorer(run.model)
+    scorer = run.scorer()
     failures = 0
     for path in expand_paths(args.paths):
         try:
