@@ -28,8 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "model on it in a few minutes on CPU; the run is labelled synthetic")
     p.add_argument("--config", type=Path, help="a config.json to start from (a run's or a RunConfig dict)")
     p.add_argument("--weights", default=None, help="imagenet | none | FILE (default imagenet; demo: none)")
-    p.add_argument("--backbone", choices=["inception_v3", "small_cnn"], default=None,
-                   help="default inception_v3 (demo: small_cnn)")
+    p.add_argument("--backbone", choices=["inception_v3", "small_cnn", "birdnet"], default=None,
+                   help="default inception_v3 (demo: small_cnn); birdnet: a head on frozen BirdNET V2.4 "
+                        "embeddings (model CC BY-NC-SA 4.0)")
+    p.add_argument("--baseline", choices=["birdnet"], default=None,
+                   help="write a BirdNET V2.4 zero-shot run on the same split instead of training "
+                        "(model CC BY-NC-SA 4.0)")
     p.add_argument("--pooling", choices=["max", "attention", "mean"], default=None, help="default max")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40; demo 12)")
     p.add_argument("--batch-size", type=int, default=None, help="recordings per batch (default 8)")
@@ -67,6 +71,12 @@ def config_from_args(args):
     ]:
         if value is not None:
             setattr(obj, attr, value)
+    if cfg.model.backbone == "birdnet":
+        from birdcore.birdnet_backend import birdnet_config
+
+        birdnet_config(cfg)
+        if args.lr is None:
+            t.learning_rate = 1e-3
     if args.noise_dir:
         cfg.augment.background_noise_dir = str(args.noise_dir)
     if args.no_augment:
@@ -98,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             cfg.synthetic = True
         name = name or time.strftime(("demo-synthetic-" if cfg.synthetic else "run-") + "%Y%m%d-%H%M%S")
+        if args.baseline == "birdnet":
+            from birdcore.birdnet_backend import baseline_run
+
+            final = baseline_run(data_dir=data_dir, out_dir=args.out, name=args.name or time.strftime(
+                "birdnet-zero-shot-%Y%m%d-%H%M%S"), cfg=cfg, cache_dir=args.cache_dir, workers=args.workers)
+            print(final)
+            return 0
         from birdcore.train import train_run
 
         final = train_run(data_dir=data_dir, out_dir=args.out, name=name, cfg=cfg, resume=args.resume,

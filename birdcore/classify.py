@@ -35,7 +35,20 @@ class ClipClassifier:
     def __init__(self, run: LoadedRun, *, batch_segments: int = 16):
         self.run = run
         self.scorer = run.scorer(batch_segments=batch_segments)
-        self.logmel = run.model.get_layer("segment_model").get_layer("logmel")
+        self.logmel = self._logmel(run)
+
+    @staticmethod
+    def _logmel(run: LoadedRun):
+        """The model's own frontend when it has one; otherwise the default log-mel settings at the run's rate."""
+        if run.kind == "keras_audio":
+            return run.model.get_layer("segment_model").get_layer("logmel")
+        from .config import FeatureConfig
+        from .layers import LogMelFrontend
+
+        f = FeatureConfig()
+        return LogMelFrontend(sample_rate=run.sample_rate, n_mels=f.n_mels, fft_length=f.fft_length,
+                              window_lengths=f.window_lengths, hop_length=int(run.sample_rate * 0.02),
+                              fmin=f.fmin, fmax=None, top_db=f.top_db)
 
     def classify_wave(self, wave: np.ndarray, *, name: str = "clip", top: int = 5) -> ClipResult:
         scores = self.scorer.score(wave)

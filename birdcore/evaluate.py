@@ -46,8 +46,10 @@ def score_recordings(model, load: Callable[[int], np.ndarray], indices: Sequence
     for s in scorer.score_many(waves):
         rec.append(s.recording.astype(np.float32))
         segs.append(s.segments.astype(np.float32))
-    n_species = int(model.get_layer("recording").output.shape[-1])
-    return (np.stack(rec) if rec else np.zeros((0, n_species), np.float32)), segs
+    if not rec:
+        n_species = int(model.get_layer("recording").output.shape[-1]) if model is not None else 0
+        return np.zeros((0, n_species), np.float32), segs
+    return np.stack(rec), segs
 
 
 def label_arrays(df: pd.DataFrame, codes: list[str]) -> tuple[np.ndarray, np.ndarray]:

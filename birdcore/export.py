@@ -67,7 +67,12 @@ class LoadedRun:
     config: RunConfig
     species: pd.DataFrame  # index, ebird_code, common_name, sci_name in model output order
     thresholds: dict
-    model: keras.Model
+    model: keras.Model | None  # None for a BirdNET zero-shot run
+
+    @property
+    def kind(self) -> str:
+        """"keras_audio" (waveform model), "birdnet_head" or "birdnet_zero_shot"."""
+        return self.manifest.get("model_kind", "keras_audio")
 
     @property
     def sample_rate(self) -> int:
@@ -80,6 +85,15 @@ class LoadedRun:
     def scorer(self, *, batch_segments: int = 32):
         """An object with ``score(wave) -> inference.Scores`` and ``score_many(waves)`` for waveforms
         (float32 (n_samples,) at ``self.sample_rate``); one per caller, it holds a traced function."""
+        if self.kind == "birdnet_zero_shot":
+            from .birdnet_backend import ZeroShotScorer
+
+            mapping = json.loads((self.path / "birdnet_species.json").read_text())
+            return ZeroShotScorer(mapping["columns"])
+        if self.kind == "birdnet_head":
+            from .birdnet_backend import BirdNETHeadScorer
+
+            return BirdNETHeadScorer(self.model)
         from .inference import Scorer
 
         return Scorer(self.model, batch_segments=batch_segments)
@@ -93,5 +107,5 @@ def load_run(run_dir: Path) -> LoadedRun:
     species = pd.read_csv(run_dir / "species.csv", keep_default_na=False)
     thr_path = run_dir / "thresholds.json"
     thresholds = json.loads(thr_path.read_text()) if thr_path.exists() else {}
-    model = load_keras(run_dir / MODEL_FILE)
+    model = None if manifest.get("model_kind") == "birdnet_zero_shot" else load_keras(run_dir / MODEL_FILE)
     return LoadedRun(run_dir, manifest, cfg, species, thresholds, model)

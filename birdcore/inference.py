@@ -8,7 +8,7 @@ the segment model, and each recording's segment logits are pooled with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -91,3 +91,73 @@ class Scorer:
 
     def score(self, wave: np.ndarray) -> Scores:
         return next(self.score_many([wave]))
+
+    @property
+    def sample_rate(self) -> int | None:
+        """The model rate in Hz (from the log-mel frontend), or None when the model has none."""
+        for layer in self.segment_model.layers:
+            rate = getattr(layer, "sample_rate", None)
+            if isinstance(rate, (int, np.integer)) and rate > 0:
+                return int(rate)
+        return None
+
+    def score_stream(self, chunks: Iterable[np.ndarray], *,
+                     progress: Callable[[float], None] | None = None) -> Scores:
+        """Score one recording given as consecutive waveform chunks, in bounded memory.
+
+        Args:
+            chunks: float32 arrays of shape (n_i,) at the model rate, of any lengths
+                (e.g. ``birdcore.stream.stream_audio``); their concatenation is the recording.
+            progress: called after each chunk with the seconds of audio consumed so far (float;
+                samples when the model exposes no ``sample_rate``).
+
+        Returns:
+            The same ``Scores`` as ``score(np.concatenate(chunks))``: segments (S, C) and
+            recording (C,).  The stream is framed exactly as ``frame_segments`` frames the
+            whole waveform (the remainder carried between chunks, the last partial segment
+            zero-padded, a segment masked out when all its samples are zero); only the
+            (S, C) segment outputs are kept, and they are pooled once at the end.
+        """
+        seg = self.segment_samples
+        rate = self.sample_rate if progress is not None else None
+        carry = np.zeros(0, np.float32)  # < seg samples not yet framed
+        pending: list[np.ndarray] = []  # full segments waiting for a batch, each (k, seg)
+        n_pending = 0
+        outputs: list[list[np.ndarray]] = []  # per forward pass: [(n, C) logits, (n, C) attention?]
+        masks: list[np.ndarray] = []
+        n_samples = 0
+
+        def flush(final: bool) -> None:
+            nonlocal pending, n_pending
+            if not pending:
+                return
+            segs = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            n_run = len(segs) if final else (len(segs) // self.batch_segments) * self.batch_segments
+            if n_run == 0:
+                return
+            outputs.append(self._run(segs[:n_run]))
+            masks.append(np.abs(segs[:n_run]).max(axis=-1) > 0)
+            rest = segs[n_run:]
+            pending, n_pending = ([rest] if len(rest) else []), len(rest)
+
+        for chunk in chunks:
+            chunk = np.asarray(chunk, np.float32).reshape(-1)
+            n_samples += chunk.size
+            buf = np.concatenate([carry, chunk]) if carry.size else chunk
+            n_full = buf.size // seg
+            if n_full:
+                pending.append(np.array(buf[:n_full * seg].reshape(n_full, seg)))  # a copy: the chunk can go
+                n_pending += n_full
+            carry = np.array(buf[n_full * seg:])
+            if n_pending >= self.batch_segments:
+                flush(final=False)
+            if progress is not None:
+                progress(n_samples / rate if rate else float(n_samples))
+        if carry.size or n_samples == 0:  # the last partial segment (or one empty one), zero-padded
+            last = np.zeros((1, seg), np.float32)
+            last[0, :carry.size] = carry
+            pending.append(last)
+        flush(final=True)
+        parts = [np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))]
+        mask = np.concatenate(masks).astype(np.float32)
+        return Scores(segments=1.0 / (1.0 + np.exp(-parts[0])), recording=self.pool(parts, mask))

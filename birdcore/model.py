@@ -123,7 +123,15 @@ def build_segment_model(cfg: RunConfig, n_species: int) -> keras.Model:
 
 
 def build_model(cfg: RunConfig, n_species: int) -> keras.Model:
-    """The recording model: (batch, n_samples) waveform → {"recording", "segments"}."""
+    """The recording model: (batch, n_samples) waveform → {"recording", "segments"}.
+
+    For ``backbone="birdnet"`` it is the head over BirdNET embeddings instead
+    (``birdnet_backend.build_head``): inputs {"embeddings", "mask"}.
+    """
+    if cfg.model.backbone == "birdnet":
+        from .birdnet_backend import build_head
+
+        return build_head(cfg, n_species)
     if cfg.model.pooling not in ("max", "mean", "attention"):
         raise ValueError(f"unknown pooling {cfg.model.pooling!r} (max | mean | attention)")
     segment_model = build_segment_model(cfg, n_species)

@@ -1,21 +1,44 @@
-"""Top species for audio files: ``python -m birdcore.predict RUN_DIR PATH... [--top N]``.
+"""Score audio files with a run: ``python -m birdcore.predict RUN_DIR PATH... [--out results.csv] [--raven DIR]``.
 
-Each file is decoded with the same reader as training, scored whole
-(segments pooled to a recording score), and its top species printed with
-scores and the run's per-species threshold decision.  A file that cannot be
-read gets one line naming it and the reason; the others go on.
+Files and folders (searched recursively for audio files) are scored one by
+one, each streamed in bounded memory (``birdcore.stream.stream_audio`` and
+``Scorer.score_stream``), so multi-hour field recordings are fine.
+
+Outputs:
+
+- default: the top species of each file (text, or one JSON object per file
+  with ``--json``), with scores and the run's per-species threshold decision;
+- ``--out results.csv``: per-segment detections (``file,start_s,end_s,species,
+  common_name,score`` for every segment and species scoring >= ``--min-score``),
+  written file by file.  Finished files are listed in ``results.csv.done``;
+  re-running the same command skips them and redoes a file that was cut off;
+- ``--raven DIR``: one Raven Pro selection table per file, ``DIR/<stem>.selections.txt``.
+
+A file that cannot be read gets one line naming it and the reason; the
+others go on, and the exit status is 1 when any file failed.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .cli import fail, import_tensorflow_quietly, log, setup_logging
+
+CSV_HEADER = ("file", "start_s", "end_s", "species", "common_name", "score")
+RAVEN_HEADER = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+                "High Freq (Hz)", "Species Code", "Common Name", "Confidence")
+RAVEN_SUFFIX = ".selections.txt"
+CHUNK_SECONDS = 60.0  # audio streamed per chunk
+LOG_EVERY_SECONDS = 30.0  # progress lines when stderr is not a terminal
 
 
 @dataclass
@@ -33,6 +56,17 @@ class Prediction:
         return None if self.threshold is None else self.score >= self.threshold
 
 
+@dataclass
+class Detection:
+    """One species scoring >= the minimum in one segment; times in seconds from the file start."""
+
+    start_s: float
+    end_s: float
+    ebird_code: str
+    common_name: str
+    score: float
+
+
 def top_species(run, recording_scores: np.ndarray, *, top: int = 5) -> list[Prediction]:
     """The ``top`` highest-scoring species of a (C,) recording-score vector, with the run's thresholds."""
     thresholds = run.thresholds.get("species", {})
@@ -43,6 +77,27 @@ def top_species(run, recording_scores: np.ndarray, *, top: int = 5) -> list[Pred
         thr = thresholds.get(row["ebird_code"], {}).get("threshold")
         out.append(Prediction(row["ebird_code"], row["common_name"], row["sci_name"],
                               float(recording_scores[i]), thr))
+    return out
+
+
+def segment_detections(run, segment_scores: np.ndarray, *, seconds: float, min_score: float) -> list[Detection]:
+    """Detections from (S, C) segment probabilities of a file ``seconds`` long.
+
+    Segment ``i`` spans ``[i * segment_seconds, min((i + 1) * segment_seconds, seconds)]``
+    (the last, zero-padded segment ends with the file).  Ordered by time, then by
+    decreasing score.
+    """
+    seg_s = float(run.config.audio.segment_seconds)
+    codes = run.species["ebird_code"].tolist()
+    names = run.species["common_name"].tolist()
+    out = []
+    for i, row in enumerate(np.asarray(segment_scores)):
+        start = i * seg_s
+        end = max(min(start + seg_s, seconds), start)
+        for j in np.argsort(-row, kind="stable"):
+            if row[j] < min_score:
+                break
+            out.append(Detection(start, end, codes[int(j)], names[int(j)], float(row[j])))
     return out
 
 
@@ -59,44 +114,288 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+class ResultsCsv:
+    """A detections CSV written file by file, resumable after an interruption.
+
+    Rows of a file are appended and flushed first; then the file's path is
+    appended to the sidecar ``<csv>.done``.  On opening, rows of files not
+    listed as done (a file cut off mid-write) are removed, so redoing them
+    never duplicates rows.  Files are identified by their path as given.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.done_path = self.path.with_name(self.path.name + ".done")
+        self._csv = self._done = None
+        self._writer = None
+
+    def open(self) -> set[str]:
+        """Prepare both files for appending; returns the paths already done."""
+        done = _complete_lines(self.done_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._rewrite_csv(set(done))
+        _atomic_write(self.done_path, "".join(f"{d}\n" for d in done))  # drops a half-written last line
+        self._csv = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._csv, lineterminator="\n")
+        self._done = open(self.done_path, "a", encoding="utf-8")
+        return set(done)
+
+    def _rewrite_csv(self, done: set[str]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+                writer = csv.writer(out, lineterminator="\n")
+                writer.writerow(CSV_HEADER)
+                if self.path.exists():
+                    with open(self.path, newline="", encoding="utf-8") as old:
+                        reader = csv.reader(old)
+                        header = next(reader, None)
+                        if header is not None and tuple(header) != CSV_HEADER:
+                            raise ValueError(f"{self.path}: exists and is not a detections file "
+                                             f"(header {','.join(header)[:80]!r}); choose another --out")
+                        for row in reader:
+                            if len(row) == len(CSV_HEADER) and row[0] in done:
+                                writer.writerow(row)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def add(self, file: str, detections: list[Detection]) -> None:
+        """Append a file's rows, flush them, then mark the file done."""
+        for d in detections:
+            self._writer.writerow([file, f"{d.start_s:.3f}", f"{d.end_s:.3f}", d.ebird_code, d.common_name,
+                                   f"{d.score:.4f}"])
+        _flush(self._csv)
+        self._done.write(f"{file}\n")
+        _flush(self._done)
+
+    def close(self) -> None:
+        for handle in (self._csv, self._done):
+            if handle is not None:
+                handle.close()
+        self._csv = self._done = self._writer = None
+
+
+def raven_names(paths: list[Path]) -> dict[Path, str]:
+    """``<stem>.selections.txt`` per file; a repeated stem gets ``<stem>-2``, ``-3``... in list order."""
+    used: dict[str, int] = {}
+    out = {}
+    for p in paths:
+        n = used.get(p.stem, 0) + 1
+        used[p.stem] = n
+        out[p] = f"{p.stem}{'' if n == 1 else f'-{n}'}{RAVEN_SUFFIX}"
+    return out
+
+
+def write_raven_table(path: Path, detections: list[Detection], *, sample_rate: int) -> None:
+    """A Raven Pro selection table (tab-separated), one selection per detection, numbered from 1."""
+    lines = ["\t".join(RAVEN_HEADER)]
+    for k, d in enumerate(detections, start=1):
+        lines.append("\t".join([str(k), "Spectrogram 1", "1", f"{d.start_s:.3f}", f"{d.end_s:.3f}", "0",
+                                f"{sample_rate / 2:g}", d.ebird_code, d.common_name, f"{d.score:.4f}"]))
+    _atomic_write(Path(path), "\n".join(lines) + "\n")
+
+
+class Progress:
+    """Progress over files: a tqdm bar with ETA on a terminal, else a log line every ``every`` seconds."""
+
+    def __init__(self, total: int, *, every: float = LOG_EVERY_SECONDS):
+        self.total, self.every, self.done = total, every, 0
+        self.t0 = self._last = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True)
+
+    def audio(self, name: str, seconds: float) -> None:
+        """Within a file: ``seconds`` of audio scored so far."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{name} {_hms(seconds)}")
+        else:
+            self._maybe_log(f" (in {name}: {_hms(seconds)} of audio)")
+
+    def file_done(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        else:
+            self._maybe_log("")
+
+    def _maybe_log(self, extra: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        elapsed = now - self.t0
+        eta = "?" if self.done == 0 else _hms(elapsed / self.done * (self.total - self.done))
+        log.info("%d/%d files, %s elapsed, ETA %s%s", self.done, self.total, _hms(elapsed), eta, extra)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """Lines of ``path`` that end with a newline (a half-written last line is dropped)."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1]  # the part after the last newline is incomplete (or empty)
+    return list(dict.fromkeys(line for line in lines if line))
+
+
+def _flush(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Counted:
+    """Wraps a chunk iterator and counts its samples (the file's length at the model rate)."""
+
+    def __init__(self, chunks):
+        self.chunks, self.samples = chunks, 0
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.samples += int(chunk.size)
+            yield chunk
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m birdcore.predict", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a complete run folder")
     parser.add_argument("paths", type=Path, nargs="+", help="audio files or folders")
-    parser.add_argument("--top", type=int, default=5, help="species shown per file")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="per-segment detections CSV (resumable: re-run to continue)")
+    parser.add_argument("--raven", type=Path, default=None, help="folder for Raven Pro selection tables")
+    parser.add_argument("--min-score", type=_probability, default=0.5,
+                        help="lowest segment score written to --out / --raven")
+    parser.add_argument("--top", type=_positive_int, default=5, help="species shown per file")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     import_tensorflow_quietly()
+    results = None
     try:
         from .export import load_run
 
         run = load_run(args.run_dir)
+        files = list(dict.fromkeys(expand_paths(args.paths)))
+        done: set[str] = set()
+        if args.out is not None:
+            results = ResultsCsv(args.out)
+            done = results.open()
+        if args.raven is not None:
+            args.raven.mkdir(parents=True, exist_ok=True)
+        return _score_files(run, files, done, results, args)
+    except KeyboardInterrupt:
+        log.error("interrupted%s", "; run the same command again to continue" if args.out else "")
+        return 130
     except Exception as exc:
         return fail(exc, args.verbose)
-    from .audio import AudioError, decode_audio
+    finally:
+        if results is not None:
+            results.close()
+
+
+def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | None, args) -> int:
+    from .audio import AudioError
+    from .stream import stream_audio
 
     scorer = run.scorer()
-    failures = 0
-    for path in expand_paths(args.paths):
-        try:
-            wave = decode_audio(path, sample_rate=run.sample_rate)
-        except AudioError as exc:
-            log.error("%s", exc)
-            failures += 1
-            continue
-        preds = top_species(run, scorer.score(wave).recording, top=args.top)
-        if args.json:
-            print(json.dumps({"file": str(path), "seconds": len(wave) / run.sample_rate,
-                              "top": [{**p.__dict__, "detected": p.detected} for p in preds]}))
-            continue
-        print(f"{path}  ({len(wave) / run.sample_rate:.1f} s)")
-        for p in preds:
-            decision = "" if p.detected is None else ("  detected" if p.detected else "  below threshold")
-            print(f"  {p.score:6.3f}  {p.ebird_code:8s} {p.common_name} ({p.sci_name}){decision}")
+    names = raven_names(files)
+    todo = [p for p in files if str(p) not in done]
+    if len(todo) < len(files):
+        log.info("%s: %d of %d files already done; skipping them", args.out, len(files) - len(todo), len(files))
+    text_output = results is None and args.raven is None
+    failures = n_detections = 0
+    progress = Progress(len(todo))
+    try:
+        for path in todo:
+            chunks = _Counted(stream_audio(path, sample_rate=run.sample_rate, chunk_seconds=CHUNK_SECONDS))
+            try:
+                scores = scorer.score_stream(chunks, progress=lambda s, n=path.name: progress.audio(n, s))
+            except AudioError as exc:
+                log.error("%s", exc)
+                failures += 1
+                progress.file_done()
+                continue
+            except Exception as exc:  # never let one odd file stop a batch
+                if args.verbose:
+                    log.exception("%s: unexpected error", path)
+                else:
+                    log.error("%s: unexpected error (%s: %s)", path, type(exc).__name__, exc)
+                failures += 1
+                progress.file_done()
+                continue
+            seconds = chunks.samples / run.sample_rate
+            if results is not None or args.raven is not None:
+                dets = segment_detections(run, scores.segments, seconds=seconds, min_score=args.min_score)
+                n_detections += len(dets)
+                if args.raven is not None:
+                    write_raven_table(args.raven / names[path], dets, sample_rate=run.sample_rate)
+                if results is not None:
+                    results.add(str(path), dets)
+            if args.json or text_output:
+                _print_top(run, path, scores.recording, seconds, top=args.top, as_json=args.json)
+            progress.file_done()
+    finally:
+        progress.close()
+    if not text_output:
+        log.info("%d files scored, %d failed, %d detections >= %g", len(todo) - failures, failures, n_detections,
+                 args.min_score)
     return 1 if failures else 0
+
+
+def _print_top(run, path: Path, recording: np.ndarray, seconds: float, *, top: int, as_json: bool) -> None:
+    preds = top_species(run, recording, top=top)
+    if as_json:
+        print(json.dumps({"file": str(path), "seconds": seconds,
+                          "top": [{**p.__dict__, "detected": p.detected} for p in preds]}), flush=True)
+        return
+    print(f"{path}  ({seconds:.1f} s)")
+    for p in preds:
+        decision = "" if p.detected is None else ("  detected" if p.detected else "  below threshold")
+        print(f"  {p.score:6.3f}  {p.ebird_code:8s} {p.common_name} ({p.sci_name}){decision}", flush=True)
 
 
 if __name__ == "__main__":

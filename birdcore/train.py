@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -25,7 +26,7 @@ from .cache import DecodeCache, default_cache_dir
 from .config import RunConfig
 from .dataset import read_metadata, species_table
 from .evaluate import score_arrays, score_recordings, write_evaluation, format_summary
-from .inference import Scorer
+from .birdnet_backend import EmbeddingBatches, compute_embeddings, scorer_for
 from .export import MODEL_FILE, EXPORT_DIR, export_savedmodel, load_keras, save_keras
 from .model import build_model, configure_precision
 from .pipeline import TrainingBatches, make_targets
@@ -46,12 +47,16 @@ class Dataset:
     df: pd.DataFrame  # read_metadata rows that decoded, plus column "split"
     species: pd.DataFrame  # ebird_code, common_name, sci_name
     cache: DecodeCache
+    item: Callable[[int], np.ndarray] | None = None  # model input of recording i, if not its waveform
 
     @property
     def codes(self) -> list[str]:
         return self.species["ebird_code"].tolist()
 
     def load(self, i: int) -> np.ndarray:
+        """Recording i as the model consumes it: cached waveform, or BirdNET embeddings."""
+        if self.item is not None:
+            return self.item(i)
         return self.cache.load(self.df["path"].iat[i])
 
     def rows(self, split: str) -> np.ndarray:
@@ -111,20 +116,21 @@ class ValidationScorer(keras.callbacks.Callback):
     """Adds ``val_top1`` and ``val_loss`` (recording level, whole recordings, no augmentation) to the logs."""
 
     def __init__(self, data: Dataset, rows: np.ndarray, targets: np.ndarray, primary: np.ndarray,
-                 *, batch_segments: int):
+                 *, cfg: RunConfig, batch_segments: int):
         super().__init__()
         self.data, self.rows, self.targets, self.primary = data, rows, targets, primary
-        self.batch_segments = batch_segments
-        self._cached: tuple[int, Scorer] | None = None
+        self.cfg, self.batch_segments = cfg, batch_segments
+        self._cached = None
 
-    def _scorer(self) -> Scorer:
+    def _scorer(self):
         """One traced scorer per model (keras-tuner builds a new model per trial)."""
         if self._cached is None or self._cached[0] != id(self.model):
-            self._cached = (id(self.model), Scorer(self.model, batch_segments=self.batch_segments))
+            self._cached = (id(self.model), scorer_for(self.model, self.cfg, batch_segments=self.batch_segments))
         return self._cached[1]
 
     def __deepcopy__(self, memo):  # keras-tuner copies callbacks per trial; the data need not be copied
-        return ValidationScorer(self.data, self.rows, self.targets, self.primary, batch_segments=self.batch_segments)
+        return ValidationScorer(self.data, self.rows, self.targets, self.primary, cfg=self.cfg,
+                                batch_segments=self.batch_segments)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or len(self.rows) == 0:
@@ -216,8 +222,14 @@ def distribution_strategy():
 
 
 def make_batches(cfg: RunConfig, data: Dataset, targets: np.ndarray, primary: np.ndarray, *,
-                 noise_bank: list[np.ndarray] | None) -> TrainingBatches:
+                 noise_bank: list[np.ndarray] | None):
+    """Training batches: waveform crops for audio backbones, embedding crops for BirdNET."""
     rows = data.rows("train")
+    if cfg.model.backbone == "birdnet":
+        return EmbeddingBatches(load=lambda i: data.load(int(rows[i])), targets=targets[rows],
+                                windows=max(1, math.ceil(cfg.train.train_seconds / cfg.audio.segment_seconds)),
+                                batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                                steps_per_epoch=cfg.train.steps_per_epoch)
     augmenter = WaveAugmenter(cfg.augment, cfg.audio.sample_rate)
     return TrainingBatches(load=lambda i: data.load(int(rows[i])), targets=targets[rows], species=primary[rows],
                            crop_samples=int(cfg.train.train_seconds * cfg.audio.sample_rate),
@@ -266,12 +278,17 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         cfg = RunConfig.from_dict(json.loads(config_path.read_text())["config"])
         log.info("resuming %s with its saved configuration", run.path)
     policy = configure_precision(cfg.train.mixed_precision)
+    birdnet = cfg.model.backbone == "birdnet"
+    if birdnet and (cfg.audio.sample_rate != 48000 or cfg.audio.segment_seconds != 3.0):
+        raise ValueError("the birdnet backbone needs 48 kHz audio and 3 s segments (birdnet_backend.birdnet_config)")
     data = prepare_data(run, cfg, data_dir=data_dir, cache_dir=cache_dir, workers=workers)
+    if birdnet:
+        compute_embeddings(data, cache_root=Path(cache_dir) if cache_dir else default_cache_dir())
     n_species = len(data.codes)
     primary, secondary = data.labels()
     targets = make_targets(primary, secondary, n_species, secondary_weight=cfg.train.secondary_weight,
                            label_smoothing=cfg.train.label_smoothing)
-    noise_bank = load_noise_bank(cfg)
+    noise_bank = None if birdnet else load_noise_bank(cfg)
     val_rows = data.rows("val")
     counts = {s: int(len(data.rows(s))) for s in ("train", "val", "test")}
     log.info("split: %s; %d species; precision policy %s", counts, n_species, policy)
@@ -306,7 +323,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
     batches = make_batches(cfg, data, targets, primary, noise_bank=noise_bank)
     batches.set_epoch(initial_epoch)
     keeper = RunKeeper(run, epochs=cfg.train.epochs, patience=cfg.train.early_stopping_patience, state=state)
-    callbacks = [ValidationScorer(data, val_rows, targets, primary, batch_segments=batch_segments), keeper,
+    callbacks = [ValidationScorer(data, val_rows, targets, primary, cfg=cfg, batch_segments=batch_segments), keeper,
                  *extra_callbacks]
     stopped_early = state.get("wait", 0) >= cfg.train.early_stopping_patience
     if initial_epoch < cfg.train.epochs and not stopped_early:
@@ -320,8 +337,8 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
     split_arrays = {}
     for split in ("val", "test"):
         rows = data.rows(split)
-        scores, segs = score_recordings(best, data.load, rows, batch_segments=batch_segments,
-                                        progress=split == "test")
+        scores, segs = score_recordings(best, data.load, rows, progress=split == "test",
+                                        scorer=scorer_for(best, cfg, batch_segments=batch_segments))
         split_arrays[split] = score_arrays(data.df.iloc[rows], data.codes, scores, segs, segment_seconds=seg_s)
     metrics = write_evaluation(run.path, split_arrays["test"], split_arrays["val"],
                                target_fpr=cfg.eval.target_fpr)
@@ -329,7 +346,8 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
     if tuning is not None:
         atomic_write_json(run.file("tuning.json"), tuning)
     save_keras(best, run.file(MODEL_FILE))
-    export_savedmodel(best, run.file(EXPORT_DIR))
+    if not birdnet:  # a birdnet run's model is the head; its audio frontend is BirdNET itself
+        export_savedmodel(best, run.file(EXPORT_DIR))
     history = pd.read_csv(run.file("history.csv")) if run.file("history.csv").exists() else pd.DataFrame()
     manifest = {
         "created": started, "synthetic": cfg.synthetic, "backbone": cfg.model.backbone,
@@ -337,8 +355,12 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         "sample_rate": cfg.audio.sample_rate, "segment_seconds": seg_s, "split": counts,
         "epochs_trained": int(len(history)), "best_epoch": int(keeper.state["best_epoch"]) + 1,
         "test": {k: metrics[k] for k in ("top1", "top5", "macro_auc", "macro_ap", "n_recordings")},
-        "tuned": tuning is not None,
+        "tuned": tuning is not None, "model_kind": "birdnet_head" if birdnet else "keras_audio",
     }
+    if birdnet:
+        from .birdnet import LICENSE_NOTE
+
+        manifest["license"] = LICENSE_NOTE
     _drop_checkpoints(run)
     final = run.finish(manifest)
     log.info("run complete: %s", final)

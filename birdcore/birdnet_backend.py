@@ -1,0 +1,272 @@
+"""BirdNET as a peer and as a frozen bird-specific backbone.
+
+- ``--backbone birdnet``: BirdNET's 1,024-d embeddings of 3 s windows are
+  computed once per recording (cached), and a small trainable head turns each
+  window's embedding into species logits, pooled over windows with the same
+  weak-label pooling as the audio models.  The head can learn species that
+  BirdNET lacks.
+- ``--baseline birdnet``: BirdNET used zero-shot, its scores restricted to the
+  dataset's species (matched by scientific name), recording score = max over
+  windows.  Written as a run folder in the same format, on the same split.
+
+Scorers here follow ``inference.Scorer``'s interface: ``score(wave)`` and
+``score_many(items)`` yield ``inference.Scores``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import keras
+import numpy as np
+
+from . import birdnet as bn
+from . import layers as L
+from .config import RunConfig
+from .inference import Scores
+from .segments import pool_segments
+
+log = logging.getLogger("birdcore")
+EMBEDDING_FORMAT = 1
+
+
+class EmbeddingStore:
+    """BirdNET embeddings per recording, (W, 1024) float16 in ``root/<2 hex>/<key>.npy``,
+    keyed by the decoded-audio cache entry (so source changes invalidate it) and the window overlap."""
+
+    def __init__(self, root: Path, *, overlap: float = 0.0):
+        self.root = Path(root)
+        self.overlap = float(overlap)
+
+    def path(self, audio_entry: Path) -> Path:
+        key = hashlib.sha1(f"{Path(audio_entry).name}|{self.overlap}|{bn.MODEL_FILE}|{EMBEDDING_FORMAT}"
+                           .encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.npy"
+
+    def load(self, audio_entry: Path) -> np.ndarray | None:
+        p = self.path(audio_entry)
+        try:
+            arr = np.load(p, mmap_mode="r")
+        except (OSError, ValueError):
+            p.unlink(missing_ok=True) if p.exists() else None
+            return None
+        if arr.ndim != 2 or arr.shape[1] != bn.EMBEDDING_SIZE:
+            p.unlink(missing_ok=True)
+            return None
+        return arr
+
+    def save(self, audio_entry: Path, embeddings: np.ndarray) -> None:
+        from .cache import _write_atomic
+
+        _write_atomic(self.path(audio_entry), np.asarray(embeddings, dtype="<f2"))
+
+
+def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0) -> EmbeddingStore:
+    """Fill the embedding store for every usable recording of ``data`` (a ``train.Dataset`` whose
+    decode cache is at 48 kHz) and point ``data.item`` at the embeddings."""
+    store = EmbeddingStore(Path(cache_root) / "birdnet-embeddings", overlap=overlap)
+    entries = [data.cache.entry_path(p) for p in data.df["path"]]
+    todo = [i for i, e in enumerate(entries) if store.load(e) is None]
+    if todo:
+        from tqdm import tqdm
+
+        model = bn.BirdNET(embeddings=True)
+        log.info("BirdNET embeddings: computing %d recordings (%d cached)", len(todo), len(entries) - len(todo))
+        for i in tqdm(todo, desc="birdnet", unit="rec", file=sys.stderr,
+                      mininterval=0.5 if sys.stderr.isatty() else 30):
+            wave = np.asarray(data.cache.load(data.df["path"].iat[i]), dtype=np.float32)
+            store.save(entries[i], model.analyze(wave, overlap=overlap).embeddings)
+    data.item = lambda i: np.asarray(store.load(entries[i]), dtype=np.float32)
+    return store
+
+
+def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
+    """{"embeddings": (B, W, 1024), "mask": (B, W)} → {"recording": (B, C), "segments": (B, W, C)}."""
+    emb = keras.Input((None, bn.EMBEDDING_SIZE), name="embeddings")
+    mask = keras.Input((None,), name="mask")
+    x = keras.layers.Dropout(cfg.model.dropout, name="input_dropout")(emb)
+    x = keras.layers.Dense(512, activation="relu", name="hidden")(x)
+    x = keras.layers.Dropout(cfg.model.dropout, name="head_dropout")(x)
+    prior = keras.initializers.Constant(-math.log(max(n_species - 1, 1)))
+    logits = keras.layers.Dense(n_species, dtype="float32", bias_initializer=prior, name="species_logits")(x)
+    att = None
+    if cfg.model.pooling == "attention":
+        att = keras.layers.Dense(n_species, dtype="float32", name="attention_logits")(x)
+    recording = L.RecordingPooling(mode=cfg.model.pooling, name="recording")(logits, mask, att)
+    segments = L.Sigmoid(name="segments")(logits)
+    return keras.Model({"embeddings": emb, "mask": mask}, {"recording": recording, "segments": segments},
+                       name="birdnet_head")
+
+
+class EmbeddingBatches(keras.utils.PyDataset):
+    """Batches of random crops of ``windows`` consecutive embeddings (zero-padded, masked) and targets."""
+
+    def __init__(self, *, load, targets: np.ndarray, windows: int, batch_size: int, seed: int,
+                 steps_per_epoch: int | None = None, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.load, self.targets = load, np.asarray(targets, np.float32)
+        self.windows, self.batch_size, self.seed = int(windows), int(batch_size), int(seed)
+        self.n = len(self.targets)
+        self.steps = steps_per_epoch or max(1, int(np.ceil(self.n / self.batch_size)))
+        self.epoch = 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        reps = int(np.ceil(self.steps * self.batch_size / self.n))
+        return np.concatenate([rng.permutation(self.n) for _ in range(reps)])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._order = self._permutation()
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, idx: int):
+        rng = np.random.default_rng([self.seed, self.epoch, idx])
+        rows = self._order[idx * self.batch_size:(idx + 1) * self.batch_size]
+        x = np.zeros((len(rows), self.windows, bn.EMBEDDING_SIZE), np.float32)
+        m = np.zeros((len(rows), self.windows), np.float32)
+        for k, i in enumerate(rows):
+            e = self.load(int(i))
+            start = int(rng.integers(0, max(1, len(e) - self.windows + 1)))
+            part = e[start:start + self.windows]
+            x[k, :len(part)], m[k, :len(part)] = part, 1.0
+        return {"embeddings": x, "mask": m}, {"recording": self.targets[rows]}
+
+
+class EmbeddingScorer:
+    """Scores embedding sequences (W, 1024) with a head model, one recording per call."""
+
+    def __init__(self, model: keras.Model, *, batch_segments: int = 32):
+        import tensorflow as tf
+
+        self.model = model
+        spec = {"embeddings": tf.TensorSpec((1, None, bn.EMBEDDING_SIZE), tf.float32),
+                "mask": tf.TensorSpec((1, None), tf.float32)}
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    def score_many(self, items: Iterable[np.ndarray]) -> Iterator[Scores]:
+        for e in items:
+            e = np.asarray(e, np.float32)
+            out = self._forward({"embeddings": e[None], "mask": np.ones((1, len(e)), np.float32)})
+            yield Scores(segments=np.asarray(out["segments"])[0], recording=np.asarray(out["recording"])[0])
+
+    def score(self, embeddings: np.ndarray) -> Scores:
+        return next(self.score_many([embeddings]))
+
+
+class BirdNETHeadScorer:
+    """Waveforms at 48 kHz → BirdNET embeddings → trained head (a ``--backbone birdnet`` run)."""
+
+    def __init__(self, model: keras.Model, *, overlap: float = 0.0, birdnet: bn.BirdNET | None = None):
+        self.birdnet = birdnet or bn.BirdNET(embeddings=True)
+        self.head = EmbeddingScorer(model)
+        self.overlap = overlap
+
+    def score_many(self, waves: Iterable[np.ndarray]) -> Iterator[Scores]:
+        for wave in waves:
+            yield self.head.score(self.birdnet.analyze(np.asarray(wave, np.float32), overlap=self.overlap).embeddings)
+
+    def score(self, wave: np.ndarray) -> Scores:
+        return next(self.score_many([wave]))
+
+
+class ZeroShotScorer:
+    """BirdNET's own scores for the given BirdNET columns (None: a species BirdNET lacks, scored 0),
+    recording score = max over 3 s windows (``segments.pool_segments``)."""
+
+    def __init__(self, columns: list[int | None], *, overlap: float = 0.0, birdnet: bn.BirdNET | None = None):
+        self.birdnet = birdnet or bn.BirdNET()
+        self.columns = columns
+        self.overlap = overlap
+        self._known = np.array([c is not None for c in columns])
+        self._index = np.array([c if c is not None else 0 for c in columns])
+
+    def logits(self, wave: np.ndarray) -> np.ndarray:
+        """(W, C) logits of the chosen columns; missing species get a logit of -30 (score ≈ 0)."""
+        raw = self.birdnet.analyze(np.asarray(wave, np.float32), overlap=self.overlap).logits
+        out = raw[:, self._index]
+        out[:, ~self._known] = -30.0
+        return out
+
+    def score_many(self, waves: Iterable[np.ndarray]) -> Iterator[Scores]:
+        for wave in waves:
+            logits = self.logits(wave)
+            rec = np.asarray(pool_segments(logits[None], np.ones((1, len(logits)), np.float32), mode="max"))[0]
+            yield Scores(segments=bn.sigmoid(logits).astype(np.float32), recording=rec.astype(np.float32))
+
+    def score(self, wave: np.ndarray) -> Scores:
+        return next(self.score_many([wave]))
+
+
+def birdnet_config(cfg: RunConfig) -> RunConfig:
+    """Audio settings BirdNET requires: 48 kHz and 3 s windows."""
+    cfg.audio.sample_rate = bn.SAMPLE_RATE
+    cfg.audio.segment_seconds = bn.WINDOW_SECONDS
+    cfg.model.weights = "none"
+    return cfg
+
+
+def baseline_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, cache_dir: Path | None = None,
+                 workers: int | None = None) -> Path:
+    """Write a BirdNET zero-shot run folder on the same split as trained runs (no training)."""
+    import time
+
+    from .evaluate import format_summary, score_arrays, score_recordings, write_evaluation
+    from .runfolder import RunBuilder, atomic_write_json, library_versions
+    from .train import prepare_data
+
+    cfg = birdnet_config(cfg)
+    cfg.model.backbone, cfg.model.pooling = "birdnet_zero_shot", "max"
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run = RunBuilder.open(Path(out_dir), name, resume=False)
+    try:
+        atomic_write_json(run.file("config.json"), {"config": cfg.to_dict(), "versions": library_versions(),
+                                                    "data_dir": str(Path(data_dir).resolve())})
+        data = prepare_data(run, cfg, data_dir=data_dir, cache_dir=cache_dir, workers=workers)
+        columns, missing = bn.map_species(data.species, bn.load_labels())
+        if missing:
+            log.warning("BirdNET does not know %d of %d species (scored 0): %s", len(missing), len(columns),
+                        ", ".join(missing))
+        scorer = ZeroShotScorer(columns)
+        arrays = {}
+        for split in ("val", "test"):
+            rows = data.rows(split)
+            scores, segs = score_recordings(None, data.load, rows, scorer=scorer, progress=split == "test")
+            arrays[split] = score_arrays(data.df.iloc[rows], data.codes, scores, segs,
+                                         segment_seconds=bn.WINDOW_SECONDS)
+        metrics = write_evaluation(run.path, arrays["test"], arrays["val"], target_fpr=cfg.eval.target_fpr)
+        atomic_write_json(run.file("birdnet_species.json"), {"columns": columns, "missing": missing,
+                                                            "license": bn.LICENSE_NOTE})
+        log.info("test: %s", format_summary(metrics))
+        counts = {s: int(len(data.rows(s))) for s in ("train", "val", "test")}
+        return run.finish({
+            "created": started, "synthetic": cfg.synthetic, "model_kind": "birdnet_zero_shot",
+            "backbone": "birdnet_zero_shot", "weights": "BirdNET V2.4", "pooling": "max",
+            "n_species": len(columns), "sample_rate": bn.SAMPLE_RATE, "segment_seconds": bn.WINDOW_SECONDS,
+            "split": counts, "epochs_trained": 0, "best_epoch": 0, "license": bn.LICENSE_NOTE,
+            "birdnet_missing_species": missing,
+            "test": {k: metrics[k] for k in ("top1", "top5", "macro_auc", "macro_ap", "n_recordings")},
+            "tuned": False,
+        })
+    finally:
+        run.release()
+
+
+def scorer_for(model: keras.Model | None, cfg: RunConfig, *, batch_segments: int = 32):
+    """The scorer of a model's own inputs during training (waveforms or embeddings)."""
+    if cfg.model.backbone == "birdnet":
+        return EmbeddingScorer(model, batch_segments=batch_segments)
+    from .inference import Scorer
+
+    return Scorer(model, batch_segments=batch_segments)
+
