@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 
 .PHONY: install run test demo browser-deps clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-birdnet.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-birdnet.txt
 	touch $@
 
 install: $(VENV)/.installed

@@ -57,12 +57,13 @@ def run_picker() -> Path | None:
     return Path(choice)
 
 
-def selected_run() -> Path | None:
+def selected_run(*, hint: bool = True) -> Path | None:
     """The run chosen in the sidebar; on a fresh machine, a one-sentence hint and None."""
     value = st.session_state.get(RUN_KEY)
     if value and Path(value, "run.json").is_file():
         return Path(value)
-    st.info(NO_RUNS)
+    if hint:
+        st.info(NO_RUNS)
     return None
 
 
@@ -84,6 +85,23 @@ def _classifier(path: str, stamp: float):
 def classifier(run_dir: Path):
     """The run's model, loaded once per process and shared by every session."""
     return _classifier(str(run_dir), _stamp(run_dir))
+
+
+@st.cache_resource(show_spinner="Loading BirdNET…")
+def birdnet_classifier():
+    """BirdNET V2.4 over all its classes (the model for visitors before any run is trained)."""
+    with quiet_native_stderr():
+        from birdcore.birdnet_backend import global_birdnet_run
+        from birdcore.classify import ClipClassifier
+
+        return ClipClassifier(global_birdnet_run())
+
+
+@st.cache_resource(show_spinner=False)
+def birdnet_available() -> bool:
+    from birdcore.birdnet_backend import birdnet_available as available
+
+    return available()
 
 
 @st.cache_data(show_spinner=False)

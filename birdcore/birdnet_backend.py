@@ -270,3 +270,35 @@ def scorer_for(model: keras.Model | None, cfg: RunConfig, *, batch_segments: int
 
     return Scorer(model, batch_segments=batch_segments)
 
+
+
+def birdnet_available() -> bool:
+    """True when the BirdNET model files and the LiteRT runtime are installed."""
+    try:
+        bn.model_dir()
+        import ai_edge_litert  # noqa: F401
+    except (bn.BirdNETUnavailable, ImportError):
+        return False
+    return True
+
+
+def global_birdnet_run():
+    """BirdNET V2.4 zero-shot over all its 6,522 classes, as a ``LoadedRun`` for classifying clips.
+
+    Species codes are BirdNET's scientific names (its label file has no eBird codes); the
+    decision threshold is BirdNET's customary 0.5 confidence for every species.
+    """
+    import pandas as pd
+
+    from .export import LoadedRun
+
+    labels = bn.load_labels()
+    sci = [lab.split("_", 1)[0] for lab in labels]
+    common = [lab.split("_", 1)[1] if "_" in lab else lab for lab in labels]
+    species = pd.DataFrame({"index": range(len(labels)), "ebird_code": sci, "common_name": common, "sci_name": sci})
+    manifest = {"model_kind": "birdnet_zero_shot", "name": "BirdNET V2.4", "license": bn.LICENSE_NOTE,
+                "synthetic": False, "global_birdnet": True}
+    run = LoadedRun(path=Path("."), manifest=manifest, config=birdnet_config(RunConfig()), species=species,
+                    thresholds={"global": {"threshold": 0.5}, "species": {}}, model=None)
+    run.columns = list(range(len(labels)))
+    return run

@@ -88,8 +88,10 @@ class LoadedRun:
         if self.kind == "birdnet_zero_shot":
             from .birdnet_backend import ZeroShotScorer
 
-            mapping = json.loads((self.path / "birdnet_species.json").read_text())
-            return ZeroShotScorer(mapping["columns"])
+            columns = getattr(self, "columns", None)
+            if columns is None:
+                columns = json.loads((self.path / "birdnet_species.json").read_text())["columns"]
+            return ZeroShotScorer(columns)
         if self.kind == "birdnet_head":
             from .birdnet_backend import BirdNETHeadScorer
 

@@ -68,13 +68,15 @@ class Detection:
 
 
 def top_species(run, recording_scores: np.ndarray, *, top: int = 5) -> list[Prediction]:
-    """The ``top`` highest-scoring species of a (C,) recording-score vector, with the run's thresholds."""
+    """The ``top`` highest-scoring species of a (C,) recording-score vector, with the run's thresholds
+    (per species, else the run's global threshold)."""
     thresholds = run.thresholds.get("species", {})
+    fallback = (run.thresholds.get("global") or {}).get("threshold")
     order = np.argsort(-recording_scores)[:top]
     out = []
     for i in order:
         row = run.species.iloc[int(i)]
-        thr = thresholds.get(row["ebird_code"], {}).get("threshold")
+        thr = thresholds.get(row["ebird_code"], {}).get("threshold", fallback)
         out.append(Prediction(row["ebird_code"], row["common_name"], row["sci_name"],
                               float(recording_scores[i]), thr))
     return out
@@ -280,6 +282,13 @@ class _Counted:
             yield chunk
 
 
+def _score_file(scorer, chunks: _Counted, on_audio):
+    """``scorer.score_stream`` (bounded memory); scorers without it (BirdNET runs) get the whole waveform."""
+    if hasattr(scorer, "score_stream"):
+        return scorer.score_stream(chunks, progress=on_audio)
+    return scorer.score(np.concatenate(list(chunks)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m birdcore.predict", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -353,7 +362,7 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
         for path in todo:
             chunks = _Counted(stream_audio(path, sample_rate=run.sample_rate, chunk_seconds=CHUNK_SECONDS))
             try:
-                scores = scorer.score_stream(chunks, progress=lambda s, n=path.name: progress.audio(n, s))
+                scores = _score_file(scorer, chunks, lambda s, n=path.name: progress.audio(n, s))
             except AudioError as exc:
                 log.error("%s", exc)
                 failures += 1

@@ -170,8 +170,8 @@ class RunKeeper(keras.callbacks.Callback):
             st["wait"] += 1
         st["epoch"] = epoch
         save_keras(self.model, self.ckpt / "last.keras")
-        atomic_write_json(self.run.file(STATE_FILE), st)
         self._append_history(epoch, logs, seconds)
+        atomic_write_json(self.run.file(STATE_FILE), st)  # last: a kill before this redoes the epoch
         remaining = self.epochs - epoch - 1
         eta = remaining * float(np.median(self.epoch_seconds))
         log.info("epoch %d/%d  loss %.4f  val_top1 %.4f  val_loss %.4f  best %.4f (epoch %d)  %.0f s  ETA %s",

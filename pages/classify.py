@@ -8,9 +8,17 @@ from birdcore.plots import segment_heatmap_figure, spectrogram_figure
 
 st.title("Which bird is singing?")
 run_dir = ui.selected_run()
-if run_dir is None:
+models = (["run"] if run_dir is not None else []) + (["birdnet"] if ui.birdnet_available() else [])
+if not models:
     st.stop()
-ui.synthetic_banner(run_dir)
+labels = {"run": f"Trained run: {run_dir.name}" if run_dir else "", "birdnet": "BirdNET V2.4 (6,522 species, zero-shot)"}
+model = st.radio("Model", models, format_func=labels.get, horizontal=True)
+if model == "run":
+    ui.synthetic_banner(run_dir)
+else:
+    from birdcore.birdnet import LICENSE_NOTE
+
+    st.caption(LICENSE_NOTE)
 
 upload_tab, record_tab = st.tabs(["Upload a file", "Record"])
 with upload_tab:
@@ -26,7 +34,7 @@ if clip is None:
 
 name = getattr(clip, "name", None) or "recording"
 data = clip.getvalue()
-clf = ui.classifier(run_dir)
+clf = ui.classifier(run_dir) if model == "run" else ui.birdnet_classifier()
 try:
     if not data:
         raise AudioError(name, "empty file")
@@ -37,7 +45,8 @@ except AudioError as exc:
 
 with st.spinner("Listening…"):
     result = clf.classify_wave(wave, name=name, top=5)
-synthetic = bool(ui.run_json(run_dir, "run.json").get("synthetic"))
+synthetic = model == "run" and bool(ui.run_json(run_dir, "run.json").get("synthetic"))
+links = model == "run" and not synthetic  # BirdNET labels carry no eBird codes
 
 st.audio(data)
 st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=min(result.seconds, 120.0),
@@ -49,7 +58,7 @@ for p in result.top:
     rows.append({"species": p.common_name, "scientific name": p.sci_name, "code": p.ebird_code,
                  "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
                  "decision": decision,
-                 **({} if synthetic else {"eBird": f"https://ebird.org/species/{p.ebird_code}"})})
+                 **({"eBird": f"https://ebird.org/species/{p.ebird_code}"} if links else {})})
 st.subheader("Top species")
 st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True,
              column_config={"eBird": st.column_config.LinkColumn("eBird", display_text="species page"),

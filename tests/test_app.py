@@ -111,3 +111,14 @@ def test_compare_two_runs(runs):
     shutil.copytree(first, second)
     at = app_at("pages/compare.py")
     assert "Shared recordings" in [m.label for m in at.metric]
+
+
+def test_fresh_machine_classifies_with_birdnet(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
+    at = app_at()
+    assert at.radio[0].value == "birdnet"
+    assert "CC BY-NC-SA" in texts(at)
+    at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=4.0, sr=48000), "audio/wav")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert len(table) == 5 and "eBird" not in table.columns

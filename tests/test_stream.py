@@ -12,6 +12,9 @@ from birdcore.stream import stream_audio
 
 from conftest import tiny_config
 
+# Keras warns that attention pooling over a single segment is a softmax over one value: true and harmless here.
+pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis 1:UserWarning")
+
 
 def chirps(seconds: float, rate: int, *, channels: int = 1, seed: int = 0) -> np.ndarray:
     """Seeded rising chirps in noise: float32 (frames,) or (frames, channels), in [-1, 1]."""

