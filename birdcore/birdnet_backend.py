@@ -34,17 +34,31 @@ log = logging.getLogger("birdcore")
 EMBEDDING_FORMAT = 1
 
 
-class EmbeddingStore:
-    """BirdNET embeddings per recording, (W, 1024) float16 in ``root/<2 hex>/<key>.npy``,
-    keyed by the decoded-audio cache entry (so source changes invalidate it) and the window overlap."""
+def features(out: bn.BirdNETOutput, columns: list[int | None] | None) -> np.ndarray:
+    """Per-window head input (W, 1024 [+ C]): the embedding, then (with ``columns``) BirdNET's logit
+    for each of the dataset's species (0 for a species BirdNET lacks)."""
+    if columns is None:
+        return np.asarray(out.embeddings, np.float32)
+    prior = np.zeros((len(out.logits), len(columns)), np.float32)
+    for j, col in enumerate(columns):
+        if col is not None:
+            prior[:, j] = out.logits[:, col]
+    return np.concatenate([out.embeddings, prior], axis=1).astype(np.float32)
 
-    def __init__(self, root: Path, *, overlap: float = 0.0):
+
+class EmbeddingStore:
+    """Head inputs per recording (``features``), (W, F) float16 in ``root/<2 hex>/<key>.npy``, keyed by
+    the decoded-audio cache entry (so source changes invalidate it), the overlap and the species mapping."""
+
+    def __init__(self, root: Path, *, overlap: float = 0.0, columns: list[int | None] | None = None):
         self.root = Path(root)
         self.overlap = float(overlap)
+        self.columns = columns
+        self.width = bn.EMBEDDING_SIZE + (len(columns) if columns is not None else 0)
 
     def path(self, audio_entry: Path) -> Path:
-        key = hashlib.sha1(f"{Path(audio_entry).name}|{self.overlap}|{bn.MODEL_FILE}|{EMBEDDING_FORMAT}"
-                           .encode()).hexdigest()
+        key = hashlib.sha1(f"{Path(audio_entry).name}|{self.overlap}|{self.columns}|{bn.MODEL_FILE}|"
+                           f"{EMBEDDING_FORMAT}".encode()).hexdigest()
         return self.root / key[:2] / f"{key}.npy"
 
     def load(self, audio_entry: Path) -> np.ndarray | None:
@@ -54,7 +68,7 @@ class EmbeddingStore:
         except (OSError, ValueError):
             p.unlink(missing_ok=True) if p.exists() else None
             return None
-        if arr.ndim != 2 or arr.shape[1] != bn.EMBEDDING_SIZE:
+        if arr.ndim != 2 or arr.shape[1] != self.width:
             p.unlink(missing_ok=True)
             return None
         return arr
@@ -65,10 +79,11 @@ class EmbeddingStore:
         _write_atomic(self.path(audio_entry), np.asarray(embeddings, dtype="<f2"))
 
 
-def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0) -> EmbeddingStore:
-    """Fill the embedding store for every usable recording of ``data`` (a ``train.Dataset`` whose
-    decode cache is at 48 kHz) and point ``data.item`` at the embeddings."""
-    store = EmbeddingStore(Path(cache_root) / "birdnet-embeddings", overlap=overlap)
+def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0,
+                       columns: list[int | None] | None = None) -> EmbeddingStore:
+    """Fill the store with head inputs for every usable recording of ``data`` (a ``train.Dataset``
+    whose decode cache is at 48 kHz) and point ``data.item`` at them."""
+    store = EmbeddingStore(Path(cache_root) / "birdnet-embeddings", overlap=overlap, columns=columns)
     entries = [data.cache.entry_path(p) for p in data.df["path"]]
     todo = [i for i, e in enumerate(entries) if store.load(e) is None]
     if todo:
@@ -79,26 +94,36 @@ def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0) -> Embed
         for i in tqdm(todo, desc="birdnet", unit="rec", file=sys.stderr,
                       mininterval=0.5 if sys.stderr.isatty() else 30):
             wave = np.asarray(data.cache.load(data.df["path"].iat[i]), dtype=np.float32)
-            store.save(entries[i], model.analyze(wave, overlap=overlap).embeddings)
+            store.save(entries[i], features(model.analyze(wave, overlap=overlap), columns))
     data.item = lambda i: np.asarray(store.load(entries[i]), dtype=np.float32)
     return store
 
 
 def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
-    """{"embeddings": (B, W, 1024), "mask": (B, W)} → {"recording": (B, C), "segments": (B, W, C)}."""
-    emb = keras.Input((None, bn.EMBEDDING_SIZE), name="embeddings")
+    """{"embeddings": (B, W, F), "mask": (B, W)} → {"recording": (B, C), "segments": (B, W, C)}.
+
+    F = 1024 (BirdNET embedding), + C BirdNET logits used as a prior when ``cfg.model.birdnet_prior``:
+    species logit = head(embedding) + learned weight × BirdNET's logit.
+    """
+    use_prior = cfg.model.birdnet_prior
+    width = bn.EMBEDDING_SIZE + (n_species if use_prior else 0)
+    feats = keras.Input((None, width), name="embeddings")
     mask = keras.Input((None,), name="mask")
+    emb = L.SliceFeatures(start=0, stop=bn.EMBEDDING_SIZE, name="embedding")(feats) if use_prior else feats
     x = keras.layers.Dropout(cfg.model.dropout, name="input_dropout")(emb)
     x = keras.layers.Dense(512, activation="relu", name="hidden")(x)
     x = keras.layers.Dropout(cfg.model.dropout, name="head_dropout")(x)
-    prior = keras.initializers.Constant(-math.log(max(n_species - 1, 1)))
-    logits = keras.layers.Dense(n_species, dtype="float32", bias_initializer=prior, name="species_logits")(x)
+    bias = keras.initializers.Constant(-math.log(max(n_species - 1, 1)))
+    logits = keras.layers.Dense(n_species, dtype="float32", bias_initializer=bias, name="species_logits")(x)
+    if use_prior:
+        prior = L.SliceFeatures(start=bn.EMBEDDING_SIZE, stop=width, name="birdnet_logits")(feats)
+        logits = keras.layers.Add(name="with_prior")([logits, L.PriorScale(name="prior_scale")(prior)])
     att = None
     if cfg.model.pooling == "attention":
         att = keras.layers.Dense(n_species, dtype="float32", name="attention_logits")(x)
     recording = L.RecordingPooling(mode=cfg.model.pooling, name="recording")(logits, mask, att)
     segments = L.Sigmoid(name="segments")(logits)
-    return keras.Model({"embeddings": emb, "mask": mask}, {"recording": recording, "segments": segments},
+    return keras.Model({"embeddings": feats, "mask": mask}, {"recording": recording, "segments": segments},
                        name="birdnet_head")
 
 
@@ -133,10 +158,10 @@ class EmbeddingBatches(keras.utils.PyDataset):
     def __getitem__(self, idx: int):
         rng = np.random.default_rng([self.seed, self.epoch, idx])
         rows = self._order[idx * self.batch_size:(idx + 1) * self.batch_size]
-        x = np.zeros((len(rows), self.windows, bn.EMBEDDING_SIZE), np.float32)
+        items = [self.load(int(i)) for i in rows]
+        x = np.zeros((len(rows), self.windows, items[0].shape[1]), np.float32)
         m = np.zeros((len(rows), self.windows), np.float32)
-        for k, i in enumerate(rows):
-            e = self.load(int(i))
+        for k, e in enumerate(items):
             start = int(rng.integers(0, max(1, len(e) - self.windows + 1)))
             part = e[start:start + self.windows]
             x[k, :len(part)], m[k, :len(part)] = part, 1.0
@@ -150,7 +175,7 @@ class EmbeddingScorer:
         import tensorflow as tf
 
         self.model = model
-        spec = {"embeddings": tf.TensorSpec((1, None, bn.EMBEDDING_SIZE), tf.float32),
+        spec = {"embeddings": tf.TensorSpec((1, None, model.input["embeddings"].shape[-1]), tf.float32),
                 "mask": tf.TensorSpec((1, None), tf.float32)}
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
@@ -165,16 +190,18 @@ class EmbeddingScorer:
 
 
 class BirdNETHeadScorer:
-    """Waveforms at 48 kHz → BirdNET embeddings → trained head (a ``--backbone birdnet`` run)."""
+    """Waveforms at 48 kHz → BirdNET embeddings (+ prior logits) → trained head (a ``--backbone birdnet`` run)."""
 
-    def __init__(self, model: keras.Model, *, overlap: float = 0.0, birdnet: bn.BirdNET | None = None):
+    def __init__(self, model: keras.Model, *, columns: list[int | None] | None = None, overlap: float = 0.0,
+                 birdnet: bn.BirdNET | None = None):
         self.birdnet = birdnet or bn.BirdNET(embeddings=True)
         self.head = EmbeddingScorer(model)
-        self.overlap = overlap
+        self.columns, self.overlap = columns, overlap
 
     def score_many(self, waves: Iterable[np.ndarray]) -> Iterator[Scores]:
         for wave in waves:
-            yield self.head.score(self.birdnet.analyze(np.asarray(wave, np.float32), overlap=self.overlap).embeddings)
+            out = self.birdnet.analyze(np.asarray(wave, np.float32), overlap=self.overlap)
+            yield self.head.score(features(out, self.columns))
 
     def score(self, wave: np.ndarray) -> Scores:
         return next(self.score_many([wave]))

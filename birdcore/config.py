@@ -79,6 +79,8 @@ class ModelConfig:
     # BatchNorm moving-average momentum for the whole backbone.  Keras' 0.99 leaves the inference
     # statistics stale on small datasets (few steps per epoch); 0.9 tracks them within ~20 steps.
     bn_momentum: float = 0.9
+    # backbone "birdnet": also feed BirdNET's own logits of the dataset's species as a prior
+    birdnet_prior: bool = True
 
 
 @dataclass

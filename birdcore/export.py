@@ -95,7 +95,8 @@ class LoadedRun:
         if self.kind == "birdnet_head":
             from .birdnet_backend import BirdNETHeadScorer
 
-            return BirdNETHeadScorer(self.model)
+            mapping = json.loads((self.path / "birdnet_species.json").read_text())
+            return BirdNETHeadScorer(self.model, columns=mapping["columns"] if mapping.get("prior") else None)
         from .inference import Scorer
 
         return Scorer(self.model, batch_segments=batch_segments)

@@ -219,3 +219,29 @@ class Sigmoid(keras.layers.Layer):
 
     def call(self, logits):
         return ops.sigmoid(ops.cast(logits, "float32"))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SliceFeatures(keras.layers.Layer):
+    """Features [start:stop] of the last axis: (..., F) → (..., stop - start)."""
+
+    def __init__(self, *, start: int, stop: int, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, x):
+        return x[..., self.start:self.stop]
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PriorScale(keras.layers.Layer):
+    """A learned per-species weight on prior logits (B, W, C), initialised to 1."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, prior):
+        return prior * ops.cast(self.scale, prior.dtype)

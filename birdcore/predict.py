@@ -292,7 +292,9 @@ def _score_file(scorer, chunks: _Counted, on_audio):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m birdcore.predict", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="a complete run folder")
+    parser.add_argument("run_dir", type=Path,
+                        help="a complete run folder, or 'birdnet' for BirdNET V2.4 zero-shot over its 6,522 "
+                             "species (model licensed CC BY-NC-SA 4.0)")
     parser.add_argument("paths", type=Path, nargs="+", help="audio files or folders")
     parser.add_argument("--out", type=Path, default=None,
                         help="per-segment detections CSV (resumable: re-run to continue)")
@@ -325,9 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     import_tensorflow_quietly()
     results = None
     try:
-        from .export import load_run
+        if str(args.run_dir) == "birdnet":
+            from .birdnet_backend import global_birdnet_run
 
-        run = load_run(args.run_dir)
+            run = global_birdnet_run()
+        else:
+            from .export import load_run
+
+            run = load_run(args.run_dir)
         files = list(dict.fromkeys(expand_paths(args.paths)))
         done: set[str] = set()
         if args.out is not None:
