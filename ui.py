@@ -145,3 +145,25 @@ def species_names(run_dir: Path):
 def synthetic_banner(run_dir: Path) -> None:
     if run_json(run_dir, "run.json").get("synthetic"):
         st.warning("This run was trained on **synthetic** data (generated calls, not real birds).", icon=":material/science:")
+
+
+@st.cache_data(show_spinner=False)
+def _roc_points(path: str, stamp: float, species: str | None):
+    from birdcore.analysis import roc_det_points
+
+    return roc_det_points(_table(path, stamp), species=species)
+
+
+def roc_points(run_dir: Path, species: str | None):
+    """ROC/DET points of the run's test scores (pooled when species is None), computed once."""
+    return _roc_points(str(run_dir), _stamp(run_dir), species)
+
+
+@st.cache_data(show_spinner=False)
+def _curve(path: str, stamp: float, species: str | None):
+    return _explorer(path, stamp).curve(species=species)
+
+
+def threshold_curve(run_dir: Path, species: str | None):
+    """Metrics against threshold, computed once per run and species (not on every slider move)."""
+    return _curve(str(run_dir), _stamp(run_dir), species)

@@ -4,7 +4,8 @@
 
 Prints one JSON line: construction seconds, and median / p95 milliseconds per
 ``at()`` call for random scalar thresholds and for random per-species arrays
-(a slider move must stay well under 100 ms).
+(a slider move must stay well under 100 ms), and the whole recomputation of a slider move on
+the thresholds page (``at`` plus building its four figures from the cached curves).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from birdcore.analysis import ScoreTable, ThresholdExplorer  # noqa: E402
+from birdcore.analysis import ScoreTable, ThresholdExplorer, roc_det_points  # noqa: E402
+from birdcore.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure  # noqa: E402
 
 
 def random_table(n: int, c: int, *, seed: int = 0) -> ScoreTable:
@@ -54,8 +56,23 @@ def main() -> None:
     scalar = timed_ms(explorer.at, [float(t) for t in rng.random(args.calls)])
     arrays = timed_ms(explorer.at, [rng.random(args.species) for _ in range(args.calls)])
     start = time.perf_counter()
-    explorer.curve(n_points=200)
+    curve = explorer.curve(n_points=200)
     curve_ms = (time.perf_counter() - start) * 1000.0
+    start = time.perf_counter()
+    points = roc_det_points(table)
+    roc_ms = (time.perf_counter() - start) * 1000.0
+
+    def slider_move(t: float) -> None:
+        """What the thresholds page recomputes when the slider moves (curves are cached per run)."""
+        stats = explorer.at(t)
+        op = (stats["fpr"], stats["tpr"])
+        roc_figure(points, operating_point=op)
+        det_figure(points, operating_point=op)
+        metrics_vs_threshold_figure(curve, threshold=t)
+        accuracy_coverage_figure(curve, threshold=t)
+
+    slider_move(0.5)  # first figure build imports plotly's templates
+    moves = timed_ms(slider_move, [float(t) for t in rng.random(20)])
     print(json.dumps({
         "recordings": args.recordings, "species": args.species, "calls": args.calls,
         "construct_s": round(build_s, 3),
@@ -63,6 +80,9 @@ def main() -> None:
         "at_per_species_ms": {"median": round(float(np.median(arrays)), 4),
                               "p95": round(float(np.percentile(arrays, 95)), 4)},
         "curve_pooled_ms": round(curve_ms, 2),
+        "roc_points_pooled_ms": round(roc_ms, 1),
+        "slider_move_ms": {"median": round(float(np.median(moves)), 1), "p95": round(float(np.percentile(moves, 95)), 1),
+                           "what": "at() + ROC, DET, metrics-vs-threshold and accuracy-coverage figures"},
     }))
 
 

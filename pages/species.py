@@ -4,7 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from birdcore.analysis import confusions, positive_negative_scores, ranked_recordings, roc_det_points, species_summary
+from birdcore.analysis import confusions, positive_negative_scores, ranked_recordings, species_summary
 from birdcore.metrics import pr_points
 from birdcore.plots import pr_figure, roc_figure, score_distributions_figure
 
@@ -39,7 +39,7 @@ st.caption(f"{len(pos)} test recordings of {row['common_name']} (*{row['sci_name
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(score_distributions_figure(pos, neg, threshold=threshold), use_container_width=True)
-points = roc_det_points(table, species=code)
+points = ui.roc_points(run_dir, code)
 op = None
 if len(pos) and len(neg):
     op = (float((neg >= threshold).mean()), float((pos >= threshold).mean()))

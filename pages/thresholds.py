@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 import ui
-from birdcore.analysis import roc_det_points, save_thresholds
+from birdcore.analysis import save_thresholds
 from birdcore.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure
 
 st.title("Thresholds")
@@ -45,12 +45,12 @@ m[5].metric("Accuracy when covered", fmt(stats["accuracy_covered"], pct=True))
 st.caption("Coverage: share of test recordings whose top score reaches the threshold; accuracy when covered: "
            "top-1 accuracy on those (the others are rejected as unsure).")
 
-points = roc_det_points(table, species=species)
+points = ui.roc_points(run_dir, species)
 op = (stats["fpr"], stats["tpr"]) if stats["fpr"] is not None and stats["tpr"] is not None else None
 g1, g2 = st.columns(2)
 g1.plotly_chart(roc_figure(points, operating_point=op, title="ROC"), use_container_width=True)
 g2.plotly_chart(det_figure(points, operating_point=op), use_container_width=True)
-curve = exp.curve(species=species)
+curve = ui.threshold_curve(run_dir, species)
 g3, g4 = st.columns(2)
 g3.plotly_chart(metrics_vs_threshold_figure(curve, threshold=threshold), use_container_width=True)
 g4.plotly_chart(accuracy_coverage_figure(curve, threshold=threshold), use_container_width=True)
