@@ -65,8 +65,10 @@ class EmbeddingStore:
         p = self.path(audio_entry)
         try:
             arr = np.load(p, mmap_mode="r")
-        except (OSError, ValueError):
-            p.unlink(missing_ok=True) if p.exists() else None
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # a partial or foreign file: drop it, it is recomputed
+            p.unlink(missing_ok=True)
             return None
         if arr.ndim != 2 or arr.shape[1] != self.width:
             p.unlink(missing_ok=True)
@@ -325,7 +327,6 @@ def global_birdnet_run():
     species = pd.DataFrame({"index": range(len(labels)), "ebird_code": sci, "common_name": common, "sci_name": sci})
     manifest = {"model_kind": "birdnet_zero_shot", "name": "BirdNET V2.4", "license": bn.LICENSE_NOTE,
                 "synthetic": False, "global_birdnet": True}
-    run = LoadedRun(path=Path("."), manifest=manifest, config=birdnet_config(RunConfig()), species=species,
-                    thresholds={"global": {"threshold": 0.5}, "species": {}}, model=None)
-    run.columns = list(range(len(labels)))
-    return run
+    return LoadedRun(path=Path("."), manifest=manifest, config=birdnet_config(RunConfig()), species=species,
+                     thresholds={"global": {"threshold": 0.5}, "species": {}}, model=None,
+                     birdnet_columns=list(range(len(labels))))

@@ -68,6 +68,7 @@ class LoadedRun:
     species: pd.DataFrame  # index, ebird_code, common_name, sci_name in model output order
     thresholds: dict
     model: keras.Model | None  # None for a BirdNET zero-shot run
+    birdnet_columns: list | None = None  # BirdNET output column per species; default from birdnet_species.json
 
     @property
     def kind(self) -> str:
@@ -88,7 +89,7 @@ class LoadedRun:
         if self.kind == "birdnet_zero_shot":
             from .birdnet_backend import ZeroShotScorer
 
-            columns = getattr(self, "columns", None)
+            columns = self.birdnet_columns
             if columns is None:
                 columns = json.loads((self.path / "birdnet_species.json").read_text())["columns"]
             return ZeroShotScorer(columns)
