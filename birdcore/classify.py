@@ -6,15 +6,31 @@ for the picture, so what the visitor sees is what the model sees.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from .audio import decode_bytes
+from .audio import AudioError, decode_bytes
+from .stream import stream_audio
 from .export import LoadedRun
 from .predict import Prediction, top_species
 
 MAX_SPECTROGRAM_SECONDS = 120.0
+AUDIO_SUFFIXES = (".mp3", ".ogg", ".flac", ".wav", ".m4a", ".webm")
+
+
+def _duration_seconds(path: str) -> float | None:
+    """Duration from the file header, or None when libsndfile cannot tell."""
+    try:
+        import soundfile as sf
+
+        info = sf.info(path)
+        return info.frames / info.samplerate if info.samplerate else None
+    except Exception:  # noqa: BLE001 - any header problem: no progress fraction, scoring reports the error
+        return None
 
 
 @dataclass
@@ -55,6 +71,36 @@ class ClipClassifier:
         return ClipResult(name=name, seconds=len(wave) / self.run.sample_rate, recording=scores.recording,
                           segments=scores.segments, top=top_species(self.run, scores.recording, top=top),
                           segment_seconds=self.run.config.audio.segment_seconds)
+
+    def classify_upload(self, data: bytes, *, name: str, top: int = 5,
+                        progress: Callable[[float], None] | None = None) -> tuple[ClipResult, np.ndarray]:
+        """Score uploaded bytes; returns the result and the first ``MAX_SPECTROGRAM_SECONDS`` of audio.
+
+        For waveform models the upload is streamed in chunks (bounded memory for hour-long field
+        recordings) from a temporary file with a generated name, deleted afterwards; ``progress``
+        receives the fraction done.  Raises ``AudioError`` naming the upload.
+        """
+        if not data:
+            raise AudioError(name, "empty file")
+        head = decode_bytes(data, sample_rate=self.run.sample_rate, name=name, max_seconds=MAX_SPECTROGRAM_SECONDS)
+        if not hasattr(self.scorer, "score_stream"):  # BirdNET runs score the clip in one piece
+            wave = self.decode(data, name=name)
+            return self.classify_wave(wave, name=name, top=top), head
+        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in AUDIO_SUFFIXES else ".audio"
+        with tempfile.NamedTemporaryFile(prefix="birdclef-upload-", suffix=suffix) as tmp:
+            tmp.write(data)
+            tmp.flush()
+            total = _duration_seconds(tmp.name)
+            report = None if progress is None or not total else (lambda done: progress(min(1.0, done / total)))
+            try:
+                scores = self.scorer.score_stream(stream_audio(tmp.name, sample_rate=self.run.sample_rate),
+                                                  progress=report)
+            except AudioError as exc:
+                raise AudioError(name, exc.reason) from None
+        seconds = total or len(head) / self.run.sample_rate
+        return ClipResult(name=name, seconds=seconds, recording=scores.recording, segments=scores.segments,
+                          top=top_species(self.run, scores.recording, top=top),
+                          segment_seconds=self.run.config.audio.segment_seconds), head
 
     def decode(self, data: bytes, *, name: str) -> np.ndarray:
         """Decode uploaded bytes in memory (never written under the visitor's file name).

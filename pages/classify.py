@@ -35,21 +35,20 @@ if clip is None:
 name = getattr(clip, "name", None) or "recording"
 data = clip.getvalue()
 clf = ui.classifier(run_dir) if model == "run" else ui.birdnet_classifier()
+bar = st.progress(0.0, text="Listening…")
 try:
-    if not data:
-        raise AudioError(name, "empty file")
-    wave = clf.decode(data, name=name)
+    result, wave = clf.classify_upload(data, name=name, top=5,
+                                       progress=lambda f: bar.progress(f, text=f"Listening… {f:.0%}"))
 except AudioError as exc:
+    bar.empty()
     st.error(f"Could not read {exc}")
     st.stop()
-
-with st.spinner("Listening…"):
-    result = clf.classify_wave(wave, name=name, top=5)
+bar.empty()
 synthetic = model == "run" and bool(ui.run_json(run_dir, "run.json").get("synthetic"))
 links = model == "run" and not synthetic  # BirdNET labels carry no eBird codes
 
 st.audio(data)
-st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=min(result.seconds, 120.0),
+st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=len(wave) / clf.run.sample_rate,
                                    title=f"{name} ({result.seconds:.1f} s)"), use_container_width=True)
 
 rows = []

@@ -1,0 +1,42 @@
+"""Classifying uploads: streamed scoring equals whole-clip scoring; errors name the upload."""
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from birdcore.audio import AudioError
+from birdcore.classify import ClipClassifier
+from birdcore.export import load_run
+from birdcore.synthetic import make_call
+
+
+@pytest.fixture(scope="module")
+def clf(trained_run):
+    return ClipClassifier(load_run(trained_run))
+
+
+def flac_bytes(seconds: float) -> tuple[bytes, np.ndarray]:
+    wave = make_call("syntri1", seconds=seconds, sample_rate=16000, rng=np.random.default_rng(7))
+    buf = io.BytesIO()
+    sf.write(buf, wave, 16000, format="FLAC")
+    return buf.getvalue(), wave
+
+
+def test_streamed_upload_matches_whole_clip(clf):
+    data, _ = flac_bytes(7.3)
+    fractions = []
+    result, head = clf.classify_upload(data, name="field.flac", progress=fractions.append)
+    whole = clf.classify_wave(clf.decode(data, name="field.flac"), name="field.flac")
+    np.testing.assert_allclose(result.recording, whole.recording, atol=1e-5)
+    np.testing.assert_allclose(result.segments, whole.segments, atol=1e-5)
+    assert result.seconds == pytest.approx(7.3, abs=0.01) and len(head) == len(clf.decode(data, name="x.flac"))
+    assert fractions and fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
+    assert [p.ebird_code for p in result.top] == [p.ebird_code for p in whole.top]
+
+
+@pytest.mark.parametrize("data", [b"", b"not audio at all", np.random.default_rng(0).bytes(3000)])
+def test_bad_upload_names_the_upload(clf, data):
+    with pytest.raises(AudioError) as err:
+        clf.classify_upload(data, name="visitor clip.mp3")
+    assert str(err.value).startswith("visitor clip.mp3: ")
