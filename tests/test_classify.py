@@ -40,3 +40,16 @@ def test_bad_upload_names_the_upload(clf, data):
     with pytest.raises(AudioError) as err:
         clf.classify_upload(data, name="visitor clip.mp3")
     assert str(err.value).startswith("visitor clip.mp3: ")
+
+
+def test_one_shared_classifier_serves_concurrent_visitors(clf):
+    """The dashboard keeps one classifier per process (st.cache_resource); sessions call it from threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uploads = [flac_bytes(s)[0] for s in (2.0, 3.5, 5.0, 6.5)]
+    alone = [clf.classify_upload(d, name=f"c{i}.flac")[0].recording for i, d in enumerate(uploads)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda a: clf.classify_upload(a[1], name=f"c{a[0]}.flac")[0].recording,
+                                 enumerate(uploads * 2)))
+    for i, rec in enumerate(together):
+        np.testing.assert_allclose(rec, alone[i % 4], atol=1e-5)
