@@ -101,6 +101,21 @@ def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0,
     return store
 
 
+def prepare_birdnet_inputs(run, cfg: RunConfig, data, *, cache_root: Path) -> None:
+    """For a ``--backbone birdnet`` run: map the species to BirdNET (saved in the run as
+    ``birdnet_species.json``, with the licence) and fill the embedding store."""
+    from .runfolder import atomic_write_json
+
+    columns, missing = bn.map_species(data.species, bn.load_labels())
+    if missing:
+        log.info("BirdNET does not know %d species; the head learns them from scratch: %s", len(missing),
+                 ", ".join(missing))
+    atomic_write_json(run.file("birdnet_species.json"), {"columns": columns, "missing": missing,
+                                                        "prior": cfg.model.birdnet_prior,
+                                                        "license": bn.LICENSE_NOTE})
+    compute_embeddings(data, cache_root=cache_root, columns=columns if cfg.model.birdnet_prior else None)
+
+
 def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
     """{"embeddings": (B, W, F), "mask": (B, W)} → {"recording": (B, C), "segments": (B, W, C)}.
 

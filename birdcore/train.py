@@ -26,7 +26,7 @@ from .cache import DecodeCache, default_cache_dir
 from .config import RunConfig
 from .dataset import read_metadata, species_table
 from .evaluate import score_arrays, score_recordings, write_evaluation, format_summary
-from .birdnet_backend import EmbeddingBatches, compute_embeddings, scorer_for
+from .birdnet_backend import EmbeddingBatches, prepare_birdnet_inputs, scorer_for
 from .export import MODEL_FILE, EXPORT_DIR, export_savedmodel, load_keras, save_keras
 from .model import build_model, configure_precision
 from .pipeline import TrainingBatches, make_targets
@@ -283,17 +283,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         raise ValueError("the birdnet backbone needs 48 kHz audio and 3 s segments (birdnet_backend.birdnet_config)")
     data = prepare_data(run, cfg, data_dir=data_dir, cache_dir=cache_dir, workers=workers)
     if birdnet:
-        from .birdnet import LICENSE_NOTE, load_labels, map_species
-
-        columns, missing = map_species(data.species, load_labels())
-        if missing:
-            log.info("BirdNET does not know %d species; the head learns them from scratch: %s", len(missing),
-                     ", ".join(missing))
-        atomic_write_json(run.file("birdnet_species.json"), {"columns": columns, "missing": missing,
-                                                            "prior": cfg.model.birdnet_prior,
-                                                            "license": LICENSE_NOTE})
-        compute_embeddings(data, cache_root=Path(cache_dir) if cache_dir else default_cache_dir(),
-                           columns=columns if cfg.model.birdnet_prior else None)
+        prepare_birdnet_inputs(run, cfg, data, cache_root=Path(cache_dir) if cache_dir else default_cache_dir())
     n_species = len(data.codes)
     primary, secondary = data.labels()
     targets = make_targets(primary, secondary, n_species, secondary_weight=cfg.train.secondary_weight,
