@@ -77,6 +77,8 @@ def config_from_args(args):
         birdnet_config(cfg)
         if args.lr is None:
             t.learning_rate = 1e-3
+        if args.pooling is None:  # chosen on xc-pr20 validation data (BENCHMARKS.md)
+            m.pooling = "attention"
     if args.noise_dir:
         cfg.augment.background_noise_dir = str(args.noise_dir)
     if args.no_augment:
