@@ -54,7 +54,8 @@ st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=len(wave) / cl
 rows = []
 for p in result.top:
     decision = "no threshold" if p.threshold is None else ("detected" if p.detected else "below threshold")
-    rows.append({"species": p.common_name, "scientific name": p.sci_name, "code": p.ebird_code,
+    rows.append({"species": p.common_name, "scientific name": p.sci_name,
+                 **({} if p.ebird_code == p.sci_name else {"code": p.ebird_code}),
                  "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
                  "decision": decision,
                  **({"eBird": f"https://ebird.org/species/{p.ebird_code}"} if links else {})})
