@@ -101,3 +101,21 @@ def test_global_birdnet_run_names_real_species():
     scores = run.scorer().score(np.zeros(48000 * 3, np.float32))
     top = top_species(run, scores.recording, top=3)
     assert len(top) == 3 and all(p.threshold == 0.5 for p in top)
+
+
+def test_embeddings_recovered_from_logits_match_the_pooling_layer():
+    """Embeddings come from pinv(W)·(logits − b); check against the model's own pooling tensor."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = (0.1 * np.random.default_rng(1).standard_normal((3, bn.WINDOW_SAMPLES))).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = Interpreter(model_path=str(bn.model_dir() / bn.MODEL_FILE), experimental_preserve_all_tensors=True)
+    it.resize_tensor_input(it.get_input_details()[0]["index"], [3, bn.WINDOW_SAMPLES])
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    pool = next(d["index"] for d in it.get_tensor_details() if d["name"].endswith("GLOBAL_AVG_POOL/Mean"))
+    np.testing.assert_allclose(bn.BirdNET(embeddings=True, batch=3).run(x).embeddings, it.get_tensor(pool), atol=1e-4)
