@@ -50,16 +50,8 @@ def is_audio_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
-def decode_audio(
-    path: str | os.PathLike, *, sample_rate: int, max_seconds: float | None = None
-) -> np.ndarray:
-    """Decode a file to float32 mono of shape ``(n_samples,)`` at ``sample_rate`` Hz.
-
-    ``max_seconds`` (seconds, optional) keeps only the start of the recording;
-    only about that many frames are read from the file.
-    """
-    _check_options(sample_rate, max_seconds)
-    label = str(path)
+def check_file(path, label: str) -> None:
+    """Up-front checks shared by every reader: the path exists, is a file, and is not empty."""
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
@@ -70,6 +62,19 @@ def decode_audio(
         raise AudioError(label, "is a directory, not a file")
     if size == 0:
         raise AudioError(label, "empty file")
+
+
+def decode_audio(
+    path: str | os.PathLike, *, sample_rate: int, max_seconds: float | None = None
+) -> np.ndarray:
+    """Decode a file to float32 mono of shape ``(n_samples,)`` at ``sample_rate`` Hz.
+
+    ``max_seconds`` (seconds, optional) keeps only the start of the recording;
+    only about that many frames are read from the file.
+    """
+    _check_options(sample_rate, max_seconds)
+    label = str(path)
+    check_file(path, label)
     try:
         data, rate = _read_soundfile(path, max_seconds)
     except _FormatNotRecognised:

@@ -28,6 +28,7 @@ from . import birdnet as bn
 from . import layers as L
 from .config import RunConfig
 from .inference import Scores
+from .pipeline import EpochBatches
 from .segments import pool_segments
 
 log = logging.getLogger("birdcore")
@@ -144,37 +145,17 @@ def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
                        name="birdnet_head")
 
 
-class EmbeddingBatches(keras.utils.PyDataset):
+class EmbeddingBatches(EpochBatches):
     """Batches of random crops of ``windows`` consecutive embeddings (zero-padded, masked) and targets."""
 
     def __init__(self, *, load, targets: np.ndarray, windows: int, batch_size: int, seed: int,
                  steps_per_epoch: int | None = None, workers: int = 1):
-        super().__init__(workers=workers, use_multiprocessing=False)
-        self.load, self.targets = load, np.asarray(targets, np.float32)
-        self.windows, self.batch_size, self.seed = int(windows), int(batch_size), int(seed)
-        self.n = len(self.targets)
-        self.steps = steps_per_epoch or max(1, int(np.ceil(self.n / self.batch_size)))
-        self.epoch = 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        reps = int(np.ceil(self.steps * self.batch_size / self.n))
-        return np.concatenate([rng.permutation(self.n) for _ in range(reps)])
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._order = self._permutation()
-
-    def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
-
-    def __len__(self) -> int:
-        return self.steps
+        super().__init__(targets=targets, batch_size=batch_size, seed=seed, steps_per_epoch=steps_per_epoch,
+                         workers=workers)
+        self.load, self.windows = load, int(windows)
 
     def __getitem__(self, idx: int):
-        rng = np.random.default_rng([self.seed, self.epoch, idx])
-        rows = self._order[idx * self.batch_size:(idx + 1) * self.batch_size]
+        rows, rng = self.rows_of(idx)
         items = [self.load(int(i)) for i in rows]
         x = np.zeros((len(rows), self.windows, items[0].shape[1]), np.float32)
         m = np.zeros((len(rows), self.windows), np.float32)

@@ -50,35 +50,18 @@ def make_targets(primary: Sequence[int], secondary: Sequence[Sequence[int]], n_s
     return y
 
 
-class TrainingBatches(keras.utils.PyDataset):
-    """Batches of (waveforms (B, crop_samples), targets (B, C)) for ``model.fit``.
+class EpochBatches(keras.utils.PyDataset):
+    """Shuffled batches of recording rows, reshuffled each epoch from (seed, epoch), so an epoch's
+    batches are the same after a resume.  Subclasses build a batch from ``self.rows_of(idx)``."""
 
-    Args:
-        load: ``load(i)`` returns recording i's cached waveform (n_samples,).
-        targets: (N, C) float32 recording targets.
-        species: (N,) int primary species index, used to find same-species partners.
-        crop_samples: samples per training example.
-        augmenter: waveform augmentations, or None for none.
-        noise_bank: optional real background-noise waveforms.
-        steps_per_epoch: batches per epoch; default one pass over the recordings.
-    """
-
-    def __init__(self, *, load: Loader, targets: np.ndarray, species: np.ndarray, crop_samples: int,
-                 batch_size: int, augmenter: WaveAugmenter | None, seed: int,
-                 noise_bank: list[np.ndarray] | None = None, steps_per_epoch: int | None = None,
-                 workers: int = 2):
+    def __init__(self, *, targets: np.ndarray, batch_size: int, seed: int, steps_per_epoch: int | None,
+                 workers: int):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
-        self.load = load
         self.targets = np.asarray(targets, dtype=np.float32)
-        self.species = np.asarray(species)
-        self.crop_samples = int(crop_samples)
         self.batch_size = int(batch_size)
-        self.augmenter = augmenter
-        self.noise_bank = noise_bank
         self.seed = int(seed)
         self.n = len(self.targets)
         self.steps = steps_per_epoch or max(1, int(np.ceil(self.n / self.batch_size)))
-        self.by_species = {s: np.flatnonzero(self.species == s) for s in np.unique(self.species)}
         self.epoch = 0
         self._order = self._permutation()
 
@@ -97,6 +80,38 @@ class TrainingBatches(keras.utils.PyDataset):
 
     def __len__(self) -> int:
         return self.steps
+
+    def rows_of(self, idx: int) -> tuple[np.ndarray, np.random.Generator]:
+        """Recording rows of batch ``idx`` and the batch's own random generator."""
+        rng = np.random.default_rng([self.seed, self.epoch, idx])
+        return self._order[idx * self.batch_size:(idx + 1) * self.batch_size], rng
+
+
+class TrainingBatches(EpochBatches):
+    """Batches of (waveforms (B, crop_samples), targets (B, C)) for ``model.fit``.
+
+    Args:
+        load: ``load(i)`` returns recording i's cached waveform (n_samples,).
+        targets: (N, C) float32 recording targets.
+        species: (N,) int primary species index, used to find same-species partners.
+        crop_samples: samples per training example.
+        augmenter: waveform augmentations, or None for none.
+        noise_bank: optional real background-noise waveforms.
+        steps_per_epoch: batches per epoch; default one pass over the recordings.
+    """
+
+    def __init__(self, *, load: Loader, targets: np.ndarray, species: np.ndarray, crop_samples: int,
+                 batch_size: int, augmenter: WaveAugmenter | None, seed: int,
+                 noise_bank: list[np.ndarray] | None = None, steps_per_epoch: int | None = None,
+                 workers: int = 2):
+        super().__init__(targets=targets, batch_size=batch_size, seed=seed, steps_per_epoch=steps_per_epoch,
+                         workers=workers)
+        self.load = load
+        self.species = np.asarray(species)
+        self.crop_samples = int(crop_samples)
+        self.augmenter = augmenter
+        self.noise_bank = noise_bank
+        self.by_species = {s: np.flatnonzero(self.species == s) for s in np.unique(self.species)}
 
     def example(self, i: int, rng: np.random.Generator) -> np.ndarray:
         """One augmented training crop (crop_samples,) of recording i.
@@ -121,7 +136,6 @@ class TrainingBatches(keras.utils.PyDataset):
         return self.augmenter(wave, rng, same_species=same_species, noise_bank=self.noise_bank)
 
     def __getitem__(self, idx: int):
-        rng = np.random.default_rng([self.seed, self.epoch, idx])
-        rows = self._order[idx * self.batch_size:(idx + 1) * self.batch_size]
+        rows, rng = self.rows_of(idx)
         x = np.stack([self.example(int(i), rng) for i in rows])
         return x, {"recording": self.targets[rows]}

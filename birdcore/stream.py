@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import AudioError, _os_reason, _soundfile_reason, decode_audio
+from .audio import AudioError, _os_reason, _soundfile_reason, check_file, decode_audio
 
 _RESAMPLE_QUALITY = "HQ"  # the quality decode_audio uses
 
@@ -57,7 +57,7 @@ def stream_audio(path: str | os.PathLike, *, sample_rate: int, chunk_seconds: fl
 
 def _stream(path, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
     label = str(path)
-    _check_file(path, label)
+    check_file(path, label)
     try:
         handle = sf.SoundFile(path)
     except sf.LibsndfileError as exc:
@@ -71,20 +71,6 @@ def _stream(path, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray
         raise AudioError(label, _soundfile_reason(exc)) from None
     with handle:
         yield from _read_blocks(handle, label, sample_rate, chunk_seconds)
-
-
-def _check_file(path, label: str) -> None:
-    """The same up-front checks as decode_audio: exists, is a file, not empty."""
-    try:
-        size = os.stat(path).st_size
-    except FileNotFoundError:
-        raise AudioError(label, "file not found") from None
-    except OSError as exc:
-        raise AudioError(label, _os_reason(exc)) from None
-    if os.path.isdir(path):
-        raise AudioError(label, "is a directory, not a file")
-    if size == 0:
-        raise AudioError(label, "empty file")
 
 
 def _read_blocks(handle: sf.SoundFile, label: str, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
