@@ -67,6 +67,16 @@ def selected_run(*, hint: bool = True) -> Path | None:
     return None
 
 
+def run_page(title: str) -> Path:
+    """Title, the selected run (or the fresh-machine hint and a stop) and its synthetic banner."""
+    st.title(title)
+    run_dir = selected_run()
+    if run_dir is None:
+        st.stop()
+    synthetic_banner(run_dir)
+    return run_dir
+
+
 def _stamp(run_dir: Path) -> float:
     """Changes whenever the run's files are rewritten (cache key)."""
     return max((p.stat().st_mtime for p in (run_dir / "run.json", run_dir / "thresholds.json") if p.exists()),

@@ -126,12 +126,6 @@ def load_score_table(run_dir: Path | str) -> ScoreTable:
                           segment_offsets=z["segment_offsets"], segment_seconds=float(z["segment_seconds"]))
 
 
-def read_json(run_dir: Path | str, name: str) -> dict:
-    """``run_dir/name`` parsed as JSON; ``{}`` when the file is missing."""
-    path = Path(run_dir) / name
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def positive_negative_scores(table: ScoreTable, code: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Scores (P,) of positive and (M,) of negative valid pairs of species ``code`` (None: all species pooled)."""
     pos, ok, scores = table.positives, table.valid, table.scores

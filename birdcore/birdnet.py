@@ -160,7 +160,3 @@ class BirdNET:
     def analyze(self, wave: np.ndarray, *, overlap: float = 0.0) -> BirdNETOutput:
         """Outputs for every 3 s window of a 48 kHz waveform (n_samples,)."""
         return self.run(windows(wave, overlap=overlap))
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))

@@ -27,7 +27,7 @@ import numpy as np
 from . import birdnet as bn
 from . import layers as L
 from .config import RunConfig
-from .inference import Scores
+from .inference import Scores, sigmoid
 from .pipeline import EpochBatches
 from .segments import pool_segments
 
@@ -227,7 +227,7 @@ class ZeroShotScorer:
         for wave in waves:
             logits = self.logits(wave)
             rec = np.asarray(pool_segments(logits[None], np.ones((1, len(logits)), np.float32), mode="max"))[0]
-            yield Scores(segments=bn.sigmoid(logits).astype(np.float32), recording=rec.astype(np.float32))
+            yield Scores(segments=sigmoid(logits).astype(np.float32), recording=rec.astype(np.float32))
 
     def score(self, wave: np.ndarray) -> Scores:
         return next(self.score_many([wave]))

@@ -18,6 +18,11 @@ from .model import SEGMENT_MODEL_NAME
 from .segments import frame_segments, pool_segments
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logits → probabilities, elementwise (clipped so extreme logits do not overflow)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
 @dataclass
 class Scores:
     """One recording's scores: ``segments`` (n_segments, C) and ``recording`` (C,), probabilities."""
@@ -87,7 +92,7 @@ class Scorer:
         for segs, mask in pending:
             part = [o[start:start + len(segs)] for o in outputs]
             start += len(segs)
-            yield Scores(segments=1.0 / (1.0 + np.exp(-part[0])), recording=self.pool(part, mask))
+            yield Scores(segments=sigmoid(part[0]), recording=self.pool(part, mask))
 
     def score(self, wave: np.ndarray) -> Scores:
         return next(self.score_many([wave]))
@@ -160,4 +165,4 @@ class Scorer:
         flush(final=True)
         parts = [np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))]
         mask = np.concatenate(masks).astype(np.float32)
-        return Scores(segments=1.0 / (1.0 + np.exp(-parts[0])), recording=self.pool(parts, mask))
+        return Scores(segments=sigmoid(parts[0]), recording=self.pool(parts, mask))

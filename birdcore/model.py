@@ -16,7 +16,6 @@ forward pass.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import keras
@@ -158,8 +157,3 @@ def configure_precision(mode: str) -> str:
     policy = "mixed_float16" if use else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
-
-
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter out of user-facing output."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

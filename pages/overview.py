@@ -6,11 +6,7 @@ import ui
 from birdcore.analysis import load_history
 from birdcore.plots import training_curves_figure
 
-st.title("Run overview")
-run_dir = ui.selected_run()
-if run_dir is None:
-    st.stop()
-ui.synthetic_banner(run_dir)
+run_dir = ui.run_page("Run overview")
 manifest = ui.run_json(run_dir, "run.json")
 metrics = ui.run_json(run_dir, "metrics.json")
 st.caption(f"`{run_dir}` · format v{manifest.get('format_version')} · finished {manifest.get('finished', '?')}")

@@ -8,11 +8,7 @@ from birdcore.analysis import confusions, positive_negative_scores, ranked_recor
 from birdcore.metrics import pr_points
 from birdcore.plots import pr_figure, roc_figure, score_distributions_figure
 
-st.title("Species")
-run_dir = ui.selected_run()
-if run_dir is None:
-    st.stop()
-ui.synthetic_banner(run_dir)
+run_dir = ui.run_page("Species")
 table = ui.score_table(run_dir)
 names = ui.species_names(run_dir)
 summary = species_summary(table, metrics=ui.run_json(run_dir, "metrics.json"),

@@ -6,11 +6,7 @@ import ui
 from birdcore.analysis import save_thresholds
 from birdcore.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure
 
-st.title("Thresholds")
-run_dir = ui.selected_run()
-if run_dir is None:
-    st.stop()
-ui.synthetic_banner(run_dir)
+run_dir = ui.run_page("Thresholds")
 table = ui.score_table(run_dir)
 exp = ui.explorer(run_dir)
 saved = ui.run_json(run_dir, "thresholds.json")
