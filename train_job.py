@@ -14,12 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from birdcore.cli import add_common_data_args, fail, import_tensorflow_quietly, log, setup_logging
+from birdcore.cli import HelpFormatter, add_common_data_args, fail, import_tensorflow_quietly, log, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=100))
+                                formatter_class=HelpFormatter)
     p.add_argument("--data-dir", type=Path, help="dataset folder (train.csv or train_metadata.csv + train_audio/)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the run folder")
     p.add_argument("--name", help="run name (default: a timestamp)")
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-seconds", type=float, default=None, help="random crop per recording (default 30)")
     p.add_argument("--split", choices=["stratified", "xc_hundreds"], default=None,
                    help="stratified by species (default) or the original's XC-number rule")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the train/val/test split and of training (default 1234); other seeds give "
+                        "other held-out sets, for repeated-split estimates")
     p.add_argument("--secondary-weight", type=float, default=None,
                    help="soft target for secondary (background) labels; 0 disables (default 0)")
     p.add_argument("--no-augment", action="store_true", help="disable every augmentation")
@@ -71,6 +74,8 @@ def config_from_args(args):
     ]:
         if value is not None:
             setattr(obj, attr, value)
+    if args.seed is not None:
+        cfg.split.seed = cfg.train.seed = args.seed
     if cfg.model.backbone == "birdnet":
         from birdcore.birdnet_backend import birdnet_config
 

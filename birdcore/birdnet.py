@@ -15,6 +15,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -65,18 +66,42 @@ def map_species(species: pd.DataFrame, labels: list[str]) -> tuple[list[int | No
 def windows(wave: np.ndarray, *, overlap: float = 0.0) -> np.ndarray:
     """Cut a 48 kHz waveform into 3 s windows (zero-padding the last); (W, 144000) float32, W >= 1.
 
-    ``overlap`` is in seconds (0 ≤ overlap < 3).
+    ``overlap`` is in seconds (0 ≤ overlap < 3).  Window i starts at sample i × hop,
+    hop = (3 s − overlap) × 48 kHz; W = 1 + ceil(max(n − 144000, 0) / hop).
     """
+    return np.concatenate(list(stream_windows([wave], overlap=overlap)))
+
+
+def stream_windows(chunks: Iterable[np.ndarray], *, overlap: float = 0.0) -> Iterator[np.ndarray]:
+    """The windows of ``windows(np.concatenate(chunks))``, yielded as blocks (k, 144000) float32
+    as soon as the chunks (consecutive 48 kHz pieces, any lengths) cover them, so a long
+    recording never has to be in memory whole.  Blocks are never empty."""
     if not 0.0 <= overlap < WINDOW_SECONDS:
         raise ValueError("overlap must be in [0, 3) seconds")
     hop = int(round((WINDOW_SECONDS - overlap) * SAMPLE_RATE))
-    n = len(wave)
-    count = max(1, int(np.ceil(max(n - WINDOW_SAMPLES, 0) / hop)) + 1)
-    out = np.zeros((count, WINDOW_SAMPLES), np.float32)
-    for i in range(count):
-        part = wave[i * hop:i * hop + WINDOW_SAMPLES]
-        out[i, :len(part)] = part
-    return out
+    buf = np.zeros(0, np.float32)  # samples from absolute index `start` on
+    start = n = i = 0  # i: the next window to emit
+    for chunk in chunks:
+        chunk = np.asarray(chunk, np.float32).reshape(-1)
+        n += chunk.size
+        buf = np.concatenate([buf, chunk]) if buf.size else chunk
+        ready = []
+        while i * hop + WINDOW_SAMPLES <= n:
+            offset = i * hop - start
+            ready.append(buf[offset:offset + WINDOW_SAMPLES])
+            i += 1
+        if ready:
+            yield np.stack(ready)
+        drop = i * hop - start  # samples no later window needs
+        if drop > 0:
+            buf, start = buf[drop:], start + drop
+    count = 1 + int(np.ceil(max(n - WINDOW_SAMPLES, 0) / hop))
+    if i < count:
+        tail = np.zeros((count - i, WINDOW_SAMPLES), np.float32)
+        for k in range(count - i):
+            part = buf[(i + k) * hop - start:(i + k) * hop - start + WINDOW_SAMPLES]
+            tail[k, :len(part)] = part
+        yield tail
 
 
 @dataclass
@@ -159,4 +184,11 @@ class BirdNET:
 
     def analyze(self, wave: np.ndarray, *, overlap: float = 0.0) -> BirdNETOutput:
         """Outputs for every 3 s window of a 48 kHz waveform (n_samples,)."""
-        return self.run(windows(wave, overlap=overlap))
+        return self.analyze_stream([wave], overlap=overlap)
+
+    def analyze_stream(self, chunks: Iterable[np.ndarray], *, overlap: float = 0.0) -> BirdNETOutput:
+        """The same outputs as ``analyze(np.concatenate(chunks))``, from consecutive 48 kHz chunks,
+        holding only the current chunk and the per-window outputs (W × 6522 logits) in memory."""
+        parts = [self.run(block) for block in stream_windows(chunks, overlap=overlap)]
+        return BirdNETOutput(np.concatenate([p.logits for p in parts]),
+                             np.concatenate([p.embeddings for p in parts]) if self.with_embeddings else None)

@@ -19,7 +19,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -187,6 +187,16 @@ class EmbeddingScorer:
         return next(self.score_many([embeddings]))
 
 
+def _reporting(chunks: Iterable[np.ndarray], progress: Callable[[float], None] | None) -> Iterator[np.ndarray]:
+    """The chunks, calling ``progress`` with the seconds of 48 kHz audio consumed after each."""
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        yield chunk
+        if progress is not None:
+            progress(done / bn.SAMPLE_RATE)
+
+
 class BirdNETHeadScorer:
     """Waveforms at 48 kHz → BirdNET embeddings (+ prior logits) → trained head (a ``--backbone birdnet`` run)."""
 
@@ -196,13 +206,19 @@ class BirdNETHeadScorer:
         self.head = EmbeddingScorer(model)
         self.columns, self.overlap = columns, overlap
 
+    def score_stream(self, chunks: Iterable[np.ndarray], *,
+                     progress: Callable[[float], None] | None = None) -> Scores:
+        """Scores of one recording given as consecutive 48 kHz chunks (e.g. ``stream.stream_audio``),
+        equal to ``score(np.concatenate(chunks))``; ``progress`` gets the seconds consumed so far."""
+        out = self.birdnet.analyze_stream(_reporting(chunks, progress), overlap=self.overlap)
+        return self.head.score(features(out, self.columns))
+
     def score_many(self, waves: Iterable[np.ndarray]) -> Iterator[Scores]:
         for wave in waves:
-            out = self.birdnet.analyze(np.asarray(wave, np.float32), overlap=self.overlap)
-            yield self.head.score(features(out, self.columns))
+            yield self.score_stream([wave])
 
     def score(self, wave: np.ndarray) -> Scores:
-        return next(self.score_many([wave]))
+        return self.score_stream([wave])
 
 
 class ZeroShotScorer:
@@ -216,21 +232,25 @@ class ZeroShotScorer:
         self._known = np.array([c is not None for c in columns])
         self._index = np.array([c if c is not None else 0 for c in columns])
 
-    def logits(self, wave: np.ndarray) -> np.ndarray:
-        """(W, C) logits of the chosen columns; missing species get a logit of -30 (score ≈ 0)."""
-        raw = self.birdnet.analyze(np.asarray(wave, np.float32), overlap=self.overlap).logits
+    def _restrict(self, raw: np.ndarray) -> np.ndarray:
         out = raw[:, self._index]
         out[:, ~self._known] = -30.0
         return out
 
+    def score_stream(self, chunks: Iterable[np.ndarray], *,
+                     progress: Callable[[float], None] | None = None) -> Scores:
+        """Scores of one recording given as consecutive 48 kHz chunks, equal to ``score(np.concatenate(chunks))``."""
+        raw = self.birdnet.analyze_stream(_reporting(chunks, progress), overlap=self.overlap).logits
+        logits = self._restrict(raw)
+        rec = np.asarray(pool_segments(logits[None], np.ones((1, len(logits)), np.float32), mode="max"))[0]
+        return Scores(segments=sigmoid(logits).astype(np.float32), recording=rec.astype(np.float32))
+
     def score_many(self, waves: Iterable[np.ndarray]) -> Iterator[Scores]:
         for wave in waves:
-            logits = self.logits(wave)
-            rec = np.asarray(pool_segments(logits[None], np.ones((1, len(logits)), np.float32), mode="max"))[0]
-            yield Scores(segments=sigmoid(logits).astype(np.float32), recording=rec.astype(np.float32))
+            yield self.score_stream([wave])
 
     def score(self, wave: np.ndarray) -> Scores:
-        return next(self.score_many([wave]))
+        return self.score_stream([wave])
 
 
 def birdnet_config(cfg: RunConfig) -> RunConfig:

@@ -76,16 +76,13 @@ class ClipClassifier:
                         progress: Callable[[float], None] | None = None) -> tuple[ClipResult, np.ndarray]:
         """Score uploaded bytes; returns the result and the first ``MAX_SPECTROGRAM_SECONDS`` of audio.
 
-        For waveform models the upload is streamed in chunks (bounded memory for hour-long field
+        The upload is streamed in chunks (bounded memory for hour-long field
         recordings) from a temporary file with a generated name, deleted afterwards; ``progress``
         receives the fraction done.  Raises ``AudioError`` naming the upload.
         """
         if not data:
             raise AudioError(name, "empty file")
         head = decode_bytes(data, sample_rate=self.run.sample_rate, name=name, max_seconds=MAX_SPECTROGRAM_SECONDS)
-        if not hasattr(self.scorer, "score_stream"):  # BirdNET runs score the clip in one piece
-            wave = self.decode(data, name=name)
-            return self.classify_wave(wave, name=name, top=top), head
         suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in AUDIO_SUFFIXES else ".audio"
         with tempfile.NamedTemporaryFile(prefix="birdclef-upload-", suffix=suffix) as tmp:
             tmp.write(data)

@@ -27,6 +27,18 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default only when it has a real one (not None or False), 100 columns wide."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, width=100)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def add_common_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="decode cache folder (default: $BIRDCLEF_CACHE or ~/.cache/birdclef)")

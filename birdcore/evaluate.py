@@ -139,10 +139,10 @@ def _fmt(x) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import add_common_data_args, fail, import_tensorflow_quietly, setup_logging
+    from .cli import HelpFormatter, add_common_data_args, fail, import_tensorflow_quietly, setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m birdcore.evaluate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a complete run folder")
     parser.add_argument("--data-dir", type=Path, required=True, help="Cornell-format dataset to score")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import fail, import_tensorflow_quietly, log, setup_logging
+from .cli import HelpFormatter, fail, import_tensorflow_quietly, log, setup_logging
 
 CSV_HEADER = ("file", "start_s", "end_s", "species", "common_name", "score")
 RAVEN_HEADER = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
@@ -282,16 +282,9 @@ class _Counted:
             yield chunk
 
 
-def _score_file(scorer, chunks: _Counted, on_audio):
-    """``scorer.score_stream`` (bounded memory); scorers without it (BirdNET runs) get the whole waveform."""
-    if hasattr(scorer, "score_stream"):
-        return scorer.score_stream(chunks, progress=on_audio)
-    return scorer.score(np.concatenate(list(chunks)))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m birdcore.predict", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("run_dir", type=Path,
                         help="a complete run folder, or 'birdnet' for BirdNET V2.4 zero-shot over its 6,522 "
                              "species (model licensed CC BY-NC-SA 4.0)")
@@ -369,7 +362,7 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
         for path in todo:
             chunks = _Counted(stream_audio(path, sample_rate=run.sample_rate, chunk_seconds=CHUNK_SECONDS))
             try:
-                scores = _score_file(scorer, chunks, lambda s, n=path.name: progress.audio(n, s))
+                scores = scorer.score_stream(chunks, progress=lambda s, n=path.name: progress.audio(n, s))
             except AudioError as exc:
                 log.error("%s", exc)
                 failures += 1

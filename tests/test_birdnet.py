@@ -28,6 +28,21 @@ def test_windows_cover_the_clip_with_optional_overlap():
         bn.windows(wave, overlap=3.0)
 
 
+@pytest.mark.parametrize("overlap", [0.0, 1.5])
+def test_streamed_windows_equal_the_whole_clip_windows(overlap):
+    rng = np.random.default_rng(1)
+    for n in [0, 100, bn.WINDOW_SAMPLES, bn.WINDOW_SAMPLES + 1, int(10.2 * bn.SAMPLE_RATE)]:
+        wave = rng.standard_normal(n).astype(np.float32)
+        cuts = np.sort(rng.integers(0, n + 1, size=4))  # includes empty and sub-window chunks
+        blocks = list(bn.stream_windows(np.split(wave, cuts), overlap=overlap))
+        assert all(len(b) for b in blocks)
+        hop = int((3.0 - overlap) * bn.SAMPLE_RATE)
+        expected = bn.windows(wave, overlap=overlap)
+        np.testing.assert_array_equal(np.concatenate(blocks), expected)
+        assert np.array_equal(expected[-1, :max(0, min(bn.WINDOW_SAMPLES, n - (len(expected) - 1) * hop))],
+                              wave[(len(expected) - 1) * hop:][:bn.WINDOW_SAMPLES])
+
+
 def test_species_are_matched_by_scientific_name():
     labels = bn.load_labels()
     assert len(labels) == 6522
@@ -89,8 +104,16 @@ def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, tmp_path):
     from birdcore.audio import decode_audio
 
     path = sorted((synth48 / "train_audio").rglob("*.wav"))[0]
-    scores = run.scorer().score(decode_audio(path, sample_rate=run.sample_rate))
+    wave = decode_audio(path, sample_rate=run.sample_rate)
+    scorer = run.scorer()
+    scores = scorer.score(wave)
     assert scores.recording.shape == (3,) and scores.segments.shape[1] == 3
+    # streamed in uneven chunks (bounded memory for long uploads): the same scores
+    seen = []
+    streamed = scorer.score_stream(np.array_split(wave, 5), progress=seen.append)
+    np.testing.assert_allclose(streamed.segments, scores.segments, atol=1e-5)
+    np.testing.assert_allclose(streamed.recording, scores.recording, atol=1e-5)
+    assert seen[-1] == pytest.approx(len(wave) / run.sample_rate)
 
 
 def test_global_birdnet_run_names_real_species():
@@ -101,6 +124,12 @@ def test_global_birdnet_run_names_real_species():
     scores = run.scorer().score(np.zeros(48000 * 3, np.float32))
     top = top_species(run, scores.recording, top=3)
     assert len(top) == 3 and all(p.threshold == 0.5 for p in top)
+    noise = np.random.default_rng(2).standard_normal(7 * 48000).astype(np.float32) * 0.1
+    scorer = run.scorer()
+    whole, streamed = scorer.score(noise), scorer.score_stream(np.array_split(noise, 3))
+    assert whole.segments.shape == (3, 6522) and whole.segments.max() > 1e-4
+    np.testing.assert_allclose(streamed.segments, whole.segments, atol=1e-6)
+    np.testing.assert_allclose(streamed.recording, whole.recording, atol=1e-6)
 
 
 def test_embeddings_recovered_from_logits_match_the_pooling_layer():

@@ -1,0 +1,72 @@
+"""BirdNET head vs BirdNET zero-shot on several held-out test sets (repeated random splits).
+
+    python bench/bench_birdnet_splits.py --data-dir ../shared/data/xc-pr20 --seeds 1 2 3 4 5 \
+        --cache-dir /tmp/bench/cache [--epochs 60]
+
+For each seed, ``train_job.py --seed S`` draws a different stratified train/val/test split and
+writes two runs on it: ``--backbone birdnet`` (the head, with its defaults fixed before this
+benchmark: attention pooling, BirdNET logits as prior) and ``--baseline birdnet`` (zero-shot).
+Nothing is chosen on the test sets.  Prints per-seed test top-1/top-5/macro-AUC of both, the paired
+difference, and the pooled top-1 over all test sets (the sets overlap across seeds; each run's test set
+is held out from its own training).  Runs that already exist are reused.  Output: one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ensure_run(out: Path, name: str, extra: list[str], args) -> dict:
+    """metrics.json of run ``out/name``, training it with train_job.py first if it does not exist."""
+    run = out / name
+    if not (run / "metrics.json").exists():
+        cmd = [sys.executable, str(ROOT / "train_job.py"), "--data-dir", str(args.data_dir), "--out", str(out),
+               "--name", name, *extra]
+        if args.cache_dir:
+            cmd += ["--cache-dir", str(args.cache_dir)]
+        print("+", " ".join(cmd), file=sys.stderr, flush=True)
+        subprocess.run(cmd, check=True)
+    return json.loads((run / "metrics.json").read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--out", type=Path, default=Path("runs"))
+    p.add_argument("--cache-dir", type=Path, default=None)
+    args = p.parse_args()
+
+    rows, correct, total = [], {"head": 0, "zero_shot": 0}, 0
+    for seed in args.seeds:
+        head = ensure_run(args.out, f"splits-seed{seed}-birdnet-head",
+                          ["--backbone", "birdnet", "--epochs", str(args.epochs), "--seed", str(seed)], args)
+        zero = ensure_run(args.out, f"splits-seed{seed}-birdnet-zero-shot",
+                          ["--baseline", "birdnet", "--seed", str(seed)], args)
+        n = head["n_recordings"]
+        assert zero["n_recordings"] == n, "both runs of a seed share one split"
+        total += n
+        correct["head"] += round(head["top1"] * n)
+        correct["zero_shot"] += round(zero["top1"] * n)
+        rows.append({"seed": seed, "n_test": n,
+                     "head": {k: round(head[k], 4) for k in ("top1", "top5", "macro_auc")},
+                     "zero_shot": {k: round(zero[k], 4) for k in ("top1", "top5", "macro_auc")},
+                     "top1_difference": round(head["top1"] - zero["top1"], 4)})
+    mean = {m: {k: round(sum(r[m][k] for r in rows) / len(rows), 4) for k in ("top1", "top5", "macro_auc")}
+            for m in ("head", "zero_shot")}
+    print(json.dumps({
+        "data_dir": str(args.data_dir), "seeds": args.seeds, "per_seed": rows, "mean": mean,
+        "pooled_top1": {m: f"{c}/{total} = {c / total:.4f}" for m, c in correct.items()},
+        "seeds_head_better": sum(r["top1_difference"] > 0 for r in rows),
+        "seeds_equal": sum(r["top1_difference"] == 0 for r in rows),
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
