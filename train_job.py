@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the train/val/test split and of training (default 1234); other seeds give "
                         "other held-out sets, for repeated-split estimates")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="any config field, e.g. --set model.dropout=0.5 --set train.weight_decay=1e-4 "
+                        "(repeatable; applied after the other options)")
     p.add_argument("--secondary-weight", type=float, default=None,
                    help="soft target for secondary (background) labels; 0 disables (default 0)")
     p.add_argument("--no-augment", action="store_true", help="disable every augmentation")
@@ -90,7 +93,7 @@ def config_from_args(args):
         a = cfg.augment
         a.start_removal = a.time_mask = a.freq_mask = a.db_floor = a.same_species_mix = a.background_noise = False
     cfg.tune.enabled = bool(args.tune)
-    return cfg
+    return cfg.override(args.set)
 
 
 def main(argv: list[str] | None = None) -> int:

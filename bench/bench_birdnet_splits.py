@@ -1,13 +1,14 @@
 """BirdNET head vs BirdNET zero-shot on several held-out test sets (repeated random splits).
 
     python bench/bench_birdnet_splits.py --data-dir ../shared/data/xc-pr20 --seeds 1 2 3 4 5 \
-        --cache-dir /tmp/bench/cache [--epochs 60]
+        --cache-dir /tmp/bench/cache [--epochs 60] [--tag NAME --set model.dropout=0.5 ...]
 
 For each seed, ``train_job.py --seed S`` draws a different stratified train/val/test split and
 writes two runs on it: ``--backbone birdnet`` (the head, with its defaults fixed before this
 benchmark: attention pooling, BirdNET logits as prior) and ``--baseline birdnet`` (zero-shot).
 Nothing is chosen on the test sets.  Prints per-seed test top-1/top-5/macro-AUC of both, the paired
-difference, and the pooled top-1 over all test sets (the sets overlap across seeds; each run's test set
+difference, the pooled top-1 over all test sets, and the head's validation top-1 and loss at its chosen
+epoch (mean over seeds: the figures to compare head settings by, given with ``--set`` under a ``--tag``) (the sets overlap across seeds; each run's test set
 is held out from its own training).  Runs that already exist are reused.  Output: one JSON object.
 """
 from __future__ import annotations
@@ -19,6 +20,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def validation_at_best(run: Path) -> dict:
+    """Validation top-1 and loss of the epoch whose checkpoint the run kept (from history.csv)."""
+    import csv
+
+    best = json.loads((run / "run.json").read_text())["best_epoch"]
+    for row in csv.DictReader((run / "history.csv").open()):
+        if int(row["epoch"]) == best:
+            return {"epoch": best, "val_top1": round(float(row["val_top1"]), 4),
+                    "val_loss": round(float(row["val_loss"]), 5)}
+    raise ValueError(f"{run}: epoch {best} not in history.csv")
 
 
 def ensure_run(out: Path, name: str, extra: list[str], args) -> dict:
@@ -41,12 +54,17 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--out", type=Path, default=Path("runs"))
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--tag", default="birdnet-head", help="names the head runs: splits-seedS-TAG")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="head setting passed to train_job.py --set (repeatable)")
     args = p.parse_args()
+    sets = [x for item in args.set for x in ("--set", item)]
 
     rows, correct, total = [], {"head": 0, "zero_shot": 0}, 0
     for seed in args.seeds:
-        head = ensure_run(args.out, f"splits-seed{seed}-birdnet-head",
-                          ["--backbone", "birdnet", "--epochs", str(args.epochs), "--seed", str(seed)], args)
+        head_name = f"splits-seed{seed}-{args.tag}"
+        head = ensure_run(args.out, head_name,
+                          ["--backbone", "birdnet", "--epochs", str(args.epochs), "--seed", str(seed), *sets], args)
         zero = ensure_run(args.out, f"splits-seed{seed}-birdnet-zero-shot",
                           ["--baseline", "birdnet", "--seed", str(seed)], args)
         n = head["n_recordings"]
@@ -57,11 +75,15 @@ def main() -> None:
         rows.append({"seed": seed, "n_test": n,
                      "head": {k: round(head[k], 4) for k in ("top1", "top5", "macro_auc")},
                      "zero_shot": {k: round(zero[k], 4) for k in ("top1", "top5", "macro_auc")},
-                     "top1_difference": round(head["top1"] - zero["top1"], 4)})
+                     "top1_difference": round(head["top1"] - zero["top1"], 4),
+                     "head_validation": validation_at_best(args.out / head_name)})
     mean = {m: {k: round(sum(r[m][k] for r in rows) / len(rows), 4) for k in ("top1", "top5", "macro_auc")}
             for m in ("head", "zero_shot")}
+    mean["head_validation"] = {k: round(sum(r["head_validation"][k] for r in rows) / len(rows), 5)
+                               for k in ("val_top1", "val_loss")}
     print(json.dumps({
-        "data_dir": str(args.data_dir), "seeds": args.seeds, "per_seed": rows, "mean": mean,
+        "data_dir": str(args.data_dir), "seeds": args.seeds, "tag": args.tag, "settings": args.set,
+        "per_seed": rows, "mean": mean,
         "pooled_top1": {m: f"{c}/{total} = {c / total:.4f}" for m, c in correct.items()},
         "seeds_head_better": sum(r["top1_difference"] > 0 for r in rows),
         "seeds_equal": sum(r["top1_difference"] == 0 for r in rows),

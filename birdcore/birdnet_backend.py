@@ -120,6 +120,8 @@ def prepare_birdnet_inputs(run, cfg: RunConfig, data, *, cache_root: Path) -> No
 def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
     """{"embeddings": (B, W, F), "mask": (B, W)} → {"recording": (B, C), "segments": (B, W, C)}.
 
+    Dropout → dense ``cfg.model.head_units`` (ReLU) → dropout → dense C species logits.
+
     F = 1024 (BirdNET embedding), + C BirdNET logits used as a prior when ``cfg.model.birdnet_prior``:
     species logit = head(embedding) + learned weight × BirdNET's logit.
     """
@@ -129,7 +131,7 @@ def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
     mask = keras.Input((None,), name="mask")
     emb = L.SliceFeatures(start=0, stop=bn.EMBEDDING_SIZE, name="embedding")(feats) if use_prior else feats
     x = keras.layers.Dropout(cfg.model.dropout, name="input_dropout")(emb)
-    x = keras.layers.Dense(512, activation="relu", name="hidden")(x)
+    x = keras.layers.Dense(cfg.model.head_units, activation="relu", name="hidden")(x)
     x = keras.layers.Dropout(cfg.model.dropout, name="head_dropout")(x)
     bias = keras.initializers.Constant(-math.log(max(n_species - 1, 1)))
     logits = keras.layers.Dense(n_species, dtype="float32", bias_initializer=bias, name="species_logits")(x)

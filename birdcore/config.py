@@ -81,6 +81,7 @@ class ModelConfig:
     bn_momentum: float = 0.9
     # backbone "birdnet": also feed BirdNET's own logits of the dataset's species as a prior
     birdnet_prior: bool = True
+    head_units: int = 512  # backbone "birdnet": width of the head's hidden layer
 
 
 @dataclass
@@ -99,6 +100,7 @@ class TrainConfig:
     train_seconds: float = 30.0  # random crop per recording and epoch (whole file is eligible)
     secondary_weight: float = 0.0  # target for secondary labels (0 disables soft targets)
     label_smoothing: float = 0.0
+    weight_decay: float = 0.0  # decoupled weight decay of Adam (AdamW); 0 = plain Adam
     early_stopping_patience: int = 8  # epochs without validation improvement
     seed: int = 1234
     mixed_precision: str = "auto"  # "auto" (on GPU) | "on" | "off"
@@ -150,6 +152,37 @@ class RunConfig:
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    def override(self, assignments: list[str]) -> "RunConfig":
+        """Apply ``section.field=value`` settings (e.g. ``model.dropout=0.5``); values are parsed as
+        JSON when they can be (numbers, true/false, null, lists) and must match the field's type.
+        Raises ValueError naming a bad assignment."""
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            section_name, _, name = key.strip().partition(".")
+            section = getattr(self, section_name, None) if section_name in _SECTIONS else None
+            if not sep or section is None or name not in {f.name for f in dataclasses.fields(section)}:
+                raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION one of "
+                                 f"{', '.join(_SECTIONS)} and a field of it")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            current = getattr(section, name)
+            if isinstance(current, bool) or isinstance(value, bool):
+                ok = isinstance(value, bool) and isinstance(current, bool)
+            elif isinstance(current, int) and isinstance(value, (int, float)):
+                ok, value = float(value).is_integer(), int(value)
+            elif isinstance(current, float) and isinstance(value, (int, float)):
+                ok, value = True, float(value)
+            elif isinstance(current, tuple) and isinstance(value, list):
+                ok, value = True, tuple(value)
+            else:
+                ok = current is None or value is None or isinstance(value, type(current))
+            if not ok:
+                raise ValueError(f"--set {item!r}: {key} is {type(current).__name__} ({current!r})")
+            setattr(section, name, value)
+        return self
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":

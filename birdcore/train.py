@@ -144,7 +144,7 @@ class ValidationScorer(keras.callbacks.Callback):
 
 class RunKeeper(keras.callbacks.Callback):
     """Per epoch: last checkpoint (with optimizer state) and train state for ``--resume``,
-    best checkpoint by ``val_top1``, history.csv, early stopping, and a log line with the run's ETA."""
+    best checkpoint by ``val_top1`` (ties: lower ``val_loss``), history.csv, early stopping, and a log line with the run's ETA."""
 
     def __init__(self, run: RunBuilder, *, epochs: int, patience: int, state: dict):
         super().__init__()
@@ -162,9 +162,12 @@ class RunKeeper(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._t0
         self.epoch_seconds.append(seconds)
         val = logs.get("val_top1", -logs.get("loss", 0.0))
+        loss = logs.get("val_loss", math.inf)
         st = self.state
-        if val > st["best"]:
-            st.update(best=float(val), best_epoch=epoch, wait=0)
+        # A validation set of a few dozen recordings ties on top-1 often; a tie goes to the lower
+        # validation loss (otherwise the earliest epoch of a plateau would always be kept).
+        if val > st["best"] or (val == st["best"] and loss < st.get("best_loss", math.inf)):
+            st.update(best=float(val), best_loss=float(loss), best_epoch=epoch, wait=0)
             save_keras(self.model, self.ckpt / "best.keras")
         else:
             st["wait"] += 1
@@ -204,8 +207,11 @@ def is_tuning_worker() -> bool:
     return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
 
 
-def compile_model(model: keras.Model, lr: float) -> None:
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0) -> None:
+    """Adam (AdamW when ``weight_decay`` > 0) on the recording-level binary cross-entropy."""
+    optimizer = (keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay) if weight_decay > 0
+                 else keras.optimizers.Adam(learning_rate=lr))
+    model.compile(optimizer=optimizer,
                   loss={"recording": keras.losses.BinaryCrossentropy()})
 
 
@@ -319,7 +325,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
             log.info("resuming at epoch %d of %d", initial_epoch + 1, cfg.train.epochs)
         else:
             model = build_model(cfg, n_species)
-            compile_model(model, cfg.train.learning_rate)
+            compile_model(model, cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     batches = make_batches(cfg, data, targets, primary, noise_bank=noise_bank)
     batches.set_epoch(initial_epoch)
     keeper = RunKeeper(run, epochs=cfg.train.epochs, patience=cfg.train.early_stopping_patience, state=state)

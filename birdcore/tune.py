@@ -56,7 +56,7 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
             }
             trial_cfg = apply_hyperparameters(cfg, values)
             model = build_model(trial_cfg, n_species)
-            compile_model(model, trial_cfg.train.learning_rate)
+            compile_model(model, trial_cfg.train.learning_rate, weight_decay=trial_cfg.train.weight_decay)
             return model
 
     tuner = kt.BayesianOptimization(HyperModel(), objective=kt.Objective("val_top1", direction="max"),

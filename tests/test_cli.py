@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,3 +83,22 @@ def test_predict_missing_run_is_one_line(tmp_path):
     sf.write(clip, np.zeros(1600, np.float32), 16000)
     res = run("-m", "birdcore.predict", tmp_path / "no_run", clip)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "no_run" in res.stderr
+
+
+def test_set_overrides_config_fields_with_type_checks():
+    from birdcore.config import RunConfig
+
+    cfg = RunConfig().override(["model.dropout=0.5", "model.head_units=128", "train.weight_decay=1e-4",
+                                "augment.time_mask=false", "model.pooling=attention", "train.epochs=3.0"])
+    assert (cfg.model.dropout, cfg.model.head_units, cfg.train.weight_decay) == (0.5, 128, 1e-4)
+    assert cfg.augment.time_mask is False and cfg.model.pooling == "attention" and cfg.train.epochs == 3
+    for bad in ["model.nonexistent=1", "nosection.x=1", "model.dropout", "train.epochs=2.5",
+                "augment.time_mask=1", "model.head_units=wide"]:
+        with pytest.raises(ValueError, match="--set"):
+            RunConfig().override([bad])
+
+
+def test_train_job_bad_set_is_one_line_error(tmp_path):
+    out = run(ROOT / "train_job.py", "--demo", "--set", "model.dropout=lots", "--out", tmp_path, cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "model.dropout" in out.stderr

@@ -95,3 +95,26 @@ def test_existing_complete_run_is_never_overwritten(trained_run, synth_dir, tmp_
     with pytest.raises(RunFolderError, match="exists"):
         train_run(data_dir=synth_dir, out_dir=trained_run.parent, name=trained_run.name, cfg=tiny_config(),
                   cache_dir=tmp_path / "c", workers=1)
+
+
+def test_best_checkpoint_ties_on_top1_go_to_the_lower_validation_loss(tmp_path):
+    import keras
+
+    from birdcore.runfolder import RunBuilder
+    from birdcore.train import RunKeeper
+
+    run = RunBuilder.open(tmp_path, "keeper", resume=False)
+    try:
+        keeper = RunKeeper(run, epochs=6, patience=2, state={})
+        keeper.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+        history = [(0.70, 0.30), (0.80, 0.25), (0.80, 0.20), (0.80, 0.22), (0.75, 0.10), (0.80, 0.21)]
+        for epoch, (top1, loss) in enumerate(history):
+            keeper.on_epoch_begin(epoch)
+            keeper.on_epoch_end(epoch, {"loss": 0.1, "val_top1": top1, "val_loss": loss})
+            if getattr(keeper.model, "stop_training", False):
+                break
+        # epoch 3 (index 2) ties epoch 2 on top-1 with a lower loss; two epochs without improvement stop it
+        assert keeper.state["best_epoch"] == 2 and epoch == 4
+        assert (run.file("checkpoints") / "best.keras").exists()
+    finally:
+        run.release()
