@@ -43,7 +43,7 @@ def ensure_run(out: Path, name: str, extra: list[str], args) -> dict:
         if args.cache_dir:
             cmd += ["--cache-dir", str(args.cache_dir)]
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, stdout=sys.stderr)  # keep stdout for the JSON
     return json.loads((run / "metrics.json").read_text())
 
 

@@ -63,6 +63,20 @@ def map_species(species: pd.DataFrame, labels: list[str]) -> tuple[list[int | No
     return columns, missing
 
 
+def relatives(species: pd.DataFrame, labels: list[str], columns: list[int | None]) -> list[list[int]]:
+    """For each species BirdNET lacks (``columns[j] is None``), BirdNET's columns of the same genus
+    (first word of the scientific name), e.g. the 22 other *Amazona* parrots for *Amazona vittata*;
+    [] for species BirdNET knows and for genera it has none of."""
+    by_genus: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_genus.setdefault(lab.split("_", 1)[0].split(" ")[0].strip().lower(), []).append(i)
+    out = []
+    for sci, col in zip(species["sci_name"], columns):
+        genus = str(sci).strip().split(" ")[0].lower()
+        out.append(by_genus.get(genus, []) if col is None and genus else [])
+    return out
+
+
 def windows(wave: np.ndarray, *, overlap: float = 0.0) -> np.ndarray:
     """Cut a 48 kHz waveform into 3 s windows (zero-padding the last); (W, 144000) float32, W >= 1.
 

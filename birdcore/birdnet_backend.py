@@ -35,15 +35,23 @@ log = logging.getLogger("birdcore")
 EMBEDDING_FORMAT = 1
 
 
-def features(out: bn.BirdNETOutput, columns: list[int | None] | None) -> np.ndarray:
-    """Per-window head input (W, 1024 [+ C]): the embedding, then (with ``columns``) BirdNET's logit
-    for each of the dataset's species (0 for a species BirdNET lacks)."""
-    if columns is None:
+def prior_sources(columns: list[int | None], relatives: list[list[int]] | None = None) -> list[list[int]]:
+    """BirdNET columns whose max is each species' prior logit: its own column, else (when
+    ``relatives`` is given) its genus relatives, else none (prior 0)."""
+    relatives = relatives or [[] for _ in columns]
+    return [[c] if c is not None else list(rel) for c, rel in zip(columns, relatives)]
+
+
+def features(out: bn.BirdNETOutput, sources: list[list[int]] | None) -> np.ndarray:
+    """Per-window head input (W, 1024 [+ C]): the embedding, then (with ``sources``, see
+    ``prior_sources``) a prior logit per dataset species: the max of BirdNET's logits over its
+    source columns, 0 when it has none."""
+    if sources is None:
         return np.asarray(out.embeddings, np.float32)
-    prior = np.zeros((len(out.logits), len(columns)), np.float32)
-    for j, col in enumerate(columns):
-        if col is not None:
-            prior[:, j] = out.logits[:, col]
+    prior = np.zeros((len(out.logits), len(sources)), np.float32)
+    for j, cols in enumerate(sources):
+        if cols:
+            prior[:, j] = out.logits[:, cols].max(axis=1)
     return np.concatenate([out.embeddings, prior], axis=1).astype(np.float32)
 
 
@@ -51,14 +59,21 @@ class EmbeddingStore:
     """Head inputs per recording (``features``), (W, F) float16 in ``root/<2 hex>/<key>.npy``, keyed by
     the decoded-audio cache entry (so source changes invalidate it), the overlap and the species mapping."""
 
-    def __init__(self, root: Path, *, overlap: float = 0.0, columns: list[int | None] | None = None):
+    def __init__(self, root: Path, *, overlap: float = 0.0, sources: list[list[int]] | None = None):
         self.root = Path(root)
         self.overlap = float(overlap)
-        self.columns = columns
-        self.width = bn.EMBEDDING_SIZE + (len(columns) if columns is not None else 0)
+        self.sources = sources
+        self.width = bn.EMBEDDING_SIZE + (len(sources) if sources is not None else 0)
+
+    def _mapping_key(self) -> str:
+        if self.sources is None:
+            return "None"
+        if all(len(c) <= 1 for c in self.sources):  # own columns only: the key of format-1 stores
+            return str([c[0] if c else None for c in self.sources])
+        return str(self.sources)
 
     def path(self, audio_entry: Path) -> Path:
-        key = hashlib.sha1(f"{Path(audio_entry).name}|{self.overlap}|{self.columns}|{bn.MODEL_FILE}|"
+        key = hashlib.sha1(f"{Path(audio_entry).name}|{self.overlap}|{self._mapping_key()}|{bn.MODEL_FILE}|"
                            f"{EMBEDDING_FORMAT}".encode()).hexdigest()
         return self.root / key[:2] / f"{key}.npy"
 
@@ -83,10 +98,10 @@ class EmbeddingStore:
 
 
 def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0,
-                       columns: list[int | None] | None = None) -> EmbeddingStore:
+                       sources: list[list[int]] | None = None) -> EmbeddingStore:
     """Fill the store with head inputs for every usable recording of ``data`` (a ``train.Dataset``
     whose decode cache is at 48 kHz) and point ``data.item`` at them."""
-    store = EmbeddingStore(Path(cache_root) / "birdnet-embeddings", overlap=overlap, columns=columns)
+    store = EmbeddingStore(Path(cache_root) / "birdnet-embeddings", overlap=overlap, sources=sources)
     entries = [data.cache.entry_path(p) for p in data.df["path"]]
     todo = [i for i, e in enumerate(entries) if store.load(e) is None]
     if todo:
@@ -97,7 +112,7 @@ def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0,
         for i in tqdm(todo, desc="birdnet", unit="rec", file=sys.stderr,
                       mininterval=0.5 if sys.stderr.isatty() else 30):
             wave = np.asarray(data.cache.load(data.df["path"].iat[i]), dtype=np.float32)
-            store.save(entries[i], features(model.analyze(wave, overlap=overlap), columns))
+            store.save(entries[i], features(model.analyze(wave, overlap=overlap), sources))
     data.item = lambda i: np.asarray(store.load(entries[i]), dtype=np.float32)
     return store
 
@@ -107,14 +122,20 @@ def prepare_birdnet_inputs(run, cfg: RunConfig, data, *, cache_root: Path) -> No
     ``birdnet_species.json``, with the licence) and fill the embedding store."""
     from .runfolder import atomic_write_json
 
-    columns, missing = bn.map_species(data.species, bn.load_labels())
+    labels = bn.load_labels()
+    columns, missing = bn.map_species(data.species, labels)
+    related = bn.relatives(data.species, labels, columns) if cfg.model.birdnet_relatives else None
+    sources = prior_sources(columns, related) if cfg.model.birdnet_prior else None
     if missing:
-        log.info("BirdNET does not know %d species; the head learns them from scratch: %s", len(missing),
-                 ", ".join(missing))
+        with_rel = [c for c, cols in zip(data.codes, sources or []) if c in missing and cols]
+        log.info("BirdNET does not know %d species; the head learns them from their embeddings%s: %s",
+                 len(missing), f" (prior from BirdNET's same-genus species for {', '.join(with_rel)})"
+                 if with_rel else "", ", ".join(missing))
     atomic_write_json(run.file("birdnet_species.json"), {"columns": columns, "missing": missing,
                                                         "prior": cfg.model.birdnet_prior,
+                                                        "prior_sources": sources,
                                                         "license": bn.LICENSE_NOTE})
-    compute_embeddings(data, cache_root=cache_root, columns=columns if cfg.model.birdnet_prior else None)
+    compute_embeddings(data, cache_root=cache_root, sources=sources)
 
 
 def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
@@ -202,18 +223,18 @@ def _reporting(chunks: Iterable[np.ndarray], progress: Callable[[float], None] |
 class BirdNETHeadScorer:
     """Waveforms at 48 kHz → BirdNET embeddings (+ prior logits) → trained head (a ``--backbone birdnet`` run)."""
 
-    def __init__(self, model: keras.Model, *, columns: list[int | None] | None = None, overlap: float = 0.0,
+    def __init__(self, model: keras.Model, *, sources: list[list[int]] | None = None, overlap: float = 0.0,
                  birdnet: bn.BirdNET | None = None):
         self.birdnet = birdnet or bn.BirdNET(embeddings=True)
         self.head = EmbeddingScorer(model)
-        self.columns, self.overlap = columns, overlap
+        self.sources, self.overlap = sources, overlap
 
     def score_stream(self, chunks: Iterable[np.ndarray], *,
                      progress: Callable[[float], None] | None = None) -> Scores:
         """Scores of one recording given as consecutive 48 kHz chunks (e.g. ``stream.stream_audio``),
         equal to ``score(np.concatenate(chunks))``; ``progress`` gets the seconds consumed so far."""
         out = self.birdnet.analyze_stream(_reporting(chunks, progress), overlap=self.overlap)
-        return self.head.score(features(out, self.columns))
+        return self.head.score(features(out, self.sources))
 
     def score_many(self, waves: Iterable[np.ndarray]) -> Iterator[Scores]:
         for wave in waves:

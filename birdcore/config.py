@@ -82,6 +82,9 @@ class ModelConfig:
     # backbone "birdnet": also feed BirdNET's own logits of the dataset's species as a prior
     birdnet_prior: bool = True
     head_units: int = 512  # backbone "birdnet": width of the head's hidden layer
+    # backbone "birdnet": a species BirdNET lacks gets, as its prior, the max logit of BirdNET's
+    # species of the same genus (e.g. other Amazona parrots), instead of no prior
+    birdnet_relatives: bool = False
 
 
 @dataclass

@@ -96,8 +96,11 @@ class LoadedRun:
         if self.kind == "birdnet_head":
             from .birdnet_backend import BirdNETHeadScorer
 
+            from .birdnet_backend import prior_sources
+
             mapping = json.loads((self.path / "birdnet_species.json").read_text())
-            return BirdNETHeadScorer(self.model, columns=mapping["columns"] if mapping.get("prior") else None)
+            sources = mapping.get("prior_sources") or prior_sources(mapping["columns"])  # older runs: own columns
+            return BirdNETHeadScorer(self.model, sources=sources if mapping.get("prior") else None)
         from .inference import Scorer
 
         return Scorer(self.model, batch_segments=batch_segments)

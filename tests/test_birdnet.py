@@ -51,6 +51,26 @@ def test_species_are_matched_by_scientific_name():
     assert labels[columns[0]].startswith("Coereba flaveola_") and columns[1] is None and missing == ["fake1"]
 
 
+def test_missing_species_get_same_genus_relatives_as_prior():
+    from birdcore.birdnet_backend import features, prior_sources
+
+    labels = bn.load_labels()
+    table = pd.DataFrame({"ebird_code": ["purpar1", "banana", "fake1"],
+                          "sci_name": ["Amazona vittata", "Coereba flaveola", "Synthetica nonexistens"]})
+    columns, missing = bn.map_species(table, labels)
+    related = bn.relatives(table, labels, columns)
+    assert missing == ["purpar1", "fake1"] and related[1] == [] and related[2] == []
+    assert len(related[0]) > 5 and all(labels[i].startswith("Amazona ") for i in related[0])
+    sources = prior_sources(columns, related)
+    assert sources[1] == [columns[1]] and sources[0] == related[0] and prior_sources(columns)[0] == []
+    logits = np.full((2, len(labels)), -5.0, np.float32)
+    logits[1, related[0][3]] = 4.0  # a relative fires in window 2
+    logits[:, columns[1]] = [1.0, 2.0]
+    x = features(bn.BirdNETOutput(logits, np.zeros((2, bn.EMBEDDING_SIZE), np.float32)), sources)
+    assert x.shape == (2, bn.EMBEDDING_SIZE + 3)
+    np.testing.assert_array_equal(x[:, bn.EMBEDDING_SIZE:], [[-5.0, 1.0, 0.0], [4.0, 2.0, 0.0]])
+
+
 def test_scores_and_embeddings_for_a_clip():
     rng = np.random.default_rng(0)
     wave = (0.05 * rng.standard_normal(int(4 * bn.SAMPLE_RATE))).astype(np.float32)

@@ -177,23 +177,3 @@ def test_progress_logs_occasional_lines_when_not_a_terminal(capsys):
     quiet = Progress(4)  # default interval: nothing for quick batches
     quiet.file_done()
     assert capsys.readouterr().err == ""
-
-
-def test_scorers_without_score_stream_get_the_whole_waveform(trained_run, clips, tmp_path, monkeypatch):
-    """Runs whose scorer has only ``score`` (BirdNET backends) still work, unstreamed, with the same results."""
-    from birdcore.export import LoadedRun
-
-    _, files = clips
-    original = LoadedRun.scorer
-
-    class ScoreOnly:
-        def __init__(self, inner):
-            self.score = inner.score
-
-    args = [str(trained_run), *map(str, files), "--min-score", "0.1"]
-    assert main([*args, "--out", str(tmp_path / "streamed.csv")]) == 0
-    monkeypatch.setattr(LoadedRun, "scorer", lambda self, **kw: ScoreOnly(original(self, **kw)))
-    assert main([*args, "--out", str(tmp_path / "whole.csv")]) == 0
-    whole, streamed = read_rows(tmp_path / "whole.csv"), read_rows(tmp_path / "streamed.csv")
-    assert [r[:5] for r in whole] == [r[:5] for r in streamed]
-    assert all(abs(float(a[5]) - float(b[5])) <= 2e-4 for a, b in zip(whole, streamed))
