@@ -4,12 +4,12 @@
         --cache-dir /tmp/bench/cache [--epochs 60] [--tag NAME --set model.dropout=0.5 ...]
 
 For each seed, ``train_job.py --seed S`` draws a different stratified train/val/test split and
-writes two runs on it: ``--backbone birdnet`` (the head, with its defaults fixed before this
-benchmark: attention pooling, BirdNET logits as prior) and ``--baseline birdnet`` (zero-shot).
-Nothing is chosen on the test sets.  Prints per-seed test top-1/top-5/macro-AUC of both, the paired
-difference, the pooled top-1 over all test sets, and the head's validation top-1 and loss at its chosen
-epoch (mean over seeds: the figures to compare head settings by, given with ``--set`` under a ``--tag``) (the sets overlap across seeds; each run's test set
-is held out from its own training).  Runs that already exist are reused.  Output: one JSON object.
+writes two runs on it: ``--backbone birdnet`` (the head with its defaults, or with the ``--set``
+settings under a ``--tag``) and ``--baseline birdnet`` (zero-shot).  Nothing is chosen on the test
+sets.  Prints per-seed test top-1/top-5/macro-AUC of both and their difference, the pooled top-1 over
+all test sets (the sets overlap across seeds; each run's test set is held out from its own training),
+and the head's validation top-1 and loss at its chosen epoch, with their means over seeds: the figures
+to compare head settings by.  Runs that already exist are reused.  Output: one JSON object.
 """
 from __future__ import annotations
 

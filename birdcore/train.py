@@ -144,7 +144,8 @@ class ValidationScorer(keras.callbacks.Callback):
 
 class RunKeeper(keras.callbacks.Callback):
     """Per epoch: last checkpoint (with optimizer state) and train state for ``--resume``,
-    best checkpoint by ``val_top1`` (ties: lower ``val_loss``), history.csv, early stopping, and a log line with the run's ETA."""
+    best checkpoint by ``val_top1`` (ties: lower ``val_loss``), history.csv, early stopping, and a log
+    line with the run's ETA."""
 
     def __init__(self, run: RunBuilder, *, epochs: int, patience: int, state: dict):
         super().__init__()
