@@ -98,22 +98,27 @@ class EmbeddingStore:
 
 
 def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0,
-                       sources: list[list[int]] | None = None) -> EmbeddingStore:
-    """Fill the store with head inputs for every usable recording of ``data`` (a ``train.Dataset``
-    whose decode cache is at 48 kHz) and point ``data.item`` at them."""
+                       sources: list[list[int]] | None = None, rows=None) -> EmbeddingStore:
+    """Fill the store with head inputs for the recordings ``rows`` (default: all usable ones) of
+    ``data`` (a ``train.Dataset`` whose decode cache is at 48 kHz); returns the store, and with
+    ``overlap`` 0 points ``data.item`` at it."""
     store = EmbeddingStore(Path(cache_root) / "birdnet-embeddings", overlap=overlap, sources=sources)
     entries = [data.cache.entry_path(p) for p in data.df["path"]]
-    todo = [i for i, e in enumerate(entries) if store.load(e) is None]
+    wanted = range(len(entries)) if rows is None else [int(i) for i in rows]
+    todo = [i for i in wanted if store.load(entries[i]) is None]
     if todo:
         from tqdm import tqdm
 
         model = bn.BirdNET(embeddings=True)
-        log.info("BirdNET embeddings: computing %d recordings (%d cached)", len(todo), len(entries) - len(todo))
+        log.info("BirdNET embeddings%s: computing %d recordings (%d cached)",
+                 f" (windows every {bn.WINDOW_SECONDS - overlap:g} s)" if overlap else "", len(todo),
+                 len(wanted) - len(todo))
         for i in tqdm(todo, desc="birdnet", unit="rec", file=sys.stderr,
                       mininterval=0.5 if sys.stderr.isatty() else 30):
             wave = np.asarray(data.cache.load(data.df["path"].iat[i]), dtype=np.float32)
             store.save(entries[i], features(model.analyze(wave, overlap=overlap), sources))
-    data.item = lambda i: np.asarray(store.load(entries[i]), dtype=np.float32)
+    if not overlap:
+        data.item = lambda i: np.asarray(store.load(entries[i]), dtype=np.float32)
     return store
 
 
@@ -136,6 +141,12 @@ def prepare_birdnet_inputs(run, cfg: RunConfig, data, *, cache_root: Path) -> No
                                                         "prior_sources": sources,
                                                         "license": bn.LICENSE_NOTE})
     compute_embeddings(data, cache_root=cache_root, sources=sources)
+    if cfg.augment.birdnet_shifted_windows:  # windows every 1.5 s: even ones unshifted, odd ones shifted
+        half = bn.WINDOW_SECONDS / 2
+        shifted = compute_embeddings(data, cache_root=cache_root, overlap=half, sources=sources,
+                                     rows=data.rows("train"))
+        entries = [data.cache.entry_path(p) for p in data.df["path"]]
+        data.train_item = lambda i: np.asarray(shifted.load(entries[i]), dtype=np.float32)
 
 
 def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
@@ -169,17 +180,23 @@ def build_head(cfg: RunConfig, n_species: int) -> keras.Model:
 
 
 class EmbeddingBatches(EpochBatches):
-    """Batches of random crops of ``windows`` consecutive embeddings (zero-padded, masked) and targets."""
+    """Batches of random crops of ``windows`` consecutive embeddings (zero-padded, masked) and targets.
+
+    ``interleaved`` = 2: each loaded sequence holds two interleaved window grids (windows every 1.5 s:
+    even ones at 0, 3, 6 s..., odd ones shifted by 1.5 s); each example uses one grid, drawn at random.
+    """
 
     def __init__(self, *, load, targets: np.ndarray, windows: int, batch_size: int, seed: int,
-                 steps_per_epoch: int | None = None, workers: int = 1):
+                 steps_per_epoch: int | None = None, workers: int = 1, interleaved: int = 1):
         super().__init__(targets=targets, batch_size=batch_size, seed=seed, steps_per_epoch=steps_per_epoch,
                          workers=workers)
-        self.load, self.windows = load, int(windows)
+        self.load, self.windows, self.interleaved = load, int(windows), int(interleaved)
 
     def __getitem__(self, idx: int):
         rows, rng = self.rows_of(idx)
         items = [self.load(int(i)) for i in rows]
+        if self.interleaved > 1:
+            items = [e[int(rng.integers(0, min(self.interleaved, len(e)))):][::self.interleaved] for e in items]
         x = np.zeros((len(rows), self.windows, items[0].shape[1]), np.float32)
         m = np.zeros((len(rows), self.windows), np.float32)
         for k, e in enumerate(items):

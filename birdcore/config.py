@@ -67,6 +67,9 @@ class AugmentConfig:
     background_noise_prob: float = 0.5
     background_noise_snr_db: tuple[float, float] = (3.0, 30.0)
     background_noise_dir: str | None = None  # folder of noise recordings; None: synthesised coloured noise
+    # backbone "birdnet": a training crop is cut, at random, from the usual 3 s windows or from the
+    # windows shifted by half a window (1.5 s); validation, test and serving use the usual windows
+    birdnet_shifted_windows: bool = False
 
 
 @dataclass

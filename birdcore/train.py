@@ -48,6 +48,7 @@ class Dataset:
     species: pd.DataFrame  # ebird_code, common_name, sci_name
     cache: DecodeCache
     item: Callable[[int], np.ndarray] | None = None  # model input of recording i, if not its waveform
+    train_item: Callable[[int], np.ndarray] | None = None  # training input of recording i, if not ``load(i)``
 
     @property
     def codes(self) -> list[str]:
@@ -58,6 +59,10 @@ class Dataset:
         if self.item is not None:
             return self.item(i)
         return self.cache.load(self.df["path"].iat[i])
+
+    def load_train(self, i: int) -> np.ndarray:
+        """Recording i as training batches draw from it (``train_item``, else ``load``)."""
+        return self.train_item(i) if self.train_item is not None else self.load(i)
 
     def rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.df["split"].to_numpy() == split)
@@ -233,10 +238,11 @@ def make_batches(cfg: RunConfig, data: Dataset, targets: np.ndarray, primary: np
     """Training batches: waveform crops for audio backbones, embedding crops for BirdNET."""
     rows = data.rows("train")
     if cfg.model.backbone == "birdnet":
-        return EmbeddingBatches(load=lambda i: data.load(int(rows[i])), targets=targets[rows],
+        return EmbeddingBatches(load=lambda i: data.load_train(int(rows[i])), targets=targets[rows],
                                 windows=max(1, math.ceil(cfg.train.train_seconds / cfg.audio.segment_seconds)),
                                 batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-                                steps_per_epoch=cfg.train.steps_per_epoch)
+                                steps_per_epoch=cfg.train.steps_per_epoch,
+                                interleaved=2 if data.train_item is not None else 1)
     augmenter = WaveAugmenter(cfg.augment, cfg.audio.sample_rate)
     return TrainingBatches(load=lambda i: data.load(int(rows[i])), targets=targets[rows], species=primary[rows],
                            crop_samples=int(cfg.train.train_seconds * cfg.audio.sample_rate),

@@ -168,3 +168,22 @@ def test_embeddings_recovered_from_logits_match_the_pooling_layer():
     it.invoke()
     pool = next(d["index"] for d in it.get_tensor_details() if d["name"].endswith("GLOBAL_AVG_POOL/Mean"))
     np.testing.assert_allclose(bn.BirdNET(embeddings=True, batch=3).run(x).embeddings, it.get_tensor(pool), atol=1e-4)
+
+
+def test_shifted_window_batches_draw_one_grid_per_example():
+    """With two interleaved grids (windows every 1.5 s), a crop is consecutive windows of one grid."""
+    from birdcore.birdnet_backend import EmbeddingBatches
+
+    seqs = [np.arange(n, dtype=np.float32)[:, None].repeat(4, axis=1) for n in (9, 1, 12, 7)]
+    batches = EmbeddingBatches(load=lambda i: seqs[i], targets=np.eye(4, dtype=np.float32), windows=3,
+                               batch_size=4, seed=0, interleaved=2)
+    parities = set()
+    for epoch in range(4):
+        batches.on_epoch_end()
+        for k in range(len(batches)):
+            x, _ = batches[k]
+            for ex, m in zip(x["embeddings"], x["mask"]):
+                idx = ex[m > 0, 0].astype(int)
+                assert len(idx) >= 1 and np.all(np.diff(idx) == 2)
+                parities.add(int(idx[0]) % 2)
+    assert parities == {0, 1}
