@@ -83,24 +83,24 @@ class LoadedRun:
     def codes(self) -> list[str]:
         return self.species["ebird_code"].tolist()
 
-    def scorer(self, *, batch_segments: int = 32):
-        """An object with ``score(wave) -> inference.Scores`` and ``score_many(waves)`` for waveforms
-        (float32 (n_samples,) at ``self.sample_rate``); one per caller, it holds a traced function."""
-        if self.kind == "birdnet_zero_shot":
-            from .birdnet_backend import ZeroShotScorer
+    def scorer(self, *, batch_segments: int = 32, threads: int | None = None):
+        """An object with ``score(wave)``, ``score_stream(chunks)`` and ``score_many(waves)`` giving
+        ``inference.Scores`` for waveforms (float32 (n_samples,) at ``self.sample_rate``); one per
+        caller, it holds a traced function.  ``threads``: BirdNET interpreter threads (default: all
+        cores)."""
+        if self.kind in ("birdnet_zero_shot", "birdnet_head"):
+            from . import birdnet as bn
+            from .birdnet_backend import BirdNETHeadScorer, ZeroShotScorer, prior_sources
 
-            columns = self.birdnet_columns
-            if columns is None:
-                columns = json.loads((self.path / "birdnet_species.json").read_text())["columns"]
-            return ZeroShotScorer(columns)
-        if self.kind == "birdnet_head":
-            from .birdnet_backend import BirdNETHeadScorer
-
-            from .birdnet_backend import prior_sources
-
+            if self.kind == "birdnet_zero_shot":
+                columns = self.birdnet_columns
+                if columns is None:
+                    columns = json.loads((self.path / "birdnet_species.json").read_text())["columns"]
+                return ZeroShotScorer(columns, birdnet=bn.BirdNET(threads=threads))
             mapping = json.loads((self.path / "birdnet_species.json").read_text())
             sources = mapping.get("prior_sources") or prior_sources(mapping["columns"])  # older runs: own columns
-            return BirdNETHeadScorer(self.model, sources=sources if mapping.get("prior") else None)
+            return BirdNETHeadScorer(self.model, sources=sources if mapping.get("prior") else None,
+                                     birdnet=bn.BirdNET(embeddings=True, threads=threads))
         from .inference import Scorer
 
         return Scorer(self.model, batch_segments=batch_segments)

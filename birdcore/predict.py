@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lowest segment score written to --out / --raven")
     parser.add_argument("--top", type=_positive_int, default=5, help="species shown per file")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
+    parser.add_argument("--jobs", type=_positive_int, default=1,
+                        help="worker processes scoring files in parallel, each with cores/N threads (for "
+                             "BirdNET runs on 2 cores, 2 jobs scored 1.4x faster than 1 in BENCHMARKS.md)")
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     return parser
 
@@ -320,14 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     import_tensorflow_quietly()
     results = None
     try:
-        if str(args.run_dir) == "birdnet":
-            from .birdnet_backend import global_birdnet_run
-
-            run = global_birdnet_run()
-        else:
-            from .export import load_run
-
-            run = load_run(args.run_dir)
+        run = _load(str(args.run_dir))
         files = list(dict.fromkeys(expand_paths(args.paths)))
         done: set[str] = set()
         if args.out is not None:
@@ -346,11 +342,87 @@ def main(argv: list[str] | None = None) -> int:
             results.close()
 
 
-def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | None, args) -> int:
+@dataclass
+class FileScores:
+    """One file's outcome: scores (recording (C,), segments (S, C)) and length, or a one-line error."""
+
+    path: Path
+    seconds: float = 0.0
+    recording: np.ndarray | None = None
+    segments: np.ndarray | None = None
+    error: str | None = None
+
+
+def score_file(scorer, path: Path, *, sample_rate: int, on_audio=None, verbose: bool = False) -> FileScores:
+    """Stream one file through ``scorer`` (bounded memory); a failure becomes ``FileScores.error``."""
     from .audio import AudioError
     from .stream import stream_audio
 
-    scorer = run.scorer()
+    chunks = _Counted(stream_audio(path, sample_rate=sample_rate, chunk_seconds=CHUNK_SECONDS))
+    try:
+        scores = scorer.score_stream(chunks, progress=on_audio)
+    except AudioError as exc:
+        return FileScores(path, error=str(exc))
+    except Exception as exc:  # never let one odd file stop a batch
+        if verbose:
+            log.exception("%s: unexpected error", path)
+        return FileScores(path, error=f"{path}: unexpected error ({type(exc).__name__}: {exc})")
+    return FileScores(path, chunks.samples / sample_rate, scores.recording, scores.segments)
+
+
+def _load(run_ref: str):
+    if run_ref == "birdnet":
+        from .birdnet_backend import global_birdnet_run
+
+        return global_birdnet_run()
+    from .export import load_run
+
+    return load_run(Path(run_ref))
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(run_ref: str, threads: int, verbose: bool) -> None:
+    """Per worker process: quiet logging, ``threads`` compute threads, and its own model."""
+    setup_logging(verbose)
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    run = _load(run_ref)
+    _WORKER.update(run=run, scorer=run.scorer(threads=threads), verbose=verbose)
+
+
+def _worker_score(path: Path) -> FileScores:
+    return score_file(_WORKER["scorer"], path, sample_rate=_WORKER["run"].sample_rate, verbose=_WORKER["verbose"])
+
+
+def _scored(run, todo: list[Path], args, progress: "Progress"):
+    """FileScores of ``todo`` in order: in this process, or with ``--jobs N`` in N worker processes
+    (each with cores/N compute threads; files are handed out one at a time)."""
+    jobs = min(args.jobs, len(todo))
+    if jobs <= 1:
+        scorer = run.scorer()
+        for path in todo:
+            yield score_file(scorer, path, sample_rate=run.sample_rate, verbose=args.verbose,
+                             on_audio=lambda s, n=path.name: progress.audio(n, s))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log.info("scoring with %d worker processes, %d thread%s each", jobs, threads, "s" if threads > 1 else "")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(str(args.run_dir), threads, args.verbose))
+    try:
+        yield from pool.map(_worker_score, todo)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | None, args) -> int:
     names = raven_names(files)
     todo = [p for p in files if str(p) not in done]
     if len(todo) < len(files):
@@ -359,33 +431,22 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
     failures = n_detections = 0
     progress = Progress(len(todo))
     try:
-        for path in todo:
-            chunks = _Counted(stream_audio(path, sample_rate=run.sample_rate, chunk_seconds=CHUNK_SECONDS))
-            try:
-                scores = scorer.score_stream(chunks, progress=lambda s, n=path.name: progress.audio(n, s))
-            except AudioError as exc:
-                log.error("%s", exc)
+        for res in _scored(run, todo, args, progress):
+            path = res.path
+            if res.error is not None:
+                log.error("%s", res.error)
                 failures += 1
                 progress.file_done()
                 continue
-            except Exception as exc:  # never let one odd file stop a batch
-                if args.verbose:
-                    log.exception("%s: unexpected error", path)
-                else:
-                    log.error("%s: unexpected error (%s: %s)", path, type(exc).__name__, exc)
-                failures += 1
-                progress.file_done()
-                continue
-            seconds = chunks.samples / run.sample_rate
             if results is not None or args.raven is not None:
-                dets = segment_detections(run, scores.segments, seconds=seconds, min_score=args.min_score)
+                dets = segment_detections(run, res.segments, seconds=res.seconds, min_score=args.min_score)
                 n_detections += len(dets)
                 if args.raven is not None:
                     write_raven_table(args.raven / names[path], dets, sample_rate=run.sample_rate)
                 if results is not None:
                     results.add(str(path), dets)
             if args.json or text_output:
-                _print_top(run, path, scores.recording, seconds, top=args.top, as_json=args.json)
+                _print_top(run, path, res.recording, res.seconds, top=args.top, as_json=args.json)
             progress.file_done()
     finally:
         progress.close()

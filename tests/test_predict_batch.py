@@ -177,3 +177,18 @@ def test_progress_logs_occasional_lines_when_not_a_terminal(capsys):
     quiet = Progress(4)  # default interval: nothing for quick batches
     quiet.file_done()
     assert capsys.readouterr().err == ""
+
+
+def test_worker_processes_give_the_same_rows_and_report_bad_files(trained_run, clips, tmp_path):
+    root, _ = clips
+    bad = tmp_path / "in" / "broken.wav"
+    bad.parent.mkdir()
+    bad.write_bytes(b"RIFF not really audio")
+    args = [str(trained_run), str(root), str(bad.parent), "--min-score", "0.1"]
+    assert main([*args, "--out", str(tmp_path / "one.csv")]) == 1  # the broken file fails, the rest is scored
+    assert main([*args, "--out", str(tmp_path / "two.csv"), "--jobs", "2"]) == 1
+    one, two = read_rows(tmp_path / "one.csv"), read_rows(tmp_path / "two.csv")
+    assert len(one) > 0 and [r[:5] for r in one] == [r[:5] for r in two]
+    assert all(abs(float(a[5]) - float(b[5])) <= 1e-4 for a, b in zip(one, two))
+    done = (tmp_path / "two.csv.done").read_text().split()
+    assert str(bad) not in done and {r[0] for r in two} <= set(done) and len(done) == 4
