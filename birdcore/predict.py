@@ -297,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top", type=_positive_int, default=5, help="species shown per file")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
     parser.add_argument("--jobs", type=_positive_int, default=1,
-                        help="worker processes scoring files in parallel, each with cores/N threads (for "
-                             "BirdNET runs on 2 cores, 2 jobs scored 1.4x faster than 1 in BENCHMARKS.md)")
+                        help="worker processes scoring files in parallel, each with cores/N threads; for "
+                             "machines with many cores (on 2 vCPUs it gave no reliable gain, BENCHMARKS.md)")
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     return parser
 
