@@ -11,7 +11,7 @@ run_dir = ui.selected_run()
 models = (["run"] if run_dir is not None else []) + (["birdnet"] if ui.birdnet_available() else [])
 if not models:
     st.stop()
-labels = {"run": f"Trained run: {run_dir.name}" if run_dir else "", "birdnet": "BirdNET V2.4 (6,522 species, zero-shot)"}
+labels = {"run": f"Selected run: {run_dir.name}" if run_dir else "", "birdnet": "BirdNET V2.4 (6,522 species, zero-shot)"}
 model = st.radio("Model", models, format_func=labels.get, horizontal=True)
 if model == "run":
     ui.synthetic_banner(run_dir)
@@ -49,7 +49,7 @@ links = model == "run" and not synthetic  # BirdNET labels carry no eBird codes
 
 st.audio(data)
 st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=len(wave) / clf.run.sample_rate,
-                                   title=f"{name} ({result.seconds:.1f} s)"), use_container_width=True)
+                                   title=f"{name} ({result.seconds:.1f} s)"))
 
 rows = []
 for p in result.top:
@@ -60,7 +60,7 @@ for p in result.top:
                  "decision": decision,
                  **({"eBird": f"https://ebird.org/species/{p.ebird_code}"} if links else {})})
 st.subheader("Top species")
-st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True,
+st.dataframe(pd.DataFrame(rows), hide_index=True,
              column_config={"eBird": st.column_config.LinkColumn("eBird", display_text="species page"),
                             "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0,
                                                                      format="%.3f")})
@@ -76,4 +76,4 @@ if len(result.segments) > 1:
     st.subheader("Timeline")
     st.plotly_chart(segment_heatmap_figure(result.segments[:, [index[c] for c in shown]],
                                            species_labels=[p.common_name for p in result.top],
-                                           segment_seconds=result.segment_seconds), use_container_width=True)
+                                           segment_seconds=result.segment_seconds))

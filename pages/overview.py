@@ -23,7 +23,7 @@ st.markdown(f"**Model** {manifest.get('backbone')} · weights {manifest.get('wei
 
 history = load_history(run_dir)
 st.subheader("Training")
-st.plotly_chart(training_curves_figure(history), use_container_width=True)
+st.plotly_chart(training_curves_figure(history))
 
 report = ui.run_json(run_dir, "data_report.json")
 st.subheader("Data")
@@ -32,7 +32,7 @@ c1.metric("Recordings in metadata", report.get("n_metadata_rows", "?"))
 c2.metric("Usable", report.get("n_usable", "?"))
 c3.metric("Unreadable (skipped)", report.get("n_failed", 0))
 if report.get("failed"):
-    st.dataframe(pd.DataFrame(report["failed"]), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(report["failed"]), hide_index=True)
 st.caption(f"Data folder: `{report.get('data_dir', '?')}`")
 
 with st.expander("Configuration"):

@@ -20,7 +20,7 @@ if query:
     q = query.lower()
     hay = (summary["ebird_code"] + " " + summary["common_name"] + " " + summary["sci_name"]).str.lower()
     shown = summary[hay.str.contains(q, regex=False)]
-st.dataframe(shown, hide_index=True, use_container_width=True)
+st.dataframe(shown, hide_index=True)
 if shown.empty:
     st.info("No species matches the search.")
     st.stop()
@@ -34,23 +34,23 @@ st.caption(f"{len(pos)} test recordings of {row['common_name']} (*{row['sci_name
            f"threshold {threshold:.4f}" if threshold == threshold else "")
 
 c1, c2 = st.columns(2)
-c1.plotly_chart(score_distributions_figure(pos, neg, threshold=threshold), use_container_width=True)
+c1.plotly_chart(score_distributions_figure(pos, neg, threshold=threshold))
 points = ui.roc_points(run_dir, code)
 op = None
 if len(pos) and len(neg):
     op = (float((neg >= threshold).mean()), float((pos >= threshold).mean()))
-c2.plotly_chart(roc_figure(points, operating_point=op, title=f"ROC: {code}"), use_container_width=True)
+c2.plotly_chart(roc_figure(points, operating_point=op, title=f"ROC: {code}"))
 c3, c4 = st.columns(2)
 if len(pos) and len(neg):
     precision, recall, _ = pr_points(pos, neg)
-    c3.plotly_chart(pr_figure(precision, recall), use_container_width=True)
+    c3.plotly_chart(pr_figure(precision, recall))
 with c4:
     st.markdown("**Most confused with**")
-    st.dataframe(confusions(table, code), hide_index=True, use_container_width=True)
+    st.dataframe(confusions(table, code), hide_index=True)
 
 st.subheader("Test recordings ranked by score")
 ranked = ranked_recordings(table, code)
-st.dataframe(ranked, hide_index=True, use_container_width=True, height=300)
+st.dataframe(ranked, hide_index=True, height=300)
 
 data_dir = Path(ui.run_json(run_dir, "data_report.json").get("data_dir", ""))
 audio_root = data_dir / "train_audio"

@@ -44,12 +44,12 @@ st.caption("Coverage: share of test recordings whose top score reaches the thres
 points = ui.roc_points(run_dir, species)
 op = (stats["fpr"], stats["tpr"]) if stats["fpr"] is not None and stats["tpr"] is not None else None
 g1, g2 = st.columns(2)
-g1.plotly_chart(roc_figure(points, operating_point=op, title="ROC"), use_container_width=True)
-g2.plotly_chart(det_figure(points, operating_point=op), use_container_width=True)
+g1.plotly_chart(roc_figure(points, operating_point=op, title="ROC"))
+g2.plotly_chart(det_figure(points, operating_point=op))
 curve = ui.threshold_curve(run_dir, species)
 g3, g4 = st.columns(2)
-g3.plotly_chart(metrics_vs_threshold_figure(curve, threshold=threshold), use_container_width=True)
-g4.plotly_chart(accuracy_coverage_figure(curve, threshold=threshold), use_container_width=True)
+g3.plotly_chart(metrics_vs_threshold_figure(curve, threshold=threshold))
+g4.plotly_chart(accuracy_coverage_figure(curve, threshold=threshold))
 
 st.subheader("Save for the classify page")
 st.caption(f"Saved now: target FPR {saved.get('target_fpr')}, global threshold "
