@@ -64,7 +64,7 @@ def birdnetlib_reference(threads: int):
     return analyse
 
 
-def project_entry(run_dir: Path, paths: list):
+def project_entry(run_dir: Path):
     """(load_run result, function path → seconds of audio) for a run folder: decode, then score."""
     from birdcore.audio import decode_audio
     from birdcore.export import load_run
@@ -102,7 +102,7 @@ def main() -> None:
         other = pd.read_csv(run_dir / "split.csv", keep_default_na=False)
         if other.loc[other["split"] == "test", "recording_id"].tolist()[: args.max_files] != test_ids:
             sys.exit(f"{run_dir}: its test split differs from {args.runs[0]}'s")
-        run, analyse = project_entry(run_dir, paths)
+        run, analyse = project_entry(run_dir)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         entries[run_dir.name] = {"analyse": analyse, "info": {
             "kind": run.kind, "backbone": run.manifest.get("backbone"), "test_top1": metrics["top1"],

@@ -99,13 +99,6 @@ class ClipClassifier:
                           top=top_species(self.run, scores.recording, top=top),
                           segment_seconds=self.run.config.audio.segment_seconds), head
 
-    def decode(self, data: bytes, *, name: str) -> np.ndarray:
-        """Decode uploaded bytes in memory (never written under the visitor's file name).
-
-        Raises ``birdcore.audio.AudioError`` naming the upload and the reason.
-        """
-        return decode_bytes(data, sample_rate=self.run.sample_rate, name=name)
-
     def spectrogram(self, wave: np.ndarray) -> np.ndarray:
         """(n_mels, n_frames) image in [0, 1] of the first ``MAX_SPECTROGRAM_SECONDS`` (first channel)."""
         clip = wave[: int(MAX_SPECTROGRAM_SECONDS * self.run.sample_rate)]

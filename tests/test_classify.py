@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdcore.audio import AudioError
+from birdcore.audio import AudioError, decode_bytes
 from birdcore.classify import ClipClassifier
 from birdcore.export import load_run
 from birdcore.synthetic import make_call
@@ -27,10 +27,11 @@ def test_streamed_upload_matches_whole_clip(clf):
     data, _ = flac_bytes(7.3)
     fractions = []
     result, head = clf.classify_upload(data, name="field.flac", progress=fractions.append)
-    whole = clf.classify_wave(clf.decode(data, name="field.flac"), name="field.flac")
+    whole = clf.classify_wave(decode_bytes(data, sample_rate=clf.run.sample_rate, name="field.flac"), name="field.flac")
     np.testing.assert_allclose(result.recording, whole.recording, atol=1e-5)
     np.testing.assert_allclose(result.segments, whole.segments, atol=1e-5)
-    assert result.seconds == pytest.approx(7.3, abs=0.01) and len(head) == len(clf.decode(data, name="x.flac"))
+    assert result.seconds == pytest.approx(7.3, abs=0.01)
+    assert len(head) == len(decode_bytes(data, sample_rate=clf.run.sample_rate, name="x.flac"))
     assert fractions and fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
     assert [p.ebird_code for p in result.top] == [p.ebird_code for p in whole.top]
 
