@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="soft target for secondary (background) labels; 0 disables (default 0)")
     p.add_argument("--no-augment", action="store_true", help="disable every augmentation")
     p.add_argument("--noise-dir", type=Path, default=None, help="folder of background-noise recordings to mix in")
-    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default=None, help="default auto (GPU only)")
+    p.add_argument("--mixed-precision", choices=["auto", "on", "bf16", "off"], default=None,
+                   help="default auto: float16 on a GPU, float32 on CPU; bf16: bfloat16 (A100/H100 and newer)")
     p.add_argument("--target-fpr", type=float, default=None, help="threshold operating point (default 0.001)")
     p.add_argument("--tune", action="store_true", help="search hyperparameters with keras-tuner first")
     p.add_argument("--max-trials", type=int, default=None, help="tuning trials (default 10)")

@@ -78,7 +78,7 @@ def main() -> None:
         import keras
 
         from birdcore.model import build_model
-        from birdcore.train import compile_model
+        from birdcore.model import compile_model
 
         model = build_model(cfg, len(codes))
         compile_model(model, 1e-4)

@@ -5,11 +5,15 @@ Everything here is serialisable and registered under the ``birdcore``
 package, so a saved ``.keras`` model loads in safe mode after
 ``import birdcore.layers``.  Layers whose ``augmentation`` attribute is True
 act only when ``training=True``: evaluation and serving never augment.
+
+Written with ``keras.ops`` and ``keras.random`` only, so the same model runs
+under any Keras backend (TensorFlow here; JAX or PyTorch where TensorFlow is
+not installed, e.g. ``bench/bench_gpu_train.py`` on a GPU machine).
 """
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+import numpy as np
 from keras import ops
 
 from .segments import frame_segments, pool_segments
@@ -17,13 +21,25 @@ from .segments import frame_segments, pool_segments
 _PACKAGE = "birdcore"
 
 
-def _centered_hann(window_length: int, frame_length: int):
-    """Hann window of ``window_length`` zero-padded to ``frame_length``, centred."""
-    def window_fn(length, dtype=tf.float32):
-        win = tf.signal.hann_window(window_length, periodic=True, dtype=dtype)
-        left = (frame_length - window_length) // 2
-        return tf.pad(win, [[left, frame_length - window_length - left]])
-    return window_fn
+def mel_weight_matrix(*, n_mels: int, n_bins: int, sample_rate: int, fmin: float, fmax: float) -> np.ndarray:
+    """Triangular mel filters on the HTK mel scale, (n_bins, n_mels) float32.
+
+    Maps a power spectrum with ``n_bins`` = fft_length // 2 + 1 linear bins
+    (0 Hz to Nyquist) to ``n_mels`` bands whose edges are evenly spaced in mel
+    between ``fmin`` and ``fmax`` (Hz).  The DC bin gets no weight.  The same
+    matrix as ``tf.signal.linear_to_mel_weight_matrix`` (tested), in numpy so
+    that the frontend does not depend on the backend.
+    """
+    def to_mel(hz):
+        return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
+
+    bins_mel = to_mel(np.linspace(0.0, sample_rate / 2.0, n_bins)[1:])[:, None]
+    edges = np.linspace(to_mel(fmin), to_mel(fmax), n_mels + 2)
+    lower, center, upper = edges[None, :-2], edges[None, 1:-1], edges[None, 2:]
+    rising = (bins_mel - lower) / (center - lower)
+    falling = (upper - bins_mel) / (upper - center)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    return np.pad(weights, [[1, 0], [0, 0]]).astype(np.float32)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -51,31 +67,32 @@ class LogMelFrontend(keras.layers.Layer):
         self.top_db = float(top_db)
         if max(self.window_lengths) > self.fft_length:
             raise ValueError("window lengths must not exceed fft_length")
-        self._mel = tf.signal.linear_to_mel_weight_matrix(
-            num_mel_bins=self.n_mels, num_spectrogram_bins=self.fft_length // 2 + 1,
-            sample_rate=self.sample_rate, lower_edge_hertz=self.fmin,
-            upper_edge_hertz=self.fmax or self.sample_rate / 2)
+        self._mel = mel_weight_matrix(n_mels=self.n_mels, n_bins=self.fft_length // 2 + 1,
+                                      sample_rate=self.sample_rate, fmin=self.fmin,
+                                      fmax=self.fmax or self.sample_rate / 2)
 
     def n_frames(self, n_samples: int) -> int:
         return 1 + n_samples // self.hop_length
 
     def call(self, waveform):
-        x = tf.cast(waveform, tf.float32)
+        x = ops.cast(waveform, "float32")
         half = self.fft_length // 2
-        x = tf.pad(x, [[0, 0], [half, half]])
+        x = ops.pad(x, [[0, 0], [half, half]])
+        mel_matrix = ops.convert_to_tensor(self._mel)
         channels = []
         for wl in self.window_lengths:
-            stft = tf.signal.stft(x, frame_length=self.fft_length, frame_step=self.hop_length,
-                                  fft_length=self.fft_length, window_fn=_centered_hann(wl, self.fft_length))
-            power = tf.math.square(tf.math.abs(stft))  # (batch, frames, bins)
-            channels.append(tf.tensordot(power, self._mel, axes=1))  # (batch, frames, mels)
-        mel = tf.stack(channels, axis=-1)  # (batch, frames, mels, 3)
-        db = 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
-        peak = tf.reduce_max(db, axis=[1, 2, 3], keepdims=True)
-        db = tf.maximum(db, peak - self.top_db)
-        low = tf.reduce_min(db, axis=[1, 2, 3], keepdims=True)
-        img = (db - low) / tf.maximum(peak - low, 1e-6)
-        return tf.transpose(img, [0, 2, 1, 3])  # (batch, mels, frames, 3)
+            # periodic Hann of wl samples, centred in fft_length-sample frames
+            real, imag = ops.stft(x, sequence_length=wl, sequence_stride=self.hop_length,
+                                  fft_length=self.fft_length, window="hann", center=False)
+            power = ops.square(real) + ops.square(imag)  # (batch, frames, bins)
+            channels.append(ops.matmul(power, mel_matrix))  # (batch, frames, mels)
+        mel = ops.stack(channels, axis=-1)  # (batch, frames, mels, 3)
+        db = ops.log(ops.maximum(mel, 1e-10)) * (10.0 / float(np.log(10.0)))
+        peak = ops.max(db, axis=(1, 2, 3), keepdims=True)
+        db = ops.maximum(db, peak - self.top_db)
+        low = ops.min(db, axis=(1, 2, 3), keepdims=True)
+        img = (db - low) / ops.maximum(peak - low, 1e-6)
+        return ops.transpose(img, (0, 2, 1, 3))  # (batch, mels, frames, 3)
 
     def get_config(self):
         cfg = super().get_config()
@@ -94,6 +111,8 @@ class _SpecAugment(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.enabled = bool(enabled)
+        # seeded random ops: traced backends (JAX) need the generator as layer state
+        self.seed_generator = keras.random.SeedGenerator()
 
     def call(self, spec, training=None):
         if not training or not self.enabled:
@@ -120,8 +139,9 @@ class DbFloorRaise(_SpecAugment):
         self.max_raise = float(max_raise)
 
     def augment(self, spec):
-        floor = tf.random.uniform([tf.shape(spec)[0], 1, 1, 1], 0.0, self.max_raise)
-        return (tf.maximum(spec, floor) - floor) / tf.maximum(1.0 - floor, 1e-6)
+        floor = keras.random.uniform((ops.shape(spec)[0], 1, 1, 1), 0.0, self.max_raise,
+                                     seed=self.seed_generator)
+        return (ops.maximum(spec, floor) - floor) / ops.maximum(1.0 - floor, 1e-6)
 
     def get_config(self):
         return {**super().get_config(), "max_raise": self.max_raise}
@@ -140,18 +160,19 @@ class AxisMask(_SpecAugment):
         self.max_fraction = float(max_fraction)
 
     def augment(self, spec):
-        batch = tf.shape(spec)[0]
-        length = tf.shape(spec)[self.axis]
-        max_width = tf.cast(tf.cast(length, tf.float32) * self.max_fraction, tf.int32)
-        width = tf.cast(tf.random.uniform([batch]) * tf.cast(max_width + 1, tf.float32), tf.int32)
-        width = tf.minimum(width, length)
-        start = tf.cast(tf.random.uniform([batch]) * tf.cast(length - width + 1, tf.float32), tf.int32)
-        pos = tf.range(length)[None, :]
+        batch = ops.shape(spec)[0]
+        length = ops.shape(spec)[self.axis]
+        max_width = ops.cast(ops.cast(length, "float32") * self.max_fraction, "int32")
+        draw = keras.random.uniform((2, batch), seed=self.seed_generator)
+        width = ops.cast(draw[0] * ops.cast(max_width + 1, "float32"), "int32")
+        width = ops.minimum(width, length)
+        start = ops.cast(draw[1] * ops.cast(length - width + 1, "float32"), "int32")
+        pos = ops.arange(length)[None, :]
         band = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (batch, length)
-        keep = tf.cast(tf.logical_not(band), spec.dtype)
-        shape = [batch, 1, 1, 1]
+        keep = ops.cast(ops.logical_not(band), spec.dtype)
+        shape = [-1, 1, 1, 1]
         shape[self.axis] = length
-        return spec * tf.reshape(keep, shape)
+        return spec * ops.reshape(keep, shape)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "max_fraction": self.max_fraction}
@@ -180,6 +201,13 @@ class SegmentFramer(keras.layers.Layer):
         flat = ops.reshape(segments, (-1, self.segment_samples))
         return flat, mask
 
+    def compute_output_spec(self, waveform):
+        batch, n = waveform.shape[0], waveform.shape[1]
+        n_segments = None if n is None else max(1, -(-n // self.segment_samples))
+        flat_rows = None if batch is None or n_segments is None else batch * n_segments
+        return (keras.KerasTensor((flat_rows, self.segment_samples), dtype=self.compute_dtype),
+                keras.KerasTensor((batch, n_segments), dtype="float32"))
+
     def get_config(self):
         return {**super().get_config(), "segment_samples": self.segment_samples}
 
@@ -191,6 +219,9 @@ class SegmentUnflatten(keras.layers.Layer):
     def call(self, flat, mask):
         shape = ops.shape(mask)
         return ops.reshape(flat, (shape[0], shape[1], ops.shape(flat)[-1]))
+
+    def compute_output_spec(self, flat, mask):
+        return keras.KerasTensor((mask.shape[0], mask.shape[1], flat.shape[-1]), dtype=flat.dtype)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -146,14 +146,43 @@ def build_model(cfg: RunConfig, n_species: int) -> keras.Model:
     return keras.Model(wave, {"recording": recording, "segments": segments}, name="birdclef")
 
 
+def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0) -> None:
+    """Adam (AdamW when ``weight_decay`` > 0) on the recording-level binary cross-entropy."""
+    optimizer = (keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay) if weight_decay > 0
+                 else keras.optimizers.Adam(learning_rate=lr))
+    model.compile(optimizer=optimizer,
+                  loss={"recording": keras.losses.BinaryCrossentropy()})
+
+
+def gpu_visible() -> bool:
+    """Whether the current Keras backend sees a GPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
 def configure_precision(mode: str) -> str:
     """Set the global Keras dtype policy; returns the policy name used.
 
-    mode "auto" turns on mixed_float16 only when a GPU is visible.
+    mode "auto" turns on mixed_float16 only when a GPU is visible; "on" is
+    mixed_float16, "bf16" mixed_bfloat16 (no loss scaling; for GPUs with
+    bfloat16 tensor cores, A100 and newer), "off" float32.
     """
-    import tensorflow as tf
-
-    use = mode == "on" or (mode == "auto" and bool(tf.config.list_physical_devices("GPU")))
-    policy = "mixed_float16" if use else "float32"
+    if mode == "bf16":
+        policy = "mixed_bfloat16"
+    else:
+        use = mode == "on" or (mode == "auto" and gpu_visible())
+        policy = "mixed_float16" if use else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy

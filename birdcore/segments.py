@@ -29,7 +29,9 @@ def frame_segments(waveform, segment_samples: int):
             so it never takes part in pooling.
     """
     n = ops.shape(waveform)[1]
-    n_segments = ops.maximum((n + segment_samples - 1) // segment_samples, 1)
+    n_segments = (n + segment_samples - 1) // segment_samples
+    # static lengths (numpy, JAX, known TF shapes) stay Python ints: JAX needs static pad and reshape sizes
+    n_segments = max(n_segments, 1) if isinstance(n_segments, int) else ops.maximum(n_segments, 1)
     pad = n_segments * segment_samples - n
     padded = ops.pad(waveform, [[0, 0], [0, pad]])
     segments = ops.reshape(padded, (ops.shape(waveform)[0], n_segments, segment_samples))

@@ -28,7 +28,7 @@ from .dataset import read_metadata, species_table
 from .evaluate import score_arrays, score_recordings, write_evaluation, format_summary
 from .birdnet_backend import EmbeddingBatches, prepare_birdnet_inputs, scorer_for
 from .export import MODEL_FILE, EXPORT_DIR, export_savedmodel, load_keras, save_keras
-from .model import build_model, configure_precision
+from .model import build_model, compile_model, configure_precision
 from .pipeline import TrainingBatches, make_targets
 from .runfolder import RunBuilder, atomic_write_json, atomic_write_text, library_versions
 from .split import split_recordings, split_summary
@@ -211,14 +211,6 @@ def _duration(seconds: float) -> str:
 def is_tuning_worker() -> bool:
     """True in a keras-tuner distributed worker (KERASTUNER_TUNER_ID set to anything but "chief")."""
     return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
-
-
-def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0) -> None:
-    """Adam (AdamW when ``weight_decay`` > 0) on the recording-level binary cross-entropy."""
-    optimizer = (keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay) if weight_decay > 0
-                 else keras.optimizers.Adam(learning_rate=lr))
-    model.compile(optimizer=optimizer,
-                  loss={"recording": keras.losses.BinaryCrossentropy()})
 
 
 def distribution_strategy():

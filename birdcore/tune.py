@@ -41,7 +41,8 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
     import keras_tuner as kt
 
     from .model import build_model
-    from .train import ValidationScorer, compile_model, make_batches
+    from .model import compile_model
+    from .train import ValidationScorer, make_batches
 
     t = cfg.tune
     n_species = len(data.codes)

@@ -126,3 +126,27 @@ def test_all_padding_example_has_a_bounded_loss():
     rec = pool_segments(logits, mask, mode="max")
     loss = float(keras.losses.BinaryCrossentropy()(np.array([[1.0, 0, 0]]), rec))
     assert loss < 20
+
+
+@pytest.mark.parametrize("n_mels,fft,sr,fmin,fmax", [(48, 512, SR, 100.0, SR / 2), (128, 2048, 22050, 150.0, 11025.0)])
+def test_mel_matrix_is_tensorflows(n_mels, fft, sr, fmin, fmax):
+    """The numpy filter bank is the one the frontend used when it called tf.signal (old runs load unchanged)."""
+    import tensorflow as tf
+
+    ours = L.mel_weight_matrix(n_mels=n_mels, n_bins=fft // 2 + 1, sample_rate=sr, fmin=fmin, fmax=fmax)
+    theirs = tf.signal.linear_to_mel_weight_matrix(num_mel_bins=n_mels, num_spectrogram_bins=fft // 2 + 1,
+                                                   sample_rate=sr, lower_edge_hertz=fmin, upper_edge_hertz=fmax)
+    assert ours.shape == (fft // 2 + 1, n_mels) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, np.asarray(theirs), atol=2e-5)  # TF rounds in float32
+
+
+@pytest.mark.parametrize("layer", [L.AxisMask(axis=2, max_fraction=0.5), L.DbFloorRaise(max_raise=0.5)],
+                         ids=["time_mask", "db_floor"])
+def test_augmentations_draw_anew_inside_a_compiled_function(layer):
+    """Random ops are seeded from layer state, so a traced/compiled step does not freeze its draws."""
+    import tensorflow as tf
+
+    x = spec_batch(2)
+    step = tf.function(lambda s: layer(s, training=True))
+    draws = [np.asarray(step(x)) for _ in range(4)]
+    assert any(not np.array_equal(draws[0], d) for d in draws[1:])

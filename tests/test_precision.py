@@ -4,20 +4,20 @@ import numpy as np
 import pytest
 
 from birdcore.inference import Scorer
-from birdcore.model import build_model, configure_precision
-from birdcore.train import compile_model
+from birdcore.model import build_model, compile_model, configure_precision
 
 from conftest import tiny_config
 
 
-@pytest.fixture
-def mixed_policy():
-    yield configure_precision("on")
+@pytest.fixture(params=[("on", "mixed_float16"), ("bf16", "mixed_bfloat16")], ids=["float16", "bfloat16"])
+def mixed_policy(request):
+    mode, expected = request.param
+    assert configure_precision(mode) == expected
+    yield expected
     keras.mixed_precision.set_global_policy("float32")
 
 
 def test_mixed_precision_model_trains_and_scores_in_float32(mixed_policy):
-    assert mixed_policy == "mixed_float16"
     model = build_model(tiny_config(), 3)
     seg = model.get_layer("segment_model")
     assert seg.get_layer("logmel").compute_dtype == "float32"
