@@ -407,6 +407,36 @@ def ranked_recordings(table: ScoreTable, code: str, *, split_df: pd.DataFrame | 
     return out
 
 
+def top1_errors(table: ScoreTable) -> pd.DataFrame:
+    """The recordings whose primary species is not the top-1 (ties count as errors), worst first.
+
+    Columns: recording_id, primary (code), predicted (the highest-scoring other
+    species, code), primary_score, predicted_score, primary_rank (1 + the
+    number of other species scoring >= the primary), predicted_is_background
+    (the recordist named the predicted species as a background species: the
+    model may have heard a bird that is really there).
+    """
+    columns = ["recording_id", "primary", "predicted", "primary_score", "predicted_score", "primary_rank",
+               "predicted_is_background"]
+    wrong = np.flatnonzero(~table.top1_correct)
+    if not len(wrong):
+        return pd.DataFrame({k: pd.Series(dtype=object) for k in columns})
+    scores = table.scores[wrong].astype(np.float64)
+    prim = table.primary[wrong]
+    own = scores[np.arange(len(wrong)), prim]
+    rivals = scores.copy()
+    rivals[np.arange(len(wrong)), prim] = -np.inf
+    predicted = rivals.argmax(axis=1)
+    codes = np.asarray(table.species, dtype=object)
+    out = pd.DataFrame({
+        "recording_id": table.recording_id[wrong], "primary": codes[prim], "predicted": codes[predicted],
+        "primary_score": own, "predicted_score": rivals[np.arange(len(wrong)), predicted],
+        "primary_rank": 1 + (rivals >= own[:, None]).sum(axis=1),
+        "predicted_is_background": table.secondary[wrong, predicted].astype(bool),
+    }, columns=columns)
+    return out.sort_values(["primary_rank", "predicted_score"], ascending=[False, False], ignore_index=True)
+
+
 # --------------------------------------------------------------------------- saving thresholds
 
 def save_thresholds(run_dir: Path | str, *, target_fpr: float, global_threshold: float,

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from birdcore.analysis import load_history
+from birdcore.analysis import load_history, top1_errors
 from birdcore.plots import training_curves_figure
 
 run_dir = ui.run_page("Run overview")
@@ -20,6 +20,19 @@ for col, (label, key) in zip(cols, [("Top-1", "top1"), ("Top-5", "top5"), ("Macr
 st.markdown(f"**Model** {manifest.get('backbone')} · weights {manifest.get('weights')} · pooling "
             f"{manifest.get('pooling')} · {manifest.get('n_species')} species · "
             f"{manifest.get('epochs_trained')} epochs (best {manifest.get('best_epoch')}) · split {manifest.get('split')}")
+
+table = ui.score_table(run_dir)
+errors = top1_errors(table)
+st.subheader("Misclassified test recordings")
+if errors.empty:
+    st.caption("Every test recording's primary species is the model's top-1.")
+else:
+    st.caption(f"{len(errors)} of {table.n_recordings} test recordings, worst first. In "
+               f"{int(errors['predicted_is_background'].sum())} of them the predicted species is one the "
+               "recordist named as a background species: the model may have heard a bird that is there.")
+    st.dataframe(errors, hide_index=True, column_config={
+        "primary_score": st.column_config.NumberColumn(format="%.3f"),
+        "predicted_score": st.column_config.NumberColumn(format="%.3f")})
 
 history = load_history(run_dir)
 st.subheader("Training")

@@ -203,6 +203,27 @@ def test_confusions_hand_made():
     assert A.confusions(hand_table(), "c").empty  # no recording of c
 
 
+def test_top1_errors_hand_made():
+    out = A.top1_errors(hand_table())
+    assert out["recording_id"].tolist() == ["r3", "r1"]  # worst (primary ranked 3rd) first
+    assert out["primary"].tolist() == ["a", "a"]
+    assert out["predicted"].tolist() == ["c", "b"]
+    assert out["primary_rank"].tolist() == [3, 2]
+    assert out["predicted_score"].tolist() == pytest.approx([0.95, 0.8])
+    assert out["primary_score"].tolist() == pytest.approx([0.6, 0.3])
+    assert out["predicted_is_background"].tolist() == [True, False]  # r3's c is a named background species
+
+
+def test_top1_errors_agree_with_top1_accuracy():
+    table = random_table(3, ties=True)
+    out = A.top1_errors(table)
+    assert len(out) == round((1 - top_k_accuracy(table.scores, table.primary, 1)) * table.n_recordings)
+    assert (out["predicted"] != out["primary"]).all() and (out["predicted_score"] >= out["primary_score"]).all()
+    right = A.ScoreTable(recording_id=["r"], species=["a", "b"], primary=[0], scores=np.array([[0.9, 0.1]]),
+                         secondary=np.zeros((1, 2), bool))
+    assert A.top1_errors(right).empty and "predicted" in A.top1_errors(right).columns
+
+
 def test_ranked_recordings_hand_made():
     out = A.ranked_recordings(hand_table(), "b")
     assert out["recording_id"].tolist() == ["r1", "r3", "r4", "r0", "r2"]

@@ -9,6 +9,8 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
+from birdcore.runfolder import write_npz
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["pages/classify.py", "pages/overview.py", "pages/species.py", "pages/thresholds.py", "pages/compare.py"]
 
@@ -79,6 +81,25 @@ def test_overview_shows_headline_metrics(runs):
     labels = [m.label for m in at.metric]
     assert "Top-1" in labels and "Macro ROC-AUC" in labels
     assert len(at.get("plotly_chart")) >= 1
+    assert "Misclassified test recordings" in [h.value for h in at.subheader]
+
+
+def test_overview_lists_misclassified_recordings(runs):
+    """A recording whose top-1 is a named background species is listed and counted as such."""
+    run = next(runs.iterdir())
+    with np.load(run / "scores.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    first, other = arrays["primary"][0], (arrays["primary"][0] + 1) % arrays["scores"].shape[1]
+    arrays["scores"][0, other] = 1.0
+    arrays["secondary"][0, other] = True
+    write_npz(run / "scores.npz", **arrays)
+    at = app_at("pages/overview.py")
+    shown = [d.value for d in at.dataframe if "predicted" in d.value.columns]
+    assert len(shown) == 1
+    row = shown[0][shown[0]["recording_id"] == arrays["recording_id"][0]].iloc[0]
+    assert row["predicted"] == arrays["species"][other] and row["primary"] == arrays["species"][first]
+    assert bool(row["predicted_is_background"])
+    assert "the predicted species is one the recordist named" in texts(at)
 
 
 def test_species_page_table_and_curves(runs):
