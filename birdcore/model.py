@@ -172,6 +172,9 @@ def gpu_visible() -> bool:
     return False
 
 
+PRECISION_MODES = ("auto", "on", "bf16", "off")
+
+
 def configure_precision(mode: str) -> str:
     """Set the global Keras dtype policy; returns the policy name used.
 
@@ -179,6 +182,8 @@ def configure_precision(mode: str) -> str:
     mixed_float16, "bf16" mixed_bfloat16 (no loss scaling; for GPUs with
     bfloat16 tensor cores, A100 and newer), "off" float32.
     """
+    if mode not in PRECISION_MODES:
+        raise ValueError(f"mixed precision {mode!r}: choose one of {', '.join(PRECISION_MODES)}")
     if mode == "bf16":
         policy = "mixed_bfloat16"
     else:

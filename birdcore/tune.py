@@ -40,8 +40,7 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
     """Run (or resume) the search; returns {"best": values, "trials": [...], "config": tuned RunConfig}."""
     import keras_tuner as kt
 
-    from .model import build_model
-    from .model import compile_model
+    from .model import build_model, compile_model
     from .train import ValidationScorer, make_batches
 
     t = cfg.tune

@@ -38,5 +38,7 @@ def test_auto_precision_follows_the_hardware():
     try:
         assert configure_precision("auto") == ("mixed_float16" if has_gpu else "float32")
         assert configure_precision("off") == "float32"
+        with pytest.raises(ValueError, match="bf17"):
+            configure_precision("bf17")
     finally:
         keras.mixed_precision.set_global_policy("float32")
