@@ -9,8 +9,8 @@ augmentations inside the model, InceptionV3 with ``weights=None``, weak-label po
 augmentations) from seeded synthetic recordings held in memory, so no dataset is needed.  The same
 batches are used for every policy; the float32 policy is the baseline the others are compared with in
 the same process.  Also times the input pipeline alone with several thread counts, and optionally
-``model.fit`` fed by it with several worker counts, to see whether a device is kept fed; and projects the time of one epoch over the Cornell training split
-(19,151 recordings, one crop each).
+``model.fit`` fed by it with several worker counts, to see whether a device is kept fed; and projects
+the time of one epoch over the Cornell training split (19,151 recordings, one crop each).
 
 The model code uses ``keras.ops`` only, so ``--backend jax`` (or ``KERAS_BACKEND``) runs it where
 TensorFlow is not installed.  Prints one JSON object.
@@ -109,23 +109,18 @@ def pipeline_rate(pipe, *, threads: int, batches: int) -> float:
     return batches * pipe.batch_size / (time.perf_counter() - t)
 
 
-def time_fit(cfg, args, waves, species, targets, *, workers_list: list[int]) -> list[dict]:
+def time_fit(cfg, args, make_pipeline, *, workers_list: list[int]) -> list[dict]:
     """Recordings per second of ``model.fit`` fed by the real pipeline (PyDataset worker threads), float32."""
     import keras
 
-    from birdcore.augment import WaveAugmenter
     from birdcore.model import build_model, compile_model
-    from birdcore.pipeline import TrainingBatches
 
     keras.backend.clear_session()
     model = build_model(cfg, args.species)
     compile_model(model, cfg.train.learning_rate)
     rows = []
     for i, workers in enumerate([workers_list[0], *workers_list]):  # the first pass only compiles
-        pipe = TrainingBatches(load=lambda j: waves[j], targets=targets, species=species,
-                               crop_samples=int(args.train_seconds * cfg.audio.sample_rate),
-                               batch_size=args.batch_size, augmenter=WaveAugmenter(cfg.augment, cfg.audio.sample_rate),
-                               seed=i, steps_per_epoch=args.fit_steps if i else 3, workers=workers)
+        pipe = make_pipeline(seed=i, steps_per_epoch=args.fit_steps if i else 3, workers=workers)
         t = time.perf_counter()
         model.fit(pipe, epochs=1, verbose=0)
         if i:
@@ -172,9 +167,14 @@ def main() -> None:
     waves = synthetic_recordings(args.recordings, sample_rate=sr, seed=0)
     species = np.arange(args.recordings) % args.species
     targets = make_targets(species, [[]] * args.recordings, args.species, secondary_weight=0, label_smoothing=0)
-    pipe = TrainingBatches(load=lambda i: waves[i], targets=targets, species=species,
-                           crop_samples=int(args.train_seconds * sr), batch_size=args.batch_size,
-                           augmenter=WaveAugmenter(cfg.augment, sr), seed=0)
+
+    def make_pipeline(*, seed: int, steps_per_epoch: int | None = None, workers: int = 2) -> TrainingBatches:
+        return TrainingBatches(load=lambda i: waves[i], targets=targets, species=species,
+                               crop_samples=int(args.train_seconds * sr), batch_size=args.batch_size,
+                               augmenter=WaveAugmenter(cfg.augment, sr), seed=seed,
+                               steps_per_epoch=steps_per_epoch, workers=workers)
+
+    pipe = make_pipeline(seed=0)
     batches = [pipe[i % len(pipe)] for i in range(args.batches)]  # also builds the augmenter's noise bank
 
     out = {"backend": keras.backend.backend(), "keras": keras.__version__, "device": device_name(),
@@ -191,7 +191,7 @@ def main() -> None:
     out["pipeline_recordings_per_s"] = {
         n: round(pipeline_rate(pipe, threads=n, batches=max(4, 2 * n)), 1) for n in args.pipeline_threads}
     if args.fit_workers:
-        out["fit"] = time_fit(cfg, args, waves, species, targets, workers_list=args.fit_workers)
+        out["fit"] = time_fit(cfg, args, make_pipeline, workers_list=args.fit_workers)
     base = next((r for r in out["policies"] if r["policy"] == "float32" and "step_s_median" in r), None)
     for r in out["policies"]:
         if base and "step_s_median" in r:
