@@ -107,6 +107,24 @@ def birdnet_classifier():
         return ClipClassifier(global_birdnet_run())
 
 
+def species_filter(run_dir: Path | None, lat: float, lon: float, day):
+    """The range-model filter of a run's species (or BirdNET's own, ``run_dir=None``) at a place and
+    date (``None``: any time of year)."""
+    from birdcore.birdnet_range import ANY_WEEK, Place, week_of
+
+    week = ANY_WEEK if day is None else week_of(day)
+    return _species_filter(None if run_dir is None else str(run_dir),
+                           None if run_dir is None else _stamp(run_dir), Place(lat, lon, week))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _species_filter(path: str | None, stamp: float | None, place):
+    from birdcore.birdnet_range import species_filter
+
+    run = birdnet_classifier().run if path is None else _classifier(path, stamp).run
+    return species_filter(run.species, place)
+
+
 @st.cache_resource(show_spinner=False)
 def birdnet_available() -> bool:
     from birdcore.birdnet_backend import birdnet_available as available

@@ -103,3 +103,16 @@ class ClipClassifier:
         """(n_mels, n_frames) image in [0, 1] of the first ``MAX_SPECTROGRAM_SECONDS`` (first channel)."""
         clip = wave[: int(MAX_SPECTROGRAM_SECONDS * self.run.sample_rate)]
         return np.asarray(self.logmel(clip[None].astype(np.float32)))[0, :, :, 0]
+
+
+def restrict(result: ClipResult, run: LoadedRun, keep, *, top: int = 5) -> tuple[ClipResult, list[Prediction]]:
+    """``result`` with the species a ``birdnet_range.SpeciesFilter`` drops scored 0, and the
+    species it dropped that scored higher than the filtered result's best (best first), so a
+    page can say what the filter removed."""
+    recording, segments = keep.apply(result.recording), keep.apply(result.segments)
+    kept_top = top_species(run, recording, top=top)
+    best = kept_top[0].score if kept_top else 0.0
+    dropped = [p for p in top_species(run, result.recording, top=top)
+               if p.score > best and not keep.keep[run.codes.index(p.ebird_code)]]
+    return ClipResult(name=result.name, seconds=result.seconds, recording=recording, segments=segments,
+                      top=kept_top, segment_seconds=result.segment_seconds), dropped

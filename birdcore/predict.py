@@ -14,6 +14,10 @@ Outputs:
   re-running the same command skips them and redoes a file that was cut off;
 - ``--raven DIR``: one Raven Pro selection table per file, ``DIR/<stem>.selections.txt``.
 
+``--lat``/``--lon`` (with ``--date`` or ``--week``) drop the species BirdNET's
+range model does not expect there and then (``birdcore.birdnet_range``): their
+scores become 0 in every output.
+
 A file that cannot be read gets one line naming it and the reason; the
 others go on, and the exit status is 1 when any file failed.
 """
@@ -299,8 +303,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=_positive_int, default=1,
                         help="worker processes scoring files in parallel, each with cores/N threads; for "
                              "machines with many cores (on 2 vCPUs it gave no reliable gain, BENCHMARKS.md)")
+    where = parser.add_argument_group(
+        "location filter", "keep only the species BirdNET's range model expects at this place and time "
+                           "(model licensed CC BY-NC-SA 4.0); species BirdNET does not know are kept")
+    where.add_argument("--lat", type=float, default=None, help="latitude of the recordings, degrees")
+    where.add_argument("--lon", type=float, default=None, help="longitude of the recordings, degrees")
+    when = where.add_mutually_exclusive_group()
+    when.add_argument("--date", type=_date, default=None, help="recording date, YYYY-MM-DD (sets the week)")
+    when.add_argument("--week", type=int, default=-1, help="BirdNET week 1..48 (4 per month); -1 = any time of year")
+    where.add_argument("--range-threshold", type=_probability, default=0.03,
+                       help="lowest occurrence probability of a kept species")
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     return parser
+
+
+def _date(text: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def location_filter(run, args):
+    """The ``SpeciesFilter`` asked for by ``--lat/--lon/--date/--week``, or None without ``--lat/--lon``.
+    Raises ValueError for a half-given or out-of-range place."""
+    if args.lat is None and args.lon is None:
+        if args.date is not None or args.week != -1:
+            raise ValueError("--date/--week need --lat and --lon (the location filter works on a place)")
+        return None
+    if args.lat is None or args.lon is None:
+        raise ValueError("the location filter needs both --lat and --lon")
+    from .birdnet_range import Place, species_filter, week_of
+
+    week = week_of(args.date) if args.date is not None else args.week
+    return species_filter(run.species, Place(args.lat, args.lon, week), threshold=args.range_threshold)
 
 
 def _probability(text: str) -> float:
@@ -324,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     results = None
     try:
         run = _load(str(args.run_dir))
+        keep = location_filter(run, args)
+        if keep is not None:
+            log.info("location filter: %s", keep.summary())
         files = list(dict.fromkeys(expand_paths(args.paths)))
         done: set[str] = set()
         if args.out is not None:
@@ -331,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             done = results.open()
         if args.raven is not None:
             args.raven.mkdir(parents=True, exist_ok=True)
-        return _score_files(run, files, done, results, args)
+        return _score_files(run, files, done, results, args, keep=keep)
     except KeyboardInterrupt:
         log.error("interrupted%s", "; run the same command again to continue" if args.out else "")
         return 130
@@ -422,7 +463,7 @@ def _scored(run, todo: list[Path], args, progress: "Progress"):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | None, args) -> int:
+def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | None, args, *, keep=None) -> int:
     names = raven_names(files)
     todo = [p for p in files if str(p) not in done]
     if len(todo) < len(files):
@@ -438,6 +479,8 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
                 failures += 1
                 progress.file_done()
                 continue
+            if keep is not None:
+                res.recording, res.segments = keep.apply(res.recording), keep.apply(res.segments)
             if results is not None or args.raven is not None:
                 dets = segment_detections(run, res.segments, seconds=res.seconds, min_score=args.min_score)
                 n_detections += len(dets)

