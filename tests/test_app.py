@@ -162,3 +162,16 @@ def test_location_filter_keeps_only_species_expected_there(tmp_path, monkeypatch
     assert "species expected at 18.200, -66.500, any time of year" in texts(at)
     kept = species_filter(pd.DataFrame({"ebird_code": shown, "sci_name": shown}), Place(18.2, -66.5))
     assert kept.keep.all() and shown != unfiltered
+
+
+def test_species_list_narrows_the_answer_and_names_a_typo(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
+    at = app_at()
+    at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=4.0, sr=48000), "audio/wav"))
+    at.text_area[0].set_value("Coereba flaveola\n\nTurdus migratorius\n").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert sorted(at.dataframe[0].value["scientific name"]) == ["Coereba flaveola", "Turdus migratorius"]
+    assert "your list: 2 species" in texts(at)
+    at.text_area[0].set_value("Turdus migratorius\nDodo").run()
+    assert not at.exception
+    assert "Dodo" in at.error[0].value and len(at.dataframe[0].value) == 5

@@ -110,3 +110,49 @@ def test_predict_cli_rejects_a_bad_place_in_one_line(tmp_path, capsys, args, mes
     assert predict.main(["birdnet", str(clip), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_species_list_keeps_named_species_in_any_naming(tmp_path):
+    from birdcore.species_mask import from_names, read_species_list
+
+    species = SPECIES.assign(common_name=["American Robin", "Bananaquit", "Imaginary Bird"])
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my patch\nCoereba flaveola_Bananaquit\n\nnosuch  # a code\n", encoding="utf-8")
+    mask = from_names(species, read_species_list(listing))
+    assert mask.keep.tolist() == [False, True, True]
+    assert from_names(species, ["american robin"]).keep.tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="1 name.*Turdus merula"):
+        from_names(species, ["Turdus merula", "amerob"])
+    (tmp_path / "empty.txt").write_text("# nothing\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="empty.txt: the species list is empty"):
+        read_species_list(tmp_path / "empty.txt")
+
+
+def test_predict_cli_species_list_and_place_combine(tmp_path, capsys):
+    from birdcore import predict
+
+    clip = chirp_wav(tmp_path / "chirp.wav")
+    listing = tmp_path / "list.txt"
+    listing.write_text("Coereba flaveola\nTurdus migratorius\nVireo latimeri\n", encoding="utf-8")
+    assert predict.main(["birdnet", str(clip), "--json", "--top", "3", "--species-list", str(listing)]) == 0
+    top = json.loads(capsys.readouterr().out)["top"]
+    assert {p["sci_name"] for p in top} == {"Coereba flaveola", "Turdus migratorius", "Vireo latimeri"}
+    assert predict.main(["birdnet", str(clip), "--json", "--top", "3", "--species-list", str(listing),
+                         "--lat", str(ITHACA[0]), "--lon", str(ITHACA[1]), "--week", "24"]) == 0
+    top = json.loads(capsys.readouterr().out)["top"]
+    assert top[0]["sci_name"] == "Turdus migratorius" and top[1]["score"] == top[2]["score"] == 0
+    listing.write_text("Turdus migratorius\nDodo\n", encoding="utf-8")
+    assert predict.main(["birdnet", str(clip), "--species-list", str(listing)]) == 2
+    err = capsys.readouterr().err
+    assert "Dodo" in err and "Traceback" not in err
+
+
+def test_restrict_with_nothing_kept_has_an_empty_top():
+    from birdcore.birdnet_backend import global_birdnet_run
+    from birdcore.species_mask import SpeciesMask
+
+    run = global_birdnet_run()
+    scores = np.linspace(0, 1, len(run.codes), dtype=np.float32)
+    result = ClipResult(name="c", seconds=3.0, recording=scores, segments=scores[None], top=[], segment_seconds=3.0)
+    filtered, dropped = restrict(result, run, SpeciesMask(np.zeros(len(run.codes), bool), "none"), top=5)
+    assert filtered.top == [] and len(dropped) == 5 and not filtered.recording.any()

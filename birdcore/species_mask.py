@@ -1,0 +1,86 @@
+"""Keeping only some of a run's species when scoring: by a species list or by place (``birdnet_range``).
+
+A ``SpeciesMask`` holds a (C,) bool ``keep`` over the run's C species (the
+order of ``species.csv``).  Applying it sets the scores of dropped species to 0
+and keeps array shapes, so every output (top species, detections, Raven
+tables) stays aligned with the run's species.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class SpeciesMask:
+    """``keep`` (C,) bool over a run's species; ``description`` says why (one line)."""
+
+    keep: np.ndarray
+    description: str
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.keep.sum())
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """Scores (..., C) with the dropped species set to 0 (a copy; the shape is unchanged)."""
+        out = np.array(scores, dtype=np.float32, copy=True)
+        out[..., ~self.keep] = 0.0
+        return out
+
+    def summary(self) -> str:
+        return f"{self.n_kept} of {len(self.keep)} species kept ({self.description})"
+
+    def __and__(self, other: "SpeciesMask") -> "SpeciesMask":
+        return SpeciesMask(self.keep & other.keep, f"{self.description}; {other.description}")
+
+
+def read_species_list(path: str | Path) -> list[str]:
+    """Names from a text file, one per line; blank lines and ``#`` comments are skipped.
+
+    A line may be a scientific name, an eBird code, a common name, or BirdNET's
+    ``Scientific name_Common name`` (BirdNET-Analyzer's species-list format).
+    Raises ``ValueError`` naming the file when it cannot be read or lists nothing.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the species list ({exc.__class__.__name__})") from None
+    names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError(f"{path}: the species list is empty")
+    return names
+
+
+def from_names(species: pd.DataFrame, names: Iterable[str], *, source: str = "species list") -> SpeciesMask:
+    """Keep the run's species (``ebird_code``, ``common_name``, ``sci_name``; C rows) named in ``names``.
+
+    Matching is case-insensitive on any of the three columns, or on the scientific
+    name before ``_`` in BirdNET's ``Scientific_Common`` form.  Raises ``ValueError``
+    listing names that match no species of the run (a typo should not pass silently).
+    """
+    index: dict[str, int] = {}
+    for i, row in enumerate(species[["ebird_code", "common_name", "sci_name"]].itertuples(index=False)):
+        for value in row:
+            if isinstance(value, str) and value.strip():
+                index.setdefault(value.strip().lower(), i)
+    keep = np.zeros(len(species), bool)
+    unmatched = []
+    for name in names:
+        key = name.strip().lower()
+        if not key:
+            continue
+        i = index.get(key, index.get(key.split("_", 1)[0].strip()))
+        if i is None:
+            unmatched.append(name.strip())
+        else:
+            keep[i] = True
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        raise ValueError(f"{source}: {len(unmatched)} name(s) match no species of this model: {shown}")
+    return SpeciesMask(keep, f"{source}: {int(keep.sum())} species")
