@@ -53,8 +53,8 @@ data = clip.getvalue()
 clf = ui.classifier(run_dir) if model == "run" else ui.birdnet_classifier()
 bar = st.progress(0.0, text="Listening…")
 try:
-    result, wave = clf.classify_upload(data, name=name, top=5,
-                                       progress=lambda f: bar.progress(f, text=f"Listening… {f:.0%}"))
+    result, wave = ui.classify_clip(clf, run_dir if model == "run" else None, data, name,
+                                    progress=lambda f: bar.progress(f, text=f"Listening… {f:.0%}"))
 except AudioError as exc:
     bar.empty()
     st.error(f"Could not read {exc}")

@@ -175,3 +175,15 @@ def test_species_list_narrows_the_answer_and_names_a_typo(tmp_path, monkeypatch)
     at.text_area[0].set_value("Turdus migratorius\nDodo").run()
     assert not at.exception
     assert "Dodo" in at.error[0].value and len(at.dataframe[0].value) == 5
+
+
+def test_filter_changes_reuse_the_clips_scores(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
+    at = app_at()
+    at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=4.0, sr=48000), "audio/wav")).run()
+    first = at.session_state["last_clip"]
+    at.text_area[0].set_value("Coereba flaveola").run()
+    assert not at.exception
+    assert at.session_state["last_clip"][1] is first[1]  # the same scores object: nothing re-scored
+    at.file_uploader[0].set_value(("other.wav", wav_bytes(seconds=4.0, sr=48000, seed=5), "audio/wav")).run()
+    assert at.session_state["last_clip"][0] != first[0]  # a new clip is scored anew
