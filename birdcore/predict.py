@@ -170,8 +170,7 @@ class ResultsCsv:
     def add(self, file: str, detections: list[Detection]) -> None:
         """Append a file's rows, flush them, then mark the file done."""
         for d in detections:
-            self._writer.writerow([file, f"{d.start_s:.3f}", f"{d.end_s:.3f}", d.ebird_code, d.common_name,
-                                   f"{d.score:.4f}"])
+            self._writer.writerow(csv_row(file, d))
         _flush(self._csv)
         self._done.write(f"{file}\n")
         _flush(self._done)
@@ -194,13 +193,34 @@ def raven_names(paths: list[Path]) -> dict[Path, str]:
     return out
 
 
-def write_raven_table(path: Path, detections: list[Detection], *, sample_rate: int) -> None:
-    """A Raven Pro selection table (tab-separated), one selection per detection, numbered from 1."""
+def csv_row(file: str, d: Detection) -> list[str]:
+    """One row of the detections CSV (columns ``CSV_HEADER``)."""
+    return [file, f"{d.start_s:.3f}", f"{d.end_s:.3f}", d.ebird_code, d.common_name, f"{d.score:.4f}"]
+
+
+def detections_csv(file: str, detections: list[Detection]) -> str:
+    """The detections of one file as the text of a detections CSV (header included)."""
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(csv_row(file, d) for d in detections)
+    return out.getvalue()
+
+
+def raven_table(detections: list[Detection], *, sample_rate: int) -> str:
+    """A Raven Pro selection table (tab-separated text), one selection per detection, numbered from 1."""
     lines = ["\t".join(RAVEN_HEADER)]
     for k, d in enumerate(detections, start=1):
         lines.append("\t".join([str(k), "Spectrogram 1", "1", f"{d.start_s:.3f}", f"{d.end_s:.3f}", "0",
                                 f"{sample_rate / 2:g}", d.ebird_code, d.common_name, f"{d.score:.4f}"]))
-    _atomic_write(Path(path), "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_raven_table(path: Path, detections: list[Detection], *, sample_rate: int) -> None:
+    """``raven_table`` written atomically to ``path``."""
+    _atomic_write(Path(path), raven_table(detections, sample_rate=sample_rate))
 
 
 class Progress:

@@ -1,12 +1,15 @@
 """Classify a clip: upload or record, then see which birds the selected run hears."""
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 import ui
 from birdcore.audio import AudioError
 from birdcore.classify import restrict
-from birdcore.species_mask import from_names
 from birdcore.plots import segment_heatmap_figure, spectrogram_figure
+from birdcore.predict import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
+from birdcore.species_mask import from_names
 
 st.title("Which bird is singing?")
 run_dir = ui.selected_run()
@@ -113,3 +116,15 @@ if len(result.segments) > 1:
     st.plotly_chart(segment_heatmap_figure(result.segments[:, [index[c] for c in shown]],
                                            species_labels=[p.common_name for p in result.top],
                                            segment_seconds=result.segment_seconds))
+
+st.subheader("Download the detections")
+min_score = st.number_input("Lowest segment score to include", min_value=0.01, max_value=1.0, value=0.5, step=0.05)
+detections = segment_detections(clf.run, result.segments, seconds=result.seconds, min_score=min_score)
+stem = Path(name).stem or "clip"
+d1, d2 = st.columns(2)
+d1.download_button(f"Detections CSV ({len(detections)} rows)", detections_csv(name, detections),
+                   file_name=f"{stem}.detections.csv", mime="text/csv")
+d2.download_button("Raven Pro selection table", raven_table(detections, sample_rate=clf.run.sample_rate),
+                   file_name=f"{stem}{RAVEN_SUFFIX}", mime="text/tab-separated-values")
+st.caption(f"One row per {result.segment_seconds:g} s segment and species scoring at least {min_score:g}"
+           + (", after your species filter." if masks else "."))

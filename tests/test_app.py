@@ -187,3 +187,28 @@ def test_filter_changes_reuse_the_clips_scores(tmp_path, monkeypatch):
     assert at.session_state["last_clip"][1] is first[1]  # the same scores object: nothing re-scored
     at.file_uploader[0].set_value(("other.wav", wav_bytes(seconds=4.0, sr=48000, seed=5), "audio/wav")).run()
     assert at.session_state["last_clip"][0] != first[0]  # a new clip is scored anew
+
+
+def test_classify_offers_the_clips_detections_for_download(tmp_path, monkeypatch):
+    from birdcore.predict import CSV_HEADER, detections_csv, segment_detections
+
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
+    at = app_at()
+    at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=7.0, sr=48000), "audio/wav")).run()
+    low = [n for n in at.number_input if n.label.startswith("Lowest segment score")][0]
+    low.set_value(0.01).run()
+    assert not at.exception, [e.value for e in at.exception]
+    buttons = at.get("download_button")
+    assert len(buttons) == 2
+    result = at.session_state["last_clip"][1]
+    dets = segment_detections(ui_run(), result.segments, seconds=result.seconds, min_score=0.01)
+    assert f"Detections CSV ({len(dets)} rows)" == buttons[0].proto.label and len(dets) > 0
+    rows = detections_csv("chirp.wav", dets).splitlines()
+    assert rows[0] == ",".join(CSV_HEADER) and len(rows) == len(dets) + 1
+    assert {float(r.split(",")[1]) for r in rows[1:]} == {0.0, 3.0, 6.0}  # three 3 s BirdNET segments
+
+
+def ui_run():
+    from birdcore.birdnet_backend import global_birdnet_run
+
+    return global_birdnet_run()
