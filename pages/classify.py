@@ -75,7 +75,6 @@ if use_place:
 if masks:
     keep = masks[0] if len(masks) == 1 else masks[0] & masks[1]
     result, dropped = restrict(result, clf.run, keep, top=5)
-    st.caption(" · ".join(m.summary() for m in masks) + ".")
 if not result.top:
     st.warning("No species of this model is left after your filter; widen it to see results.")
     st.stop()
@@ -95,6 +94,8 @@ for p in result.top:
                  "decision": decision,
                  **({"eBird": f"https://ebird.org/species/{p.ebird_code}"} if links else {})})
 st.subheader("Top species")
+if masks:
+    st.caption("Filtered: " + " · ".join(m.summary() for m in masks) + ".")
 st.dataframe(pd.DataFrame(rows), hide_index=True,
              column_config={"eBird": st.column_config.LinkColumn("eBird", display_text="species page"),
                             "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0,
