@@ -192,3 +192,18 @@ def test_worker_processes_give_the_same_rows_and_report_bad_files(trained_run, c
     assert all(abs(float(a[5]) - float(b[5])) <= 1e-4 for a, b in zip(one, two))
     done = (tmp_path / "two.csv.done").read_text().split()
     assert str(bad) not in done and {r[0] for r in two} <= set(done) and len(done) == 4
+
+
+def test_species_list_limits_a_trained_runs_csv(trained_run, clips, tmp_path):
+    root, files = clips
+    run = load_run(trained_run)
+    keep = run.codes[1]
+    listing = tmp_path / "only.txt"
+    listing.write_text(f"{keep}\n", encoding="utf-8")
+    everything, limited = tmp_path / "all.csv", tmp_path / "limited.csv"
+    assert main([str(trained_run), str(root), "--out", str(everything), "--min-score", "0.01"]) == 0
+    assert main([str(trained_run), str(root), "--out", str(limited), "--min-score", "0.01",
+                 "--species-list", str(listing)]) == 0
+    all_rows, kept_rows = read_rows(everything), read_rows(limited)
+    assert {r[3] for r in all_rows} > {keep} and {r[3] for r in kept_rows} == {keep}
+    assert kept_rows == [r for r in all_rows if r[3] == keep]  # the kept species' rows are unchanged
