@@ -77,6 +77,13 @@ def relatives(species: pd.DataFrame, labels: list[str], columns: list[int | None
     return out
 
 
+def hop_samples(overlap: float) -> int:
+    """Samples between the starts of consecutive windows overlapping by ``overlap`` seconds (0 ≤ overlap < 3)."""
+    if not 0.0 <= overlap < WINDOW_SECONDS:
+        raise ValueError(f"overlap must be in [0, 3) seconds, got {overlap:g}")
+    return int(round((WINDOW_SECONDS - overlap) * SAMPLE_RATE))
+
+
 def windows(wave: np.ndarray, *, overlap: float = 0.0) -> np.ndarray:
     """Cut a 48 kHz waveform into 3 s windows (zero-padding the last); (W, 144000) float32, W >= 1.
 
@@ -90,9 +97,7 @@ def stream_windows(chunks: Iterable[np.ndarray], *, overlap: float = 0.0) -> Ite
     """The windows of ``windows(np.concatenate(chunks))``, yielded as blocks (k, 144000) float32
     as soon as the chunks (consecutive 48 kHz pieces, any lengths) cover them, so a long
     recording never has to be in memory whole.  Blocks are never empty."""
-    if not 0.0 <= overlap < WINDOW_SECONDS:
-        raise ValueError("overlap must be in [0, 3) seconds")
-    hop = int(round((WINDOW_SECONDS - overlap) * SAMPLE_RATE))
+    hop = hop_samples(overlap)
     buf = np.zeros(0, np.float32)  # samples from absolute index `start` on
     start = n = i = 0  # i: the next window to emit
     for chunk in chunks:

@@ -83,11 +83,23 @@ class LoadedRun:
     def codes(self) -> list[str]:
         return self.species["ebird_code"].tolist()
 
-    def scorer(self, *, batch_segments: int = 32, threads: int | None = None):
+    def segment_hop_seconds(self, overlap: float = 0.0) -> float:
+        """Seconds between the starts of consecutive segments scored with ``overlap``."""
+        if self.kind in ("birdnet_zero_shot", "birdnet_head"):
+            from . import birdnet as bn
+
+            return bn.hop_samples(overlap) / bn.SAMPLE_RATE
+        if overlap:
+            raise ValueError("overlapping windows are for BirdNET runs (3 s windows); "
+                             "this run's model cuts its own fixed segments")
+        return float(self.config.audio.segment_seconds)
+
+    def scorer(self, *, batch_segments: int = 32, threads: int | None = None, overlap: float = 0.0):
         """An object with ``score(wave)``, ``score_stream(chunks)`` and ``score_many(waves)`` giving
         ``inference.Scores`` for waveforms (float32 (n_samples,) at ``self.sample_rate``); one per
         caller, it holds a traced function.  ``threads``: BirdNET interpreter threads (default: all
-        cores)."""
+        cores).  ``overlap``: seconds by which BirdNET's 3 s windows overlap (BirdNET runs only)."""
+        self.segment_hop_seconds(overlap)  # validates overlap for this kind of run
         if self.kind in ("birdnet_zero_shot", "birdnet_head"):
             from . import birdnet as bn
             from .birdnet_backend import BirdNETHeadScorer, ZeroShotScorer, prior_sources
@@ -96,10 +108,10 @@ class LoadedRun:
                 columns = self.birdnet_columns
                 if columns is None:
                     columns = json.loads((self.path / "birdnet_species.json").read_text())["columns"]
-                return ZeroShotScorer(columns, birdnet=bn.BirdNET(threads=threads))
+                return ZeroShotScorer(columns, overlap=overlap, birdnet=bn.BirdNET(threads=threads))
             mapping = json.loads((self.path / "birdnet_species.json").read_text())
             sources = mapping.get("prior_sources") or prior_sources(mapping["columns"])  # older runs: own columns
-            return BirdNETHeadScorer(self.model, sources=sources if mapping.get("prior") else None,
+            return BirdNETHeadScorer(self.model, sources=sources if mapping.get("prior") else None, overlap=overlap,
                                      birdnet=bn.BirdNET(embeddings=True, threads=threads))
         from .inference import Scorer
 

@@ -86,22 +86,25 @@ def top_species(run, recording_scores: np.ndarray, *, top: int = 5) -> list[Pred
     return out
 
 
-def segment_detections(run, segment_scores: np.ndarray, *, seconds: float, min_score: float) -> list[Detection]:
+def segment_detections(run, segment_scores: np.ndarray, *, seconds: float, min_score: float,
+                       hop_seconds: float | None = None) -> list[Detection]:
     """Detections from (S, C) segment probabilities of a file ``seconds`` long.
 
-    Segment ``i`` spans ``[i * segment_seconds, min((i + 1) * segment_seconds, seconds)]``
-    (the last, zero-padded segment ends with the file).  Ordered by time, then by
-    decreasing score.
+    Segment ``i`` spans ``[i * hop, min(i * hop + segment_seconds, seconds)]``, hop =
+    ``hop_seconds`` (overlapping BirdNET windows) or ``segment_seconds``; the last,
+    zero-padded segment ends with the file.  A score of 0 (a species a filter dropped)
+    is never a detection.  Ordered by time, then by decreasing score.
     """
     seg_s = float(run.config.audio.segment_seconds)
+    hop = seg_s if hop_seconds is None else float(hop_seconds)
     codes = run.species["ebird_code"].tolist()
     names = run.species["common_name"].tolist()
     out = []
     for i, row in enumerate(np.asarray(segment_scores)):
-        start = i * seg_s
+        start = round(i * hop, 6)
         end = max(min(start + seg_s, seconds), start)
         for j in np.argsort(-row, kind="stable"):
-            if row[j] < min_score:
+            if row[j] < min_score or row[j] == 0.0:
                 break
             out.append(Detection(start, end, codes[int(j)], names[int(j)], float(row[j])))
     return out
@@ -319,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-score", type=_probability, default=0.5,
                         help="lowest segment score written to --out / --raven")
     parser.add_argument("--top", type=_positive_int, default=5, help="species shown per file")
+    parser.add_argument("--overlap", type=float, default=0.0,
+                        help="seconds by which BirdNET's 3 s windows overlap (0 to <3; BirdNET runs only): finer "
+                             "detection times, more work")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
     parser.add_argument("--jobs", type=_positive_int, default=1,
                         help="worker processes scoring files in parallel, each with cores/N threads; for "
@@ -401,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     results = None
     try:
         run = _load(str(args.run_dir))
+        run.segment_hop_seconds(args.overlap)  # refuses an overlap this run cannot use, before any work
         keep = species_mask(run, args)
         if keep is not None:
             log.info("species: %s", keep.summary())
@@ -463,7 +470,7 @@ def _load(run_ref: str):
 _WORKER: dict = {}
 
 
-def _worker_init(run_ref: str, threads: int, verbose: bool) -> None:
+def _worker_init(run_ref: str, threads: int, verbose: bool, overlap: float = 0.0) -> None:
     """Per worker process: quiet logging, ``threads`` compute threads, and its own model."""
     setup_logging(verbose)
     import_tensorflow_quietly()
@@ -472,7 +479,7 @@ def _worker_init(run_ref: str, threads: int, verbose: bool) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     run = _load(run_ref)
-    _WORKER.update(run=run, scorer=run.scorer(threads=threads), verbose=verbose)
+    _WORKER.update(run=run, scorer=run.scorer(threads=threads, overlap=overlap), verbose=verbose)
 
 
 def _worker_score(path: Path) -> FileScores:
@@ -484,7 +491,7 @@ def _scored(run, todo: list[Path], args, progress: "Progress"):
     (each with cores/N compute threads; files are handed out one at a time)."""
     jobs = min(args.jobs, len(todo))
     if jobs <= 1:
-        scorer = run.scorer()
+        scorer = run.scorer(overlap=args.overlap)
         for path in todo:
             yield score_file(scorer, path, sample_rate=run.sample_rate, verbose=args.verbose,
                              on_audio=lambda s, n=path.name: progress.audio(n, s))
@@ -495,7 +502,8 @@ def _scored(run, todo: list[Path], args, progress: "Progress"):
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log.info("scoring with %d worker processes, %d thread%s each", jobs, threads, "s" if threads > 1 else "")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(str(args.run_dir), threads, args.verbose))
+                               initializer=_worker_init,
+                               initargs=(str(args.run_dir), threads, args.verbose, args.overlap))
     try:
         yield from pool.map(_worker_score, todo)
     finally:
@@ -507,6 +515,7 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
     todo = [p for p in files if str(p) not in done]
     if len(todo) < len(files):
         log.info("%s: %d of %d files already done; skipping them", args.out, len(files) - len(todo), len(files))
+    hop = run.segment_hop_seconds(args.overlap)
     text_output = results is None and args.raven is None
     failures = n_detections = 0
     progress = Progress(len(todo))
@@ -521,7 +530,8 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
             if keep is not None:
                 res.recording, res.segments = keep.apply(res.recording), keep.apply(res.segments)
             if results is not None or args.raven is not None:
-                dets = segment_detections(run, res.segments, seconds=res.seconds, min_score=args.min_score)
+                dets = segment_detections(run, res.segments, seconds=res.seconds, min_score=args.min_score,
+                                          hop_seconds=hop)
                 n_detections += len(dets)
                 if args.raven is not None:
                     write_raven_table(args.raven / names[path], dets, sample_rate=run.sample_rate)

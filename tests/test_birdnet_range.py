@@ -156,3 +156,30 @@ def test_restrict_with_nothing_kept_has_an_empty_top():
     result = ClipResult(name="c", seconds=3.0, recording=scores, segments=scores[None], top=[], segment_seconds=3.0)
     filtered, dropped = restrict(result, run, SpeciesMask(np.zeros(len(run.codes), bool), "none"), top=5)
     assert filtered.top == [] and len(dropped) == 5 and not filtered.recording.any()
+
+
+def test_predict_overlap_gives_detections_every_hop(tmp_path):
+    import csv
+
+    from birdcore import predict
+
+    clip = chirp_wav(tmp_path / "chirp.wav", seconds=7.0)
+    listing = tmp_path / "list.txt"
+    listing.write_text("Coereba flaveola\nTurdus migratorius\n", encoding="utf-8")
+    out = tmp_path / "det.csv"
+    assert predict.main(["birdnet", str(clip), "--overlap", "1.5", "--species-list", str(listing),
+                         "--min-score", "0", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    # windows start every 1.5 s: 0, 1.5, 3, 4.5 (the last padded, ending with the file); only listed species
+    assert sorted({(float(r["start_s"]), float(r["end_s"])) for r in rows}) == [(0, 3), (1.5, 4.5), (3, 6), (4.5, 7)]
+    assert {r["species"] for r in rows} == {"Coereba flaveola", "Turdus migratorius"} and len(rows) == 8
+
+
+def test_overlap_is_refused_for_a_run_with_fixed_segments(trained_run, tmp_path, capsys):
+    from birdcore import predict
+
+    clip = chirp_wav(tmp_path / "chirp.wav", seconds=1.0, sr=16000)
+    assert predict.main([str(trained_run), str(clip), "--overlap", "1"]) == 2
+    assert "overlapping windows are for BirdNET runs" in capsys.readouterr().err
+    assert predict.main(["birdnet", str(clip), "--overlap", "3"]) == 2
+    assert "overlap must be in [0, 3)" in capsys.readouterr().err
