@@ -16,7 +16,7 @@ import numpy as np
 from .audio import AudioError, decode_bytes
 from .stream import stream_audio
 from .export import LoadedRun
-from .predict import Prediction, top_species
+from .predict import Prediction, top_kept, top_species
 
 MAX_SPECTROGRAM_SECONDS = 120.0
 AUDIO_SUFFIXES = (".mp3", ".ogg", ".flac", ".wav", ".m4a", ".webm")
@@ -111,8 +111,7 @@ def restrict(result: ClipResult, run: LoadedRun, keep, *, top: int = 5) -> tuple
     page can say what the filter removed.  The top list holds kept species only (empty when
     the mask keeps none)."""
     recording, segments = keep.apply(result.recording), keep.apply(result.segments)
-    ranked = np.where(keep.keep, result.recording, -np.inf)  # only kept species can be in the top
-    kept_top = top_species(run, ranked, top=min(top, keep.n_kept))
+    kept_top = top_kept(run, result.recording, keep, top=top)
     best = kept_top[0].score if kept_top else 0.0
     dropped = [p for p in top_species(run, result.recording, top=top)
                if p.score > best and not keep.keep[run.codes.index(p.ebird_code)]]

@@ -86,6 +86,15 @@ def top_species(run, recording_scores: np.ndarray, *, top: int = 5) -> list[Pred
     return out
 
 
+def top_kept(run, recording_scores: np.ndarray, keep=None, *, top: int = 5) -> list[Prediction]:
+    """``top_species`` among the species a ``species_mask.SpeciesMask`` keeps (all when ``keep`` is
+    None); fewer than ``top`` when it keeps fewer, none when it keeps none."""
+    if keep is None:
+        return top_species(run, recording_scores, top=top)
+    ranked = np.where(keep.keep, recording_scores, -np.inf)
+    return top_species(run, ranked, top=min(top, keep.n_kept))
+
+
 def segment_detections(run, segment_scores: np.ndarray, *, seconds: float, min_score: float,
                        hop_seconds: float | None = None) -> list[Detection]:
     """Detections from (S, C) segment probabilities of a file ``seconds`` long.
@@ -538,7 +547,8 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
                 if results is not None:
                     results.add(str(path), dets)
             if args.json or text_output:
-                _print_top(run, path, res.recording, res.seconds, top=args.top, as_json=args.json)
+                _print_top(path, top_kept(run, res.recording, keep, top=args.top), res.seconds,
+                           as_json=args.json)
             progress.file_done()
     finally:
         progress.close()
@@ -548,8 +558,7 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
     return 1 if failures else 0
 
 
-def _print_top(run, path: Path, recording: np.ndarray, seconds: float, *, top: int, as_json: bool) -> None:
-    preds = top_species(run, recording, top=top)
+def _print_top(path: Path, preds: list[Prediction], seconds: float, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"file": str(path), "seconds": seconds,
                           "top": [{**p.__dict__, "detected": p.detected} for p in preds]}), flush=True)
