@@ -85,6 +85,9 @@ st.audio(data)
 st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=len(wave) / clf.run.sample_rate,
                                    title=f"{name} ({result.seconds:.1f} s)"))
 
+place_filter = masks[-1] if use_place else None  # the range filter, when on, is the last mask
+occurrence = {} if place_filter is None else {
+    code: (None if v != v else round(float(v), 3)) for code, v in zip(clf.run.codes, place_filter.occurrence)}
 rows = []
 for p in result.top:
     decision = "no threshold" if p.threshold is None else ("detected" if p.detected else "below threshold")
@@ -92,6 +95,7 @@ for p in result.top:
                  **({} if p.ebird_code == p.sci_name else {"code": p.ebird_code}),
                  "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
                  "decision": decision,
+                 **({"occurrence here": occurrence.get(p.ebird_code)} if place_filter is not None else {}),
                  **({"eBird": f"https://ebird.org/species/{p.ebird_code}"} if links else {})})
 st.subheader("Top species")
 if masks:

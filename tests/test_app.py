@@ -162,6 +162,8 @@ def test_location_filter_keeps_only_species_expected_there(tmp_path, monkeypatch
     assert "species expected at 18.200, -66.500, any time of year" in texts(at)
     kept = species_filter(pd.DataFrame({"ebird_code": shown, "sci_name": shown}), Place(18.2, -66.5))
     assert kept.keep.all() and shown != unfiltered
+    occurrence = at.dataframe[0].value["occurrence here"].tolist()
+    assert occurrence == pytest.approx(kept.occurrence.round(3).tolist(), abs=1e-3) and min(occurrence) >= 0.03
 
 
 def test_species_list_narrows_the_answer_and_names_a_typo(tmp_path, monkeypatch):
