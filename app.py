@@ -20,7 +20,9 @@ pages = [
     st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
     st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
 ]
+st.session_state[ui.NAV_KEY] = True
 nav = st.navigation(pages)
+ui.follow_deep_link()
 st.sidebar.caption(f"Runs folder: `{ui.runs_dir()}`")
 ui.run_picker()
 nav.run()

@@ -12,8 +12,28 @@ import streamlit as st
 
 from birdcore.cli import quiet_native_stderr
 
+NAV_KEY = "birdclef_navigation"  # set by app.py: the page runs inside its navigation
+DEEP_LINK_KEY = "birdclef_deep_link"
 NO_RUNS = "No trained runs yet: make one with `python train_job.py --demo` (about a minute on a laptop)."
 RUN_KEY = "run_dir"
+
+
+def inside_app(page_file: str) -> None:
+    """First call of every page.  A fresh server that is first asked for a page's URL (a bookmark)
+    runs that ``pages/`` file alone, Streamlit's legacy multipage mode, without ``app.py``'s
+    navigation and run picker.  Such a page hands over to ``app.py`` and asks it to open the page."""
+    if st.session_state.get(NAV_KEY):
+        return
+    root = Path(__file__).resolve().parent
+    st.session_state[DEEP_LINK_KEY] = Path(page_file).resolve().relative_to(root).as_posix()
+    st.switch_page("app.py")
+
+
+def follow_deep_link() -> None:
+    """In ``app.py``, once the navigation exists: open the page a bare page run asked for."""
+    target = st.session_state.pop(DEEP_LINK_KEY, None)
+    if target:
+        st.switch_page(target)
 
 
 def runs_dir() -> Path:

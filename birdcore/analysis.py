@@ -437,6 +437,42 @@ def top1_errors(table: ScoreTable) -> pd.DataFrame:
     return out.sort_values(["primary_rank", "predicted_score"], ascending=[False, False], ignore_index=True)
 
 
+def top1_predictions(table: ScoreTable) -> np.ndarray:
+    """(N,) int: each recording's top-1 species column; on a tie with the primary, the rival
+    (ties count as errors, as in ``ScoreTable.top1_correct`` and ``top1_errors``)."""
+    rivals = table.scores.astype(np.float64).copy()
+    rivals[np.arange(table.n_recordings), table.primary] = -np.inf
+    return np.where(table.top1_correct, table.primary, rivals.argmax(axis=1) if table.n_species > 1 else 0)
+
+
+def confusion_matrix(table: ScoreTable, *, only_confused: bool = True) -> pd.DataFrame:
+    """Counts of test recordings by primary species (rows) and top-1 species (columns).
+
+    Rows and columns hold the same species, sorted by code: all of them, or with
+    ``only_confused`` just those in at least one error (as the primary or as the
+    prediction), so a 264-species run shows a readable matrix.  The diagonal sums
+    to the top-1 hits among the rows kept; the whole matrix sums to the recordings
+    whose primary is kept.
+    """
+    predicted = top1_predictions(table)
+    codes = np.asarray(table.species, dtype=object)
+    keep = np.ones(table.n_species, bool)
+    if only_confused:
+        wrong = predicted != table.primary
+        keep = np.zeros(table.n_species, bool)
+        keep[table.primary[wrong]] = True
+        keep[predicted[wrong]] = True
+    cols = np.flatnonzero(keep)
+    cols = cols[np.argsort(codes[cols], kind="stable")]
+    position = {c: k for k, c in enumerate(cols)}
+    counts = np.zeros((len(cols), len(cols)), np.int64)
+    for p, q in zip(table.primary, predicted):
+        if p in position and q in position:
+            counts[position[p], position[q]] += 1
+    labels = [str(c) for c in codes[cols]]
+    return pd.DataFrame(counts, index=pd.Index(labels, name="primary"), columns=pd.Index(labels, name="top-1"))
+
+
 # --------------------------------------------------------------------------- saving thresholds
 
 def save_thresholds(run_dir: Path | str, *, target_fpr: float, global_threshold: float,

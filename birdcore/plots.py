@@ -234,3 +234,19 @@ def segment_heatmap_figure(segment_scores: np.ndarray, *, species_labels: list[s
     fig.update_layout(title=title, xaxis_title="time (s, segment centre)", yaxis_title="species",
                       yaxis={"type": "category"})
     return fig
+
+
+def confusion_figure(matrix: pd.DataFrame, *, title: str = "Primary species vs top-1") -> go.Figure:
+    """Heatmap of a ``analysis.confusion_matrix`` (rows: primary, columns: top-1), counts written
+    in the non-zero cells.  Traces: one heatmap."""
+    if matrix.empty:
+        return no_data_figure(title, message="no misclassified recordings")
+    z = matrix.to_numpy()
+    text = [[str(v) if v else "" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=list(matrix.columns), y=list(matrix.index), text=text,
+                               texttemplate="%{text}", colorscale="Blues", colorbar={"title": "recordings"},
+                               hovertemplate="primary %{y}<br>top-1 %{x}<br>%{z} recordings<extra></extra>"))
+    side = max(400, 22 * len(matrix) + 150)
+    fig.update_layout(title=title, xaxis_title="top-1 (predicted)", yaxis_title="primary (true)", height=side,
+                      xaxis={"type": "category"}, yaxis={"type": "category", "autorange": "reversed"})
+    return fig

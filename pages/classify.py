@@ -11,6 +11,7 @@ from birdcore.plots import segment_heatmap_figure, spectrogram_figure
 from birdcore.predict import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
 from birdcore.species_mask import from_names
 
+ui.inside_app(__file__)
 st.title("Which bird is singing?")
 run_dir = ui.selected_run()
 models = (["run"] if run_dir is not None else []) + (["birdnet"] if ui.birdnet_available() else [])

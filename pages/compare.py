@@ -4,6 +4,7 @@ import streamlit as st
 import ui
 from birdcore.analysis import compare_runs, compare_summary
 
+ui.inside_app(__file__)
 st.title("Compare runs")
 run_a = ui.selected_run()
 if run_a is None:

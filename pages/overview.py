@@ -3,9 +3,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from birdcore.analysis import load_history, top1_errors
-from birdcore.plots import training_curves_figure
+from birdcore.analysis import confusion_matrix, load_history, top1_errors
+from birdcore.plots import confusion_figure, training_curves_figure
 
+ui.inside_app(__file__)
 run_dir = ui.run_page("Run overview")
 manifest = ui.run_json(run_dir, "run.json")
 metrics = ui.run_json(run_dir, "metrics.json")
@@ -33,6 +34,9 @@ else:
     st.dataframe(errors, hide_index=True, column_config={
         "primary_score": st.column_config.NumberColumn(format="%.3f"),
         "predicted_score": st.column_config.NumberColumn(format="%.3f")})
+    show_all = st.toggle("Confusion matrix over all species", value=table.n_species <= 30,
+                         help="Off: only the species involved in an error (readable for large runs).")
+    st.plotly_chart(confusion_figure(confusion_matrix(table, only_confused=not show_all)))
 
 history = load_history(run_dir)
 st.subheader("Training")

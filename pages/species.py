@@ -8,6 +8,7 @@ from birdcore.analysis import confusions, positive_negative_scores, ranked_recor
 from birdcore.metrics import pr_points
 from birdcore.plots import pr_figure, roc_figure, score_distributions_figure
 
+ui.inside_app(__file__)
 run_dir = ui.run_page("Species")
 table = ui.score_table(run_dir)
 names = ui.species_names(run_dir)

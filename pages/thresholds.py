@@ -6,6 +6,7 @@ import ui
 from birdcore.analysis import save_thresholds
 from birdcore.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure
 
+ui.inside_app(__file__)
 run_dir = ui.run_page("Thresholds")
 table = ui.score_table(run_dir)
 exp = ui.explorer(run_dir)

@@ -342,3 +342,28 @@ def test_compare_runs_hand_made():
     empty = A.compare_runs(a, A.ScoreTable(recording_id=["q"], species=["x"], primary=[0], scores=[[0.5]],
                                            secondary=[[False]]))
     assert empty.empty and A.compare_summary(empty)["a_top1"] is None
+
+
+def test_confusion_matrix_hand_made():
+    m = A.confusion_matrix(hand_table(), only_confused=False)
+    assert list(m.index) == list(m.columns) == ["a", "b", "c"]
+    # a: r0, r2 right; r1 → b; r3 → c (its highest other species, background or not, as in top1_errors)
+    assert m.loc["a"].tolist() == [2, 1, 1] and m.loc["b"].tolist() == [0, 1, 0] and m.loc["c"].sum() == 0
+    small = A.confusion_matrix(hand_table())
+    assert list(small.index) == ["a", "b", "c"]  # all three are in an error here
+    right = A.ScoreTable(recording_id=["r"], species=["a", "b"], primary=[0], scores=np.array([[0.9, 0.1]]),
+                         secondary=np.zeros((1, 2), bool))
+    assert A.confusion_matrix(right).empty and A.confusion_matrix(right, only_confused=False).to_numpy().tolist() == [[1, 0], [0, 0]]
+
+
+def test_confusion_matrix_agrees_with_top1_errors():
+    table = random_table(5, c=12, ties=True)
+    full = A.confusion_matrix(table, only_confused=False)
+    errors = A.top1_errors(table)
+    assert full.to_numpy().sum() == table.n_recordings
+    assert np.trace(full.to_numpy()) == table.n_recordings - len(errors)
+    for row in errors.itertuples():
+        assert full.loc[row.primary, row.predicted] >= 1
+    small = A.confusion_matrix(table)
+    assert set(small.index) == set(errors["primary"]) | set(errors["predicted"])
+    assert small.to_numpy().sum() - np.trace(small.to_numpy()) == len(errors)

@@ -101,6 +101,10 @@ def test_overview_lists_misclassified_recordings(runs):
     assert row["predicted"] == arrays["species"][other] and row["primary"] == arrays["species"][first]
     assert bool(row["predicted_is_background"])
     assert "the predicted species is one the recordist named" in texts(at)
+    traces = [json.loads(c.proto.spec)["data"] for c in at.get("plotly_chart")]
+    heatmaps = [t[0] for t in traces if t and t[0].get("type") == "heatmap"]
+    counts = [int(v) for row in heatmaps[0]["text"] for v in row if v] if heatmaps else []
+    assert len(heatmaps) == 1 and sum(counts) == len(arrays["primary"])  # few species: the full matrix
 
 
 def test_species_page_table_and_curves(runs):

@@ -96,3 +96,18 @@ def test_upload_a_clip_and_see_species(server, browser, tmp_path):
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Top species" in body and "Traceback" not in body
     browser.save_screenshot(str(tmp_path / "classify.png"))
+
+
+def test_a_deep_link_on_a_fresh_server_opens_that_page_in_the_app(server, browser):
+    """The first request of a fresh server goes straight to /overview (a bookmark): the page must run
+    inside app.py's navigation (run picker, the run's numbers), not as a bare legacy pages/ script."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server + "overview")
+    wait = WebDriverWait(browser, 120)
+    wait.until(EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Misclassified test recordings')]")))
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Run overview" in body and "Runs folder" in body and "Classify a clip" in body
+    assert "No trained runs yet" not in body and "Traceback" not in body

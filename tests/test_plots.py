@@ -86,3 +86,14 @@ def test_spectrogram_and_segments():
     assert list(fig.data[0].x) == [2.5, 7.5, 12.5, 17.5]
     assert is_no_data(P.segment_heatmap_figure(np.zeros((0, 3)), species_labels=["a", "b", "c"],
                                                segment_seconds=5.0))
+
+
+def test_confusion_figure(table):
+    matrix = A.confusion_matrix(table, only_confused=False)
+    fig = P.confusion_figure(matrix)
+    assert isinstance(fig, go.Figure) and len(fig.data) == 1
+    z = np.asarray(fig.data[0].z)
+    assert z.sum() == table.n_recordings and list(fig.data[0].y) == list(matrix.index)
+    zero = [(i, j) for i in range(len(z)) for j in range(len(z)) if z[i][j] == 0]
+    assert all(fig.data[0].text[i][j] == "" for i, j in zero)  # zero cells stay blank
+    assert isinstance(P.confusion_figure(matrix.iloc[:0, :0]), go.Figure)
