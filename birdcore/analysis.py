@@ -567,13 +567,26 @@ def compare_runs(table_a: ScoreTable, table_b: ScoreTable) -> pd.DataFrame:
 
 def compare_summary(comparison: pd.DataFrame) -> dict[str, Any]:
     """Headline numbers of :func:`compare_runs`: n_shared, a_top1, b_top1 (accuracies; None when
-    n_shared is 0), both_right, only_a, only_b, both_wrong (recording counts)."""
+    n_shared is 0), both_right, only_a, only_b, both_wrong (recording counts), and mcnemar_p: the
+    exact two-sided McNemar p-value of the top-1 difference (:func:`mcnemar_exact_p`)."""
     a = comparison["a_top1_correct"].to_numpy(dtype=bool)
     b = comparison["b_top1_correct"].to_numpy(dtype=bool)
     n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     return {"n_shared": n, "a_top1": float(a.mean()) if n else None, "b_top1": float(b.mean()) if n else None,
-            "both_right": int((a & b).sum()), "only_a": int((a & ~b).sum()), "only_b": int((~a & b).sum()),
-            "both_wrong": int((~a & ~b).sum())}
+            "both_right": int((a & b).sum()), "only_a": only_a, "only_b": only_b,
+            "both_wrong": int((~a & ~b).sum()), "mcnemar_p": mcnemar_exact_p(only_a, only_b)}
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar test on paired outcomes: the chance, if both runs were equally good,
+    of a split of the ``only_a + only_b`` discordant recordings at least this uneven
+    (binomial, p = 1/2).  1.0 when there are none."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return float(min(1.0, 2 * tail))
 
 
 def _nan(value: float | None) -> float:

@@ -42,4 +42,11 @@ c[1].metric(f"Top-1 {run_a.name}", f"{summary['a_top1']:.3f}")
 c[2].metric(f"Top-1 {run_b.name}", f"{summary['b_top1']:.3f}")
 c[3].metric(f"Only {run_a.name} right", summary["only_a"])
 c[4].metric(f"Only {run_b.name} right", summary["only_b"])
-st.dataframe(per_rec, hide_index=True)
+p, n_split = summary["mcnemar_p"], summary["only_a"] + summary["only_b"]
+st.caption(f"Paired test (exact McNemar) on the {n_split} recording{'' if n_split == 1 else 's'} only one run gets "
+           f"right: p = {p:.3g}. "
+           + ("A split this uneven would be rare if the runs were equally good." if p < 0.05 else
+              "The difference could well be chance; more test recordings (or other splits) would tell."))
+disagree = per_rec["a_top1_correct"] != per_rec["b_top1_correct"]
+only_disagreements = st.toggle("Only the recordings where the runs disagree", value=bool(disagree.any()))
+st.dataframe(per_rec[disagree] if only_disagreements else per_rec, hide_index=True)

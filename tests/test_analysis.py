@@ -338,7 +338,7 @@ def test_compare_runs_hand_made():
     assert out["b_score_primary"].tolist() == pytest.approx([0.6, 0.7])
     summary = A.compare_summary(out)
     assert summary == {"n_shared": 2, "a_top1": 0.5, "b_top1": 1.0, "both_right": 1, "only_a": 0, "only_b": 1,
-                       "both_wrong": 0}
+                       "both_wrong": 0, "mcnemar_p": 1.0}
     empty = A.compare_runs(a, A.ScoreTable(recording_id=["q"], species=["x"], primary=[0], scores=[[0.5]],
                                            secondary=[[False]]))
     assert empty.empty and A.compare_summary(empty)["a_top1"] is None
@@ -367,3 +367,9 @@ def test_confusion_matrix_agrees_with_top1_errors():
     small = A.confusion_matrix(table)
     assert set(small.index) == set(errors["primary"]) | set(errors["predicted"])
     assert small.to_numpy().sum() - np.trace(small.to_numpy()) == len(errors)
+
+
+@pytest.mark.parametrize("only_a,only_b,p", [(0, 0, 1.0), (0, 1, 1.0), (0, 10, 2 / 1024), (10, 0, 2 / 1024),
+                                             (2, 8, 2 * (1 + 10 + 45) / 1024), (5, 5, 1.0)])
+def test_mcnemar_exact_p_hand_values(only_a, only_b, p):
+    assert A.mcnemar_exact_p(only_a, only_b) == pytest.approx(p)

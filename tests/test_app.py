@@ -135,8 +135,20 @@ def test_compare_two_runs(runs):
     first = next(runs.iterdir())
     second = runs / "copy-of-run"
     shutil.copytree(first, second)
+    for run, right in ((first, True), (second, False)):  # the runs disagree on recording 0 only
+        with np.load(run / "scores.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        primary = arrays["primary"][0]
+        arrays["scores"][0] = 0.0
+        arrays["scores"][0, primary if right else (primary + 1) % arrays["scores"].shape[1]] = 1.0
+        write_npz(run / "scores.npz", **arrays)
     at = app_at("pages/compare.py")
     assert "Shared recordings" in [m.label for m in at.metric]
+    assert "exact McNemar) on the 1 recording only one run gets right: p = 1" in texts(at)
+    assert at.toggle[0].value  # starts on: just the disagreement
+    assert at.dataframe[0].value["recording_id"].tolist() == [str(arrays["recording_id"][0])]
+    at.toggle[0].set_value(False).run()
+    assert len(at.dataframe[0].value) == len(arrays["primary"])
 
 
 def test_fresh_machine_classifies_with_birdnet(tmp_path, monkeypatch):
