@@ -53,8 +53,9 @@ g3.plotly_chart(metrics_vs_threshold_figure(curve, threshold=threshold))
 g4.plotly_chart(accuracy_coverage_figure(curve, threshold=threshold))
 
 st.subheader("Save for the classify page")
+saved_global = (saved.get("global") or {}).get("threshold")
 st.caption(f"Saved now: target FPR {saved.get('target_fpr')}, global threshold "
-           f"{(saved.get('global') or {}).get('threshold')}, chosen on {saved.get('chosen_on')}.")
+           f"{'none' if saved_global is None else f'{saved_global:.4f}'}, chosen on {saved.get('chosen_on')}.")
 if st.button("Save thresholds into the run"):
     if species is None:
         per_species = {code: float(np.clip(exp.threshold_for_fpr(target, species=code), 0.0, 1.0))
