@@ -2,7 +2,7 @@
 
 BirdNET ships, beside its sound model, a small model that maps latitude,
 longitude and week of the year to an occurrence probability for each of its
-6,522 species (trained on eBird checklists).  BirdNET's own tools keep the
+6,522 species.  BirdNET's own tools keep the
 species whose occurrence is at least 0.03 and drop the others; this module
 does the same for any run whose species have scientific names.
 
