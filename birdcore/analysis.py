@@ -421,11 +421,9 @@ def top1_errors(table: ScoreTable) -> pd.DataFrame:
     wrong = np.flatnonzero(~table.top1_correct)
     if not len(wrong):
         return pd.DataFrame({k: pd.Series(dtype=object) for k in columns})
-    scores = table.scores[wrong].astype(np.float64)
     prim = table.primary[wrong]
-    own = scores[np.arange(len(wrong)), prim]
-    rivals = scores.copy()
-    rivals[np.arange(len(wrong)), prim] = -np.inf
+    own = table.scores[wrong, prim].astype(np.float64)
+    rivals = _rival_scores(table.scores[wrong], prim)
     predicted = rivals.argmax(axis=1)
     codes = np.asarray(table.species, dtype=object)
     out = pd.DataFrame({
@@ -437,11 +435,17 @@ def top1_errors(table: ScoreTable) -> pd.DataFrame:
     return out.sort_values(["primary_rank", "predicted_score"], ascending=[False, False], ignore_index=True)
 
 
+def _rival_scores(scores: np.ndarray, primary: np.ndarray) -> np.ndarray:
+    """(N, C) float64 copy of ``scores`` with each row's primary species at -inf."""
+    rivals = np.asarray(scores, dtype=np.float64).copy()
+    rivals[np.arange(len(rivals)), primary] = -np.inf
+    return rivals
+
+
 def top1_predictions(table: ScoreTable) -> np.ndarray:
     """(N,) int: each recording's top-1 species column; on a tie with the primary, the rival
     (ties count as errors, as in ``ScoreTable.top1_correct`` and ``top1_errors``)."""
-    rivals = table.scores.astype(np.float64).copy()
-    rivals[np.arange(table.n_recordings), table.primary] = -np.inf
+    rivals = _rival_scores(table.scores, table.primary)
     return np.where(table.top1_correct, table.primary, rivals.argmax(axis=1) if table.n_species > 1 else 0)
 
 

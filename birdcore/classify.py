@@ -113,7 +113,7 @@ def restrict(result: ClipResult, run: LoadedRun, keep, *, top: int = 5) -> tuple
     recording, segments = keep.apply(result.recording), keep.apply(result.segments)
     kept_top = top_kept(run, result.recording, keep, top=top)
     best = kept_top[0].score if kept_top else 0.0
-    dropped = [p for p in top_species(run, result.recording, top=top)
-               if p.score > best and not keep.keep[run.codes.index(p.ebird_code)]]
+    only_dropped = np.where(keep.keep, -np.inf, result.recording)
+    dropped = [p for p in top_species(run, only_dropped, top=top) if p.score > best]
     return ClipResult(name=result.name, seconds=result.seconds, recording=recording, segments=segments,
                       top=kept_top, segment_seconds=result.segment_seconds), dropped

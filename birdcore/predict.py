@@ -367,17 +367,12 @@ def _date(text: str):
 def species_mask(run, args):
     """The ``SpeciesMask`` asked for by ``--species-list`` and/or the location filter (both: the
     species in both), or None.  Raises ValueError naming the problem."""
-    from .species_mask import from_names, read_species_list
+    from .species_mask import combine, from_names, read_species_list
 
-    masks = []
+    listed = None
     if args.species_list is not None:
-        masks.append(from_names(run.species, read_species_list(args.species_list), source=str(args.species_list)))
-    place = location_filter(run, args)
-    if place is not None:
-        masks.append(place)
-    if not masks:
-        return None
-    return masks[0] if len(masks) == 1 else masks[0] & masks[1]
+        listed = from_names(run.species, read_species_list(args.species_list), source=str(args.species_list))
+    return combine([listed, location_filter(run, args)])
 
 
 def location_filter(run, args):

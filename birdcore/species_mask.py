@@ -39,6 +39,17 @@ class SpeciesMask:
         return SpeciesMask(self.keep & other.keep, f"{self.description}; {other.description}")
 
 
+def combine(masks: Iterable[SpeciesMask | None]) -> SpeciesMask | None:
+    """The species every given mask keeps (None entries ignored); None when no mask is given."""
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    out = present[0]
+    for mask in present[1:]:
+        out = out & mask
+    return out
+
+
 def read_species_list(path: str | Path) -> list[str]:
     """Names from a text file, one per line; blank lines and ``#`` comments are skipped.
 

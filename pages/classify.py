@@ -9,7 +9,7 @@ from birdcore.audio import AudioError
 from birdcore.classify import restrict
 from birdcore.plots import segment_heatmap_figure, spectrogram_figure
 from birdcore.predict import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
-from birdcore.species_mask import from_names
+from birdcore.species_mask import combine, from_names
 
 ui.inside_app(__file__)
 st.title("Which bird is singing?")
@@ -65,16 +65,17 @@ except AudioError as exc:
     st.stop()
 bar.empty()
 dropped = []
-masks = []
+list_filter = place_filter = None
 if listed.strip():
     try:
-        masks.append(from_names(clf.run.species, listed.splitlines(), source="your list"))
+        list_filter = from_names(clf.run.species, listed.splitlines(), source="your list")
     except ValueError as exc:
         st.error(f"{exc}. Showing all species instead.")
 if use_place:
-    masks.append(ui.species_filter(run_dir if model == "run" else None, lat, lon, day))
-if masks:
-    keep = masks[0] if len(masks) == 1 else masks[0] & masks[1]
+    place_filter = ui.species_filter(run_dir if model == "run" else None, lat, lon, day)
+masks = [m for m in (list_filter, place_filter) if m is not None]
+keep = combine(masks)
+if keep is not None:
     result, dropped = restrict(result, clf.run, keep, top=5)
 if not result.top:
     st.warning("No species of this model is left after your filter; widen it to see results.")
@@ -86,7 +87,6 @@ st.audio(data)
 st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=len(wave) / clf.run.sample_rate,
                                    title=f"{name} ({result.seconds:.1f} s)"))
 
-place_filter = masks[-1] if use_place else None  # the range filter, when on, is the last mask
 occurrence = {} if place_filter is None else {
     code: (None if v != v else round(float(v), 3)) for code, v in zip(clf.run.codes, place_filter.occurrence)}
 rows = []
