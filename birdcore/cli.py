@@ -81,8 +81,12 @@ def quiet_native_stderr():
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe for GPUs without the C++ start-up log lines."""
+    """Import Keras (and TensorFlow, probing for GPUs, when it is the Keras backend) without the
+    C++ start-up log lines."""
     with quiet_native_stderr():
-        import tensorflow as tf
+        import keras
 
-        tf.config.list_physical_devices("GPU")
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")

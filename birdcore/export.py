@@ -5,7 +5,8 @@
 - ``export/``: a TF SavedModel whose ``serve`` takes a raw waveform batch
   (batch, n_samples) float32 at the run's sample rate, of any length, and
   returns ``{"recording": (batch, C), "segments": (batch, S, C)}``; it loads
-  with plain TensorFlow, without birdcore.
+  with plain TensorFlow, without birdcore.  Written only under the TensorFlow
+  Keras backend (``savedmodel_supported``); ``model.keras`` loads under any.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import keras
 import pandas as pd
-import tensorflow as tf
 
 from . import layers as _layers  # noqa: F401  (registers the custom layers for loading)
 from .config import RunConfig
@@ -39,8 +39,15 @@ def load_keras(path: Path, *, compile: bool = False) -> keras.Model:
     return keras.models.load_model(path, safe_mode=True, compile=compile)
 
 
+def savedmodel_supported() -> bool:
+    """Whether ``export_savedmodel`` can run: it needs the TensorFlow Keras backend."""
+    return keras.backend.backend() == "tensorflow"
+
+
 def export_savedmodel(model: keras.Model, path: Path) -> None:
-    """Write the TF SavedModel serving artifact (replacing any previous one)."""
+    """Write the TF SavedModel serving artifact (replacing any previous one); TensorFlow backend only."""
+    import tensorflow as tf
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -55,6 +62,8 @@ def load_savedmodel(path: Path):
 
     Keep the returned object alive while using ``serve`` (it owns the variables).
     """
+    import tensorflow as tf
+
     return tf.saved_model.load(str(path))
 
 

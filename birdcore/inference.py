@@ -12,7 +12,6 @@ from typing import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from .model import SEGMENT_MODEL_NAME
 from .segments import frame_segments, pool_segments
@@ -37,20 +36,39 @@ class Scorer:
     Args:
         model: the recording model (``birdcore.model.build_model`` or a loaded ``.keras``).
         batch_segments: segments scored per forward pass (a fixed shape: traced once).
+        use_tf_function: run the segment model through one ``tf.function`` (the fast path under the
+            TensorFlow backend); False runs Keras' own compiled ``predict_on_batch``, which works
+            under any backend (JAX, say).  Default: True exactly when the backend is TensorFlow.
     """
 
-    def __init__(self, model: keras.Model, *, batch_segments: int = 32):
+    def __init__(self, model: keras.Model, *, batch_segments: int = 32, use_tf_function: bool | None = None):
         self.segment_model = model.get_layer(SEGMENT_MODEL_NAME)
         self.segment_samples = int(self.segment_model.input_shape[-1])
         self.pooling = model.get_layer("recording").mode
         self.batch_segments = int(batch_segments)
-        spec = tf.TensorSpec((self.batch_segments, self.segment_samples), tf.float32)
-        self._forward = tf.function(self._call, input_signature=[spec])
+        if use_tf_function is None:
+            use_tf_function = keras.backend.backend() == "tensorflow"
+        self._tf_forward = None
+        if use_tf_function:
+            import tensorflow as tf
+
+            spec = tf.TensorSpec((self.batch_segments, self.segment_samples), tf.float32)
+            self._tf_forward = tf.function(self._call, input_signature=[spec])
 
     def _call(self, x):
+        import tensorflow as tf
+
         out = self.segment_model(x, training=False)
         out = out if isinstance(out, (list, tuple)) else [out]
         return [tf.cast(o, tf.float32) for o in out]
+
+    def _forward(self, chunk: np.ndarray) -> list[np.ndarray]:
+        """Segment outputs for one full batch (batch_segments, segment_samples) → list of (batch, C)."""
+        if self._tf_forward is not None:
+            return [o.numpy() for o in self._tf_forward(chunk)]
+        out = self.segment_model.predict_on_batch(chunk)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(o, np.float32) for o in out]
 
     def _run(self, segments: np.ndarray) -> list[np.ndarray]:
         """Segment outputs for (n, segment_samples) → list of (n, C) arrays."""
@@ -60,7 +78,7 @@ class Scorer:
             n = len(chunk)
             if n < self.batch_segments:
                 chunk = np.concatenate([chunk, np.zeros((self.batch_segments - n, self.segment_samples), np.float32)])
-            parts.append([o.numpy()[:n] for o in self._forward(tf.constant(chunk))])
+            parts.append([o[:n] for o in self._forward(np.ascontiguousarray(chunk, np.float32))])
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
     def frame(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,8 @@ Layout of a complete run (format version 1)::
     scores.npz          test score matrix: recording_id, species, primary, scores (N, C),
                         secondary (N, C), segment_scores (ΣS, C), segment_offsets (N+1,), segment_seconds
     model.keras         best checkpoint (load with safe_mode=True after importing birdcore.layers)
-    export/             TF SavedModel: serve(waveform (batch, n) float32) → {recording, segments}
+    export/             TF SavedModel: serve(waveform (batch, n) float32) → {recording, segments};
+                        written under the TensorFlow Keras backend only (run.json "savedmodel")
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("tensorflow", "keras", "keras-tuner", "numpy", "librosa", "soundfile", "scikit-learn", "pandas"):
+    for pkg in ("tensorflow", "jax", "keras", "keras-tuner", "numpy", "librosa", "soundfile", "scikit-learn", "pandas"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -6,6 +6,7 @@ scored once, at the end, with the best checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -27,7 +28,7 @@ from .config import RunConfig
 from .dataset import read_metadata, species_table
 from .evaluate import score_arrays, score_recordings, write_evaluation, format_summary
 from .birdnet_backend import EmbeddingBatches, prepare_birdnet_inputs, scorer_for
-from .export import MODEL_FILE, EXPORT_DIR, export_savedmodel, load_keras, save_keras
+from .export import MODEL_FILE, EXPORT_DIR, export_savedmodel, load_keras, save_keras, savedmodel_supported
 from .model import build_model, compile_model, configure_precision
 from .pipeline import TrainingBatches, make_targets
 from .runfolder import RunBuilder, atomic_write_json, atomic_write_text, library_versions
@@ -213,9 +214,19 @@ def is_tuning_worker() -> bool:
     return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
 
 
+class _NoStrategy:
+    """Stands in for a tf.distribute strategy under other Keras backends: one device, plain scope."""
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 def distribution_strategy():
     """MirroredStrategy over all local GPUs when there are several (multi-node: set TF_CONFIG
-    and use MultiWorkerMirroredStrategy — see README); the default strategy otherwise."""
+    and use MultiWorkerMirroredStrategy — see README); the default strategy otherwise.  Under a
+    non-TensorFlow Keras backend (JAX, say), an object whose ``scope()`` does nothing."""
+    if keras.backend.backend() != "tensorflow":
+        return _NoStrategy()
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -351,8 +362,12 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
     if tuning is not None:
         atomic_write_json(run.file("tuning.json"), tuning)
     save_keras(best, run.file(MODEL_FILE))
-    if not birdnet:  # a birdnet run's model is the head; its audio frontend is BirdNET itself
+    exported = not birdnet and savedmodel_supported()
+    if exported:  # a birdnet run's model is the head; its audio frontend is BirdNET itself
         export_savedmodel(best, run.file(EXPORT_DIR))
+    elif not birdnet:
+        log.warning("export/ (TF SavedModel) skipped: it needs the TensorFlow backend, this is %s; "
+                    "model.keras serves the run", keras.backend.backend())
     history = pd.read_csv(run.file("history.csv")) if run.file("history.csv").exists() else pd.DataFrame()
     manifest = {
         "created": started, "synthetic": cfg.synthetic, "backbone": cfg.model.backbone,
@@ -361,6 +376,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         "epochs_trained": int(len(history)), "best_epoch": int(keeper.state["best_epoch"]) + 1,
         "test": {k: metrics[k] for k in ("top1", "top5", "macro_auc", "macro_ap", "n_recordings")},
         "tuned": tuning is not None, "model_kind": "birdnet_head" if birdnet else "keras_audio",
+        "savedmodel": exported, "keras_backend": keras.backend.backend(),
     }
     if birdnet:
         from .birdnet import LICENSE_NOTE

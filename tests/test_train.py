@@ -64,6 +64,21 @@ def test_exports_give_the_same_scores(trained_run, synth_dir):
     assert ref.segments.shape[0] == int(np.ceil(len(wave) / run.config.audio.segment_samples))
 
 
+def test_the_any_backend_scoring_path_matches_the_tf_function_one(trained_run, synth_dir):
+    """Scorer(use_tf_function=False) is the path used under JAX (a GPU machine without TensorFlow);
+    here, under TensorFlow, it must give the same scores, across several batches and a short last one."""
+    run = load_run(trained_run)
+    waves = [decode_audio(p, sample_rate=run.sample_rate) for p in sorted((synth_dir / "train_audio").rglob("*.*"))[:5]]
+    fast = list(Scorer(run.model, batch_segments=4).score_many(waves))
+    generic = list(Scorer(run.model, batch_segments=4, use_tf_function=False).score_many(waves))
+    assert sum(len(s.segments) for s in fast) > 4
+    for a, b in zip(fast, generic):
+        np.testing.assert_allclose(b.segments, a.segments, atol=1e-5)
+        np.testing.assert_allclose(b.recording, a.recording, atol=1e-5)
+    manifest = read_manifest(trained_run)
+    assert manifest["savedmodel"] is True and manifest["keras_backend"] == "tensorflow"
+
+
 class _Interrupt(Exception):
     pass
 
