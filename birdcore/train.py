@@ -160,14 +160,13 @@ class RunKeeper(keras.callbacks.Callback):
         self.ckpt = run.file(CHECKPOINT_DIR)
         self.ckpt.mkdir(exist_ok=True)
         self.epoch_seconds: list[float] = []
+        self._last_end = time.perf_counter()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
+    def on_train_begin(self, logs=None):
+        self._last_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        seconds = time.perf_counter() - self._t0
-        self.epoch_seconds.append(seconds)
         val = logs.get("val_top1", -logs.get("loss", 0.0))
         loss = logs.get("val_loss", math.inf)
         st = self.state
@@ -180,10 +179,14 @@ class RunKeeper(keras.callbacks.Callback):
             st["wait"] += 1
         st["epoch"] = epoch
         save_keras(self.model, self.ckpt / "last.keras")
+        # The epoch's whole wall time: training, validation scoring and checkpoints (on a GPU the
+        # steps can be under half of it), so that the ETA holds.
+        now = time.perf_counter()
+        seconds, self._last_end = now - self._last_end, now
+        self.epoch_seconds.append(seconds)
         self._append_history(epoch, logs, seconds)
         atomic_write_json(self.run.file(STATE_FILE), st)  # last: a kill before this redoes the epoch
-        remaining = self.epochs - epoch - 1
-        eta = remaining * float(np.median(self.epoch_seconds))
+        eta = eta_seconds(self.epoch_seconds, self.epochs - epoch - 1)
         log.info("epoch %d/%d  loss %.4f  val_top1 %.4f  val_loss %.4f  best %.4f (epoch %d)  %.0f s  ETA %s",
                  epoch + 1, self.epochs, logs.get("loss", float("nan")), logs.get("val_top1", float("nan")),
                  logs.get("val_loss", float("nan")), st["best"], st["best_epoch"] + 1, seconds, _duration(eta))
@@ -201,6 +204,17 @@ class RunKeeper(keras.callbacks.Callback):
         rows.append(row)
         lines = [",".join(row)] + [",".join("" if r[k] is None else str(r[k]) for k in row) for r in rows]
         atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def eta_seconds(epoch_seconds: list[float], remaining: int) -> float:
+    """Seconds left for ``remaining`` epochs, from the wall times of this process's epochs so far.
+
+    The first epoch of a process also compiles the model (about 100 s for InceptionV3 on a GPU,
+    where an epoch can then take 5 s), so it is left out once a later epoch has been timed; the
+    median of the rest resists a slow epoch.
+    """
+    timed = epoch_seconds[1:] or epoch_seconds
+    return remaining * float(np.median(timed)) if timed else 0.0
 
 
 def _duration(seconds: float) -> str:
@@ -291,7 +305,9 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
     state_path = run.file(STATE_FILE)
     config_path = run.file("config.json")
     if resume and config_path.exists():
-        cfg = RunConfig.from_dict(json.loads(config_path.read_text())["config"])
+        saved = json.loads(config_path.read_text())
+        cfg = RunConfig.from_dict(saved["config"])
+        started = saved.get("started", started)  # run.json's "created" is the run's first start
         log.info("resuming %s with its saved configuration", run.path)
     policy = configure_precision(cfg.train.mixed_precision)
     birdnet = cfg.model.backbone == "birdnet"
@@ -322,7 +338,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
             log.info("tuning worker %s finished; the chief trains the final model", os.environ["KERASTUNER_TUNER_ID"])
             return run.path
     atomic_write_json(config_path, {"config": cfg.to_dict(), "versions": library_versions(),
-                                    "data_dir": str(Path(data_dir).resolve())})
+                                    "data_dir": str(Path(data_dir).resolve()), "started": started})
 
     strategy = distribution_strategy()
     initial_epoch, state = 0, {}

@@ -100,10 +100,24 @@ def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path):
     assert json.loads((partial / "train_state.json").read_text())["epoch"] == 1
     with pytest.raises(RunFolderError, match="--resume"):
         train_run(cfg=cfg, **kwargs)
+    saved = json.loads((partial / "config.json").read_text())
+    saved["started"] = "2020-01-02T03:04:05+0000"  # stands for the first start, hours before a resume
+    (partial / "config.json").write_text(json.dumps(saved))
     final = train_run(cfg=cfg, resume=True, **kwargs)
     history = pd.read_csv(final / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3, 4]
-    assert read_manifest(final)["epochs_trained"] == 4
+    assert (history["seconds"] > 0).all()
+    manifest = read_manifest(final)
+    assert manifest["epochs_trained"] == 4
+    assert manifest["created"] == "2020-01-02T03:04:05+0000"
+
+
+def test_eta_leaves_out_the_compiling_first_epoch():
+    from birdcore.train import eta_seconds
+
+    assert eta_seconds([108.0, 5.0, 4.0, 6.0], remaining=10) == 50.0  # the GPU run's shape: not 10 × 5.5
+    assert eta_seconds([30.0], remaining=3) == 90.0  # one epoch timed: it is all there is
+    assert eta_seconds([], remaining=3) == 0.0
 
 
 def test_existing_complete_run_is_never_overwritten(trained_run, synth_dir, tmp_path):
