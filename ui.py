@@ -130,19 +130,20 @@ def birdnet_classifier():
 CLIP_KEY = "last_clip"
 
 
-def classify_clip(clf, run_dir: Path | None, data: bytes, name: str, progress):
+def classify_clip(clf, run_dir: Path | None, data: bytes, name: str, progress, *, overlap: float = 0.0):
     """``clf.classify_upload`` for this session's clip, remembered for the session's last clip only:
     moving a filter re-renders without scoring the audio again.  Only the scores
     and the first two minutes of decoded audio are kept (in memory, never on disk).  ``run_dir``:
-    the run scoring the clip, None for BirdNET; rewriting the run's thresholds scores anew."""
+    the run scoring the clip, None for BirdNET; rewriting the run's thresholds scores anew, and so
+    does another ``overlap`` (seconds by which BirdNET's windows overlap)."""
     import hashlib
 
     model_key = "birdnet" if run_dir is None else (str(run_dir), _stamp(run_dir))
-    key = (model_key, name, hashlib.sha256(data).hexdigest())
+    key = (model_key, name, hashlib.sha256(data).hexdigest(), float(overlap))
     memo = st.session_state.get(CLIP_KEY)
     if memo is not None and memo[0] == key:
         return memo[1], memo[2]
-    result, wave = clf.classify_upload(data, name=name, top=5, progress=progress)
+    result, wave = clf.classify_upload(data, name=name, top=5, overlap=overlap, progress=progress)
     st.session_state[CLIP_KEY] = (key, result, wave)
     return result, wave
 

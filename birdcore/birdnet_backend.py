@@ -14,6 +14,7 @@ Scorers here follow ``inference.Scorer``'s interface: ``score(wave)`` and
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
@@ -246,6 +247,14 @@ class BirdNETHeadScorer:
         self.head = EmbeddingScorer(model)
         self.sources, self.overlap = sources, overlap
 
+    def with_overlap(self, overlap: float):
+        """This scorer with BirdNET's windows overlapping by ``overlap`` seconds (0 to <3), sharing
+        its interpreter and head: cheap, and safe to use beside the original from other threads."""
+        bn.hop_samples(overlap)  # validates
+        twin = copy.copy(self)
+        twin.overlap = float(overlap)
+        return twin
+
     def score_stream(self, chunks: Iterable[np.ndarray], *,
                      progress: Callable[[float], None] | None = None) -> Scores:
         """Scores of one recording given as consecutive 48 kHz chunks (e.g. ``stream.stream_audio``),
@@ -271,6 +280,14 @@ class ZeroShotScorer:
         self.overlap = overlap
         self._known = np.array([c is not None for c in columns])
         self._index = np.array([c if c is not None else 0 for c in columns])
+
+    def with_overlap(self, overlap: float):
+        """This scorer with BirdNET's windows overlapping by ``overlap`` seconds (0 to <3), sharing
+        its interpreter: cheap, and safe to use beside the original from other threads."""
+        bn.hop_samples(overlap)  # validates
+        twin = copy.copy(self)
+        twin.overlap = float(overlap)
+        return twin
 
     def _restrict(self, raw: np.ndarray) -> np.ndarray:
         out = raw[:, self._index]

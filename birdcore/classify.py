@@ -35,7 +35,10 @@ def _duration_seconds(path: str) -> float | None:
 
 @dataclass
 class ClipResult:
-    """Scores of one clip: ``recording`` (C,), ``segments`` (S, C), and the top species."""
+    """Scores of one clip: ``recording`` (C,), ``segments`` (S, C), and the top species.
+
+    Segment i spans [i × ``hop_seconds``, i × ``hop_seconds`` + ``segment_seconds``) s; the hop is
+    the segment length unless BirdNET's windows overlap."""
 
     name: str
     seconds: float
@@ -43,6 +46,11 @@ class ClipResult:
     segments: np.ndarray
     top: list[Prediction]
     segment_seconds: float
+    hop_seconds: float | None = None
+
+    def __post_init__(self):
+        if self.hop_seconds is None:
+            self.hop_seconds = self.segment_seconds
 
 
 class ClipClassifier:
@@ -72,14 +80,23 @@ class ClipClassifier:
                           segments=scores.segments, top=top_species(self.run, scores.recording, top=top),
                           segment_seconds=self.run.config.audio.segment_seconds)
 
-    def classify_upload(self, data: bytes, *, name: str, top: int = 5,
+    @property
+    def supports_overlap(self) -> bool:
+        """Whether ``classify_upload(overlap=...)`` may overlap windows (BirdNET runs: 3 s windows)."""
+        return self.run.kind in ("birdnet_zero_shot", "birdnet_head")
+
+    def classify_upload(self, data: bytes, *, name: str, top: int = 5, overlap: float = 0.0,
                         progress: Callable[[float], None] | None = None) -> tuple[ClipResult, np.ndarray]:
         """Score uploaded bytes; returns the result and the first ``MAX_SPECTROGRAM_SECONDS`` of audio.
 
         The upload is streamed in chunks (bounded memory for hour-long field
         recordings) from a temporary file with a generated name, deleted afterwards; ``progress``
-        receives the fraction done.  Raises ``AudioError`` naming the upload.
+        receives the fraction done.  ``overlap``: seconds by which BirdNET's 3 s windows overlap
+        (BirdNET runs only; ValueError otherwise), for finer detection times.  Raises ``AudioError``
+        naming the upload.
         """
+        hop = self.run.segment_hop_seconds(overlap)  # refuses an overlap this run cannot use
+        scorer = self.scorer.with_overlap(overlap) if overlap else self.scorer
         if not data:
             raise AudioError(name, "empty file")
         head = decode_bytes(data, sample_rate=self.run.sample_rate, name=name, max_seconds=MAX_SPECTROGRAM_SECONDS)
@@ -90,14 +107,14 @@ class ClipClassifier:
             total = _duration_seconds(tmp.name)
             report = None if progress is None or not total else (lambda done: progress(min(1.0, done / total)))
             try:
-                scores = self.scorer.score_stream(stream_audio(tmp.name, sample_rate=self.run.sample_rate),
-                                                  progress=report)
+                scores = scorer.score_stream(stream_audio(tmp.name, sample_rate=self.run.sample_rate),
+                                             progress=report)
             except AudioError as exc:
                 raise AudioError(name, exc.reason) from None
         seconds = total or len(head) / self.run.sample_rate
         return ClipResult(name=name, seconds=seconds, recording=scores.recording, segments=scores.segments,
                           top=top_species(self.run, scores.recording, top=top),
-                          segment_seconds=self.run.config.audio.segment_seconds), head
+                          segment_seconds=self.run.config.audio.segment_seconds, hop_seconds=hop), head
 
     def spectrogram(self, wave: np.ndarray) -> np.ndarray:
         """(n_mels, n_frames) image in [0, 1] of the first ``MAX_SPECTROGRAM_SECONDS`` (first channel)."""
@@ -116,4 +133,4 @@ def restrict(result: ClipResult, run: LoadedRun, keep, *, top: int = 5) -> tuple
     only_dropped = np.where(keep.keep, -np.inf, result.recording)
     dropped = [p for p in top_species(run, only_dropped, top=top) if p.score > best]
     return ClipResult(name=result.name, seconds=result.seconds, recording=recording, segments=segments,
-                      top=kept_top, segment_seconds=result.segment_seconds), dropped
+                      top=kept_top, segment_seconds=result.segment_seconds, hop_seconds=result.hop_seconds), dropped

@@ -217,17 +217,18 @@ def spectrogram_figure(image: np.ndarray, *, seconds: float, title: str = "Log-m
 
 
 def segment_heatmap_figure(segment_scores: np.ndarray, *, species_labels: list[str], segment_seconds: float,
-                           title: str = "Segment scores") -> go.Figure:
+                           hop_seconds: float | None = None, title: str = "Segment scores") -> go.Figure:
     """Species × time heatmap of ``segment_scores`` (S, C_shown) with one label per column.
 
-    Segment j covers [j, j + 1) × ``segment_seconds``.  Traces: one heatmap.
+    Segment j covers [j × hop, j × hop + ``segment_seconds``), hop = ``hop_seconds`` (overlapping
+    BirdNET windows) or ``segment_seconds``; it is drawn at its centre.  Traces: one heatmap.
     """
     scores = np.asarray(segment_scores, dtype=np.float32)
     if scores.ndim != 2 or scores.size == 0:
         return no_data_figure(title)
     if len(species_labels) != scores.shape[1]:
         raise ValueError(f"{len(species_labels)} labels for {scores.shape[1]} species columns")
-    starts = np.arange(scores.shape[0]) * float(segment_seconds)
+    starts = np.arange(scores.shape[0]) * float(segment_seconds if hop_seconds is None else hop_seconds)
     fig = go.Figure(go.Heatmap(z=scores.T, x=starts + segment_seconds / 2, y=list(species_labels),
                                zmin=0.0, zmax=1.0, colorscale="Viridis", colorbar={"title": "score"},
                                hovertemplate="%{y}<br>%{x:.1f} s<br>score %{z:.3f}<extra></extra>"))

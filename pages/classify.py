@@ -11,6 +11,8 @@ from birdcore.plots import segment_heatmap_figure, spectrogram_figure
 from birdcore.predict import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
 from birdcore.species_mask import combine, from_names
 
+OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9
+
 ui.inside_app(__file__)
 st.title("Which bird is singing?")
 run_dir = ui.selected_run()
@@ -55,9 +57,15 @@ if clip is None:
 name = getattr(clip, "name", None) or "recording"
 data = clip.getvalue()
 clf = ui.classifier(run_dir) if model == "run" else ui.birdnet_classifier()
+overlap = 0.0
+if clf.supports_overlap:
+    overlap = st.select_slider(
+        "Window overlap (s)", options=OVERLAPS, value=0.0, format_func=lambda s: f"{s:g} s",
+        help="BirdNET listens in 3 s windows. Overlapping them gives finer detection times in the timeline "
+             "and the downloads, at up to 3 / (3 − overlap) times the scoring time.")
 bar = st.progress(0.0, text="Listening…")
 try:
-    result, wave = ui.classify_clip(clf, run_dir if model == "run" else None, data, name,
+    result, wave = ui.classify_clip(clf, run_dir if model == "run" else None, data, name, overlap=overlap,
                                     progress=lambda f: bar.progress(f, text=f"Listening… {f:.0%}"))
 except AudioError as exc:
     bar.empty()
@@ -121,16 +129,19 @@ if len(result.segments) > 1:
     st.subheader("Timeline")
     st.plotly_chart(segment_heatmap_figure(result.segments[:, [index[c] for c in shown]],
                                            species_labels=[p.common_name for p in result.top],
-                                           segment_seconds=result.segment_seconds))
+                                           segment_seconds=result.segment_seconds,
+                                           hop_seconds=result.hop_seconds))
 
 st.subheader("Download the detections")
 min_score = st.number_input("Lowest segment score to include", min_value=0.01, max_value=1.0, value=0.5, step=0.05)
-detections = segment_detections(clf.run, result.segments, seconds=result.seconds, min_score=min_score)
+detections = segment_detections(clf.run, result.segments, seconds=result.seconds, min_score=min_score,
+                                hop_seconds=result.hop_seconds)
 stem = Path(name).stem or "clip"
 d1, d2 = st.columns(2)
 d1.download_button(f"Detections CSV ({len(detections)} rows)", detections_csv(name, detections),
                    file_name=f"{stem}.detections.csv", mime="text/csv")
 d2.download_button("Raven Pro selection table", raven_table(detections, sample_rate=clf.run.sample_rate),
                    file_name=f"{stem}{RAVEN_SUFFIX}", mime="text/tab-separated-values")
-st.caption(f"One row per {result.segment_seconds:g} s segment and species scoring at least {min_score:g}"
+spacing = f", every {result.hop_seconds:g} s" if result.hop_seconds != result.segment_seconds else ""
+st.caption(f"One row per {result.segment_seconds:g} s segment{spacing} and species scoring at least {min_score:g}"
            + (", after your species filter." if masks else "."))

@@ -65,6 +65,7 @@ def test_classify_upload_shows_species_with_scores(runs):
     assert len(table) == 3 and {"species", "score", "decision"} <= set(table.columns)
     assert table["score"].is_monotonic_decreasing
     assert not at.error
+    assert not at.select_slider  # fixed 5 s segments: no window overlap to offer
 
 
 @pytest.mark.parametrize("name,content", [("noise.mp3", np.random.default_rng(1).bytes(5000)),
@@ -224,6 +225,26 @@ def test_classify_offers_the_clips_detections_for_download(tmp_path, monkeypatch
     rows = detections_csv("chirp.wav", dets).splitlines()
     assert rows[0] == ",".join(CSV_HEADER) and len(rows) == len(dets) + 1
     assert {float(r.split(",")[1]) for r in rows[1:]} == {0.0, 3.0, 6.0}  # three 3 s BirdNET segments
+
+
+def test_birdnet_window_overlap_gives_finer_detection_times(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
+    at = app_at()
+    at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=7.0, sr=48000), "audio/wav")).run()
+    low = [n for n in at.number_input if n.label.startswith("Lowest segment score")][0]
+    low.set_value(0.01).run()
+    first = at.session_state["last_clip"]
+    at.select_slider[0].set_value(1.5).run()
+    assert not at.exception, [e.value for e in at.exception]
+    result = at.session_state["last_clip"][1]
+    assert result is not first[1] and result.hop_seconds == 1.5 and len(result.segments) == 4
+    x = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"][0]["x"]
+    if isinstance(x, dict):  # plotly's typed-array encoding
+        import base64
+
+        x = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]).tolist()
+    assert x == pytest.approx([1.5, 3.0, 4.5, 6.0])  # window centres, every 1.5 s
+    assert "every 1.5 s" in texts(at)
 
 
 def ui_run():

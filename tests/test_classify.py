@@ -54,3 +54,39 @@ def test_one_shared_classifier_serves_concurrent_visitors(clf):
                                  enumerate(uploads * 2)))
     for i, rec in enumerate(together):
         np.testing.assert_allclose(rec, alone[i % 4], atol=1e-5)
+
+
+def wav48(seconds: float, seed: int = 3) -> bytes:
+    wave = make_call("syntri1", seconds=seconds, sample_rate=48000, rng=np.random.default_rng(seed))
+    buf = io.BytesIO()
+    sf.write(buf, wave, 48000, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def birdnet_clf():
+    from birdcore.birdnet_backend import global_birdnet_run
+
+    return ClipClassifier(global_birdnet_run())
+
+
+def test_overlapping_windows_score_the_clip_every_hop(birdnet_clf):
+    data = wav48(7.0)
+    plain, _ = birdnet_clf.classify_upload(data, name="a.wav")
+    dense, _ = birdnet_clf.classify_upload(data, name="a.wav", overlap=1.5)
+    assert birdnet_clf.supports_overlap
+    assert (plain.hop_seconds, dense.hop_seconds, dense.segment_seconds) == (3.0, 1.5, 3.0)
+    assert len(plain.segments) == 3 and len(dense.segments) == 4  # windows at 0, 1.5, 3, 4.5 s
+    # the windows both grids share (0 s and 3 s) get the same scores
+    np.testing.assert_allclose(dense.segments[[0, 2]], plain.segments[[0, 1]], atol=1e-5)
+    # the shared classifier's own scorer is left as it was (other visitors keep 3 s windows)
+    assert birdnet_clf.scorer.overlap == 0.0
+    again, _ = birdnet_clf.classify_upload(data, name="a.wav")
+    np.testing.assert_allclose(again.segments, plain.segments, atol=1e-6)
+
+
+def test_a_fixed_segment_run_refuses_overlap(clf):
+    data, _ = flac_bytes(3.0)
+    assert not clf.supports_overlap
+    with pytest.raises(ValueError, match="BirdNET runs"):
+        clf.classify_upload(data, name="x.flac", overlap=1.0)
