@@ -16,7 +16,8 @@ Outputs:
 
 ``--species-list FILE`` keeps only the species it names, and ``--lat``/``--lon``
 (with ``--date`` or ``--week``) only those BirdNET's range model expects there
-and then (``birdcore.birdnet_range``); dropped species score 0 in every output.
+and then (``birdcore.birdnet_range``); ``--sites FILE`` gives a place per folder
+or file instead (``birdcore.sites``).  Dropped species score 0 in every output.
 
 A file that cannot be read gets one line naming it and the reason; the
 others go on, and the exit status is 1 when any file failed.
@@ -351,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--week", type=int, default=-1, help="BirdNET week 1..48 (4 per month); -1 = any time of year")
     where.add_argument("--range-threshold", type=_probability, default=0.03,
                        help="lowest occurrence probability of a kept species")
+    where.add_argument("--sites", type=Path, default=None,
+                       help="CSV of path,lat,lon[,date|week]: a place per folder or file (paths relative to the "
+                            "CSV), for batches from several recorders; files under no site use --lat/--lon if "
+                            "given, else no location filter")
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     return parser
 
@@ -364,15 +369,54 @@ def _date(text: str):
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
-def species_mask(run, args):
-    """The ``SpeciesMask`` asked for by ``--species-list`` and/or the location filter (both: the
-    species in both), or None.  Raises ValueError naming the problem."""
-    from .species_mask import combine, from_names, read_species_list
+class FileMasks:
+    """The species mask of each file (``SpeciesMask`` or None): ``--species-list`` and the location
+    filter, the latter per file with ``--sites`` (files under no site fall back to ``--lat/--lon``,
+    else are not filtered by location).  Raises ValueError naming the problem."""
 
-    listed = None
-    if args.species_list is not None:
-        listed = from_names(run.species, read_species_list(args.species_list), source=str(args.species_list))
-    return combine([listed, location_filter(run, args)])
+    def __init__(self, run, args):
+        from .species_mask import from_names, read_species_list
+
+        self.run, self.threshold = run, args.range_threshold
+        self.listed = None
+        if args.species_list is not None:
+            self.listed = from_names(run.species, read_species_list(args.species_list), source=str(args.species_list))
+        self.fallback = location_filter(run, args)
+        self.sites = None
+        if getattr(args, "sites", None) is not None:
+            from .sites import SiteTable, read_sites
+
+            self.sites = SiteTable(read_sites(args.sites))
+        self._filters: dict = {}
+
+    def _range_filter(self, place):
+        if place not in self._filters:
+            from .birdnet_range import species_filter
+
+            self._filters[place] = species_filter(self.run.species, place, threshold=self.threshold)
+        return self._filters[place]
+
+    def for_file(self, path: Path):
+        """The mask for ``path``: the species every filter that applies to it keeps, or None."""
+        from .species_mask import combine
+
+        place_filter = self.fallback
+        if self.sites is not None:
+            place = self.sites.place_for(path)
+            if place is not None:
+                place_filter = self._range_filter(place)
+        return combine([self.listed, place_filter])
+
+    def describe(self, files: list[Path]) -> list[str]:
+        """Log lines saying which filters apply, and to how many of ``files``."""
+        lines = [f"species: {m.summary()}" for m in (self.listed, self.fallback) if m is not None]
+        if self.sites is not None:
+            placed = sum(self.sites.place_for(f) is not None for f in files)
+            lines.append(f"sites: {len(self.sites.places)} place(s); {placed} of {len(files)} files are under a site")
+            if placed < len(files):
+                rest = "the --lat/--lon filter" if self.fallback is not None else "no location filter"
+                lines.append(f"{len(files) - placed} file(s) under no site get {rest}")
+        return lines
 
 
 def location_filter(run, args):
@@ -412,17 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = _load(str(args.run_dir))
         run.segment_hop_seconds(args.overlap)  # refuses an overlap this run cannot use, before any work
-        keep = species_mask(run, args)
-        if keep is not None:
-            log.info("species: %s", keep.summary())
+        masks = FileMasks(run, args)
         files = list(dict.fromkeys(expand_paths(args.paths)))
+        for line in masks.describe(files):
+            log.info("%s", line)
         done: set[str] = set()
         if args.out is not None:
             results = ResultsCsv(args.out)
             done = results.open()
         if args.raven is not None:
             args.raven.mkdir(parents=True, exist_ok=True)
-        return _score_files(run, files, done, results, args, keep=keep)
+        return _score_files(run, files, done, results, args, masks=masks)
     except KeyboardInterrupt:
         log.error("interrupted%s", "; run the same command again to continue" if args.out else "")
         return 130
@@ -514,7 +558,8 @@ def _scored(run, todo: list[Path], args, progress: "Progress"):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | None, args, *, keep=None) -> int:
+def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | None, args, *,
+                 masks: FileMasks | None = None) -> int:
     names = raven_names(files)
     todo = [p for p in files if str(p) not in done]
     if len(todo) < len(files):
@@ -531,6 +576,7 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
                 failures += 1
                 progress.file_done()
                 continue
+            keep = None if masks is None else masks.for_file(path)
             if keep is not None:
                 res.recording, res.segments = keep.apply(res.recording), keep.apply(res.segments)
             if results is not None or args.raven is not None:
