@@ -522,10 +522,13 @@ def _worker_init(run_ref: str, threads: int, verbose: bool, overlap: float = 0.0
     """Per worker process: quiet logging, ``threads`` compute threads, and its own model."""
     setup_logging(verbose)
     import_tensorflow_quietly()
-    import tensorflow as tf
+    import keras
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     run = _load(run_ref)
     _WORKER.update(run=run, scorer=run.scorer(threads=threads, overlap=overlap), verbose=verbose)
 
