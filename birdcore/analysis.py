@@ -530,6 +530,36 @@ def _check_unit(what: str, value: float, upper: float) -> None:
 
 # --------------------------------------------------------------------------- history and comparisons
 
+MODEL_KINDS = {"birdnet_zero_shot": "BirdNET V2.4 zero-shot", "birdnet_head": "BirdNET V2.4 embeddings + trained head"}
+
+
+def run_summary(manifest: dict) -> str:
+    """One readable line describing a run from its ``run.json``: model, pooling, species, training
+    and split, e.g. "inception_v3 (weights none) · max pooling · 20 species · 77 epochs, best 72 ·
+    split 157 train / 23 val / 23 test"."""
+    kind = manifest.get("model_kind", "keras_audio")
+    if kind in MODEL_KINDS:
+        model = MODEL_KINDS[kind]
+    else:
+        model = f"{manifest.get('backbone', '?')} (weights {manifest.get('weights', '?')})"
+    parts = [model, f"{manifest.get('pooling', '?')} pooling", f"{manifest.get('n_species', '?')} species"]
+    if kind == "birdnet_zero_shot":
+        parts.append("no training")
+    else:
+        epochs, best = manifest.get("epochs_trained"), manifest.get("best_epoch")
+        training = f"{epochs} epoch{'' if epochs == 1 else 's'}, best {best}" if epochs is not None else "epochs ?"
+        if manifest.get("tuned"):
+            training += ", tuned"
+        parts.append(training)
+    backend = manifest.get("keras_backend")
+    if backend and backend != "tensorflow":
+        parts.append(f"trained under Keras on {backend}")
+    split = manifest.get("split")
+    if isinstance(split, dict) and split:
+        parts.append("split " + " / ".join(f"{n} {name}" for name, n in split.items()))
+    return " · ".join(parts)
+
+
 def load_history(run_dir: Path | str) -> pd.DataFrame:
     """``history.csv`` (one row per epoch); an empty DataFrame with the usual columns when missing."""
     path = Path(run_dir) / "history.csv"

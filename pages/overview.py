@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from birdcore.analysis import confusion_matrix, load_history, top1_errors
+from birdcore.analysis import confusion_matrix, load_history, run_summary, top1_errors
 from birdcore.plots import confusion_figure, training_curves_figure
 
 ui.inside_app(__file__)
@@ -18,9 +18,7 @@ for col, (label, key) in zip(cols, [("Top-1", "top1"), ("Top-5", "top5"), ("Macr
     value = metrics.get(key)
     col.metric(label, "n/a" if value is None else (value if isinstance(value, int) else f"{value:.3f}"))
 
-st.markdown(f"**Model** {manifest.get('backbone')} · weights {manifest.get('weights')} · pooling "
-            f"{manifest.get('pooling')} · {manifest.get('n_species')} species · "
-            f"{manifest.get('epochs_trained')} epochs (best {manifest.get('best_epoch')}) · split {manifest.get('split')}")
+st.markdown(f"**Model** {run_summary(manifest)}")
 
 table = ui.score_table(run_dir)
 errors = top1_errors(table)
@@ -40,7 +38,12 @@ else:
 
 history = load_history(run_dir)
 st.subheader("Training")
-st.plotly_chart(training_curves_figure(history))
+if history.empty:
+    st.caption("No training curves: " + ("BirdNET is used as it is, with no training on this data."
+                                         if manifest.get("model_kind") == "birdnet_zero_shot"
+                                         else "this run has no history.csv."))
+else:
+    st.plotly_chart(training_curves_figure(history))
 
 report = ui.run_json(run_dir, "data_report.json")
 st.subheader("Data")

@@ -373,3 +373,21 @@ def test_confusion_matrix_agrees_with_top1_errors():
                                              (2, 8, 2 * (1 + 10 + 45) / 1024), (5, 5, 1.0)])
 def test_mcnemar_exact_p_hand_values(only_a, only_b, p):
     assert A.mcnemar_exact_p(only_a, only_b) == pytest.approx(p)
+
+
+def test_run_summary_reads_like_a_sentence():
+    from birdcore.analysis import run_summary
+
+    trained = {"model_kind": "keras_audio", "backbone": "inception_v3", "weights": "none", "pooling": "max",
+               "n_species": 20, "epochs_trained": 77, "best_epoch": 72, "tuned": False, "keras_backend": "jax",
+               "split": {"train": 157, "val": 23, "test": 23}}
+    assert run_summary(trained) == ("inception_v3 (weights none) · max pooling · 20 species · 77 epochs, best 72 · "
+                                    "trained under Keras on jax · split 157 train / 23 val / 23 test")
+    zero_shot = {"model_kind": "birdnet_zero_shot", "pooling": "max", "n_species": 20, "epochs_trained": 0,
+                 "best_epoch": 0, "split": {"train": 157, "val": 23, "test": 23}}
+    summary = run_summary(zero_shot)
+    assert summary.startswith("BirdNET V2.4 zero-shot · max pooling") and "no training" in summary
+    assert "epoch" not in summary and "{" not in summary
+    old = {"backbone": "small_cnn", "weights": "none", "pooling": "attention", "n_species": 3, "epochs_trained": 1,
+           "best_epoch": 1, "tuned": True}  # a format-1 run without model_kind or keras_backend
+    assert run_summary(old) == "small_cnn (weights none) · attention pooling · 3 species · 1 epoch, best 1, tuned"

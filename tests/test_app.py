@@ -84,6 +84,16 @@ def test_overview_shows_headline_metrics(runs):
     assert "Top-1" in labels and "Macro ROC-AUC" in labels
     assert len(at.get("plotly_chart")) >= 1
     assert "Misclassified test recordings" in [h.value for h in at.subheader]
+    model_line = [m.value for m in at.markdown if str(m.value).startswith("**Model**")][0]
+    assert "small_cnn (weights none)" in model_line and " train / " in model_line and "{" not in model_line
+
+
+def test_overview_without_history_says_so_instead_of_an_empty_chart(runs):
+    run = next(runs.iterdir())
+    (run / "history.csv").unlink()
+    at = app_at("pages/overview.py")
+    assert not at.exception, [e.value for e in at.exception]
+    assert "No training curves: this run has no history.csv." in texts(at)
 
 
 def test_overview_lists_misclassified_recordings(runs):
