@@ -31,8 +31,8 @@ code = st.selectbox("Species", list(labels), format_func=labels.get)
 row = summary.set_index("ebird_code").loc[code]
 threshold = row["threshold"]
 pos, neg = positive_negative_scores(table, code)
-st.caption(f"{len(pos)} test recordings of {row['common_name']} (*{row['sci_name']}*), {len(neg)} others; "
-           f"threshold {threshold:.4f}" if threshold == threshold else "")
+st.caption(f"{len(pos)} test recording{'' if len(pos) == 1 else 's'} of {row['common_name']} (*{row['sci_name']}*), "
+           f"{len(neg)} others; " + (f"threshold {threshold:.4f}" if threshold == threshold else "no threshold"))
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(score_distributions_figure(pos, neg, threshold=threshold))

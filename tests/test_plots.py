@@ -35,7 +35,7 @@ def test_roc_and_det(table):
     assert len(det.data) == 2 and np.all(np.isfinite(det.data[1].x)) and np.all(np.isfinite(det.data[0].y))
     det = P.det_figure(pts, operating_point=(0.1, 0.8))
     assert det.data[1].x[0] == pytest.approx(A.probit(0.1)) and det.data[1].y[0] == pytest.approx(A.probit(0.2))
-    assert "10%" in det.layout.xaxis.ticktext
+    assert "0.1%" in det.layout.xaxis.ticktext and "50%" in det.layout.xaxis.ticktext  # the default target FPR is marked
     empty = A.roc_det_points(table, species="s0").iloc[0:0]
     assert is_no_data(P.roc_figure(empty)) and is_no_data(P.det_figure(empty))
     assert is_no_data(P.roc_figure(pd.DataFrame()))
