@@ -2,7 +2,7 @@
 import streamlit as st
 
 import ui
-from birdcore.analysis import compare_runs, compare_summary
+from birdcore.analysis import compare_runs, compare_summary, run_summary
 
 ui.inside_app(__file__)
 st.title("Compare runs")
@@ -16,18 +16,18 @@ if not others:
 run_b = st.selectbox("Compare with", others, format_func=ui.run_label)
 
 cols = st.columns(2)
-for col, run in zip(cols, (run_a, run_b)):
+for col, letter, run in zip(cols, "AB", (run_a, run_b)):
     m = ui.run_json(run, "metrics.json")
     man = ui.run_json(run, "run.json")
     with col:
-        st.subheader(run.name)
+        st.subheader(f"{letter}: {run.name}")
         if man.get("synthetic"):
             st.caption("synthetic data")
         st.metric("Top-1", f"{m.get('top1', 0):.3f}")
         st.metric("Top-5", f"{m.get('top5', 0):.3f}")
         auc = m.get("macro_auc")
         st.metric("Macro ROC-AUC", "n/a" if auc is None else f"{auc:.3f}")
-        st.caption(f"{man.get('backbone')} · {man.get('pooling')} pooling · {man.get('epochs_trained')} epochs")
+        st.caption(run_summary(man))
 
 table_a, table_b = ui.score_table(run_a), ui.score_table(run_b)
 per_rec = compare_runs(table_a, table_b)
@@ -38,10 +38,10 @@ if not summary["n_shared"]:
     st.stop()
 c = st.columns(5)
 c[0].metric("Shared recordings", summary["n_shared"])
-c[1].metric(f"Top-1 {run_a.name}", f"{summary['a_top1']:.3f}")
-c[2].metric(f"Top-1 {run_b.name}", f"{summary['b_top1']:.3f}")
-c[3].metric(f"Only {run_a.name} right", summary["only_a"])
-c[4].metric(f"Only {run_b.name} right", summary["only_b"])
+c[1].metric("Top-1 of A", f"{summary['a_top1']:.3f}", help=run_a.name)
+c[2].metric("Top-1 of B", f"{summary['b_top1']:.3f}", help=run_b.name)
+c[3].metric("Only A right", summary["only_a"], help=f"recordings only {run_a.name} gets right")
+c[4].metric("Only B right", summary["only_b"], help=f"recordings only {run_b.name} gets right")
 p, n_split = summary["mcnemar_p"], summary["only_a"] + summary["only_b"]
 st.caption(f"Paired test (exact McNemar) on the {n_split} recording{'' if n_split == 1 else 's'} only one run gets "
            f"right: p = {p:.3g}. "
@@ -49,4 +49,11 @@ st.caption(f"Paired test (exact McNemar) on the {n_split} recording{'' if n_spli
               "The difference could well be chance; more test recordings (or other splits) would tell."))
 disagree = per_rec["a_top1_correct"] != per_rec["b_top1_correct"]
 only_disagreements = st.toggle("Only the recordings where the runs disagree", value=bool(disagree.any()))
-st.dataframe(per_rec[disagree] if only_disagreements else per_rec, hide_index=True)
+def _label(column: str) -> str:
+    """"a_top1_correct" → "A top-1 correct"; other columns keep their names."""
+    if column[:2] in ("a_", "b_"):
+        return f"{column[0].upper()} " + column[2:].replace("top1", "top-1").replace("_", " ")
+    return column
+
+
+st.dataframe((per_rec[disagree] if only_disagreements else per_rec).rename(columns=_label), hide_index=True)

@@ -154,7 +154,8 @@ def test_compare_two_runs(runs):
         arrays["scores"][0, primary if right else (primary + 1) % arrays["scores"].shape[1]] = 1.0
         write_npz(run / "scores.npz", **arrays)
     at = app_at("pages/compare.py")
-    assert "Shared recordings" in [m.label for m in at.metric]
+    assert {"Shared recordings", "Top-1 of A", "Only B right"} <= {m.label for m in at.metric}
+    assert {"A top-1 correct", "B score primary"} <= set(at.dataframe[0].value.columns)
     assert "exact McNemar) on the 1 recording only one run gets right: p = 1" in texts(at)
     assert at.toggle[0].value  # starts on: just the disagreement
     assert at.dataframe[0].value["recording_id"].tolist() == [str(arrays["recording_id"][0])]
