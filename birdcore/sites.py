@@ -61,10 +61,24 @@ def _place(row: dict, where: str) -> Place:
 
 
 def read_sites(path: str | Path) -> list[Site]:
-    """The sites of a CSV (see the module docstring); raises ``SitesError`` or ``OSError``."""
+    """The sites of a CSV (see the module docstring); raises ``SitesError`` naming the file."""
     path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a UTF-8 text file"
+        raise SitesError(f"{path}: cannot read the sites table ({reason})") from None
+    try:
+        return _parse(text, path)
+    except csv.Error as exc:
+        raise SitesError(f"{path}: not a readable CSV ({exc})") from None
+
+
+def _parse(text: str, path: Path) -> list[Site]:
+    import io
+
     base = path.resolve().parent
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]

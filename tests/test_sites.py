@@ -82,6 +82,15 @@ def test_predict_filters_each_folder_by_its_own_site(tmp_path, capsys):
     assert "Coereba flaveola" in shown["nowhere"] and "Turdus migratorius" in shown["nowhere"]
 
 
+def test_an_unreadable_sites_file_is_named_with_the_reason(tmp_path):
+    binary = tmp_path / "sites.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(SitesError, match=f"^{binary}: cannot read the sites table \\(not a UTF-8 text file\\)"):
+        read_sites(binary)
+    with pytest.raises(SitesError, match="missing.csv: cannot read the sites table \\(No such file"):
+        read_sites(tmp_path / "missing.csv")
+
+
 def test_predict_reports_a_bad_sites_csv_in_one_line(tmp_path, capsys):
     clip = chirp_wav(tmp_path / "c.wav", seconds=1.0)
     sites = write(tmp_path / "sites.csv", "path,lat,lon\n.,north,2\n")
