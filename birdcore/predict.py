@@ -407,6 +407,13 @@ class FileMasks:
                 place_filter = self._range_filter(place)
         return combine([self.listed, place_filter])
 
+    def place_for(self, path: Path):
+        """The place whose range filter applies to ``path`` (a ``birdnet_range.Place``), or None."""
+        place = self.sites.place_for(path) if self.sites is not None else None
+        if place is None and self.fallback is not None:
+            place = self.fallback.place
+        return place
+
     def describe(self, files: list[Path]) -> list[str]:
         """Log lines saying which filters apply, and to how many of ``files``."""
         lines = [f"species: {m.summary()}" for m in (self.listed, self.fallback) if m is not None]
@@ -591,8 +598,9 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
                 if results is not None:
                     results.add(str(path), dets)
             if args.json or text_output:
+                place = None if masks is None else masks.place_for(path)
                 _print_top(path, top_kept(run, res.recording, keep, top=args.top), res.seconds,
-                           as_json=args.json)
+                           as_json=args.json, place=place)
             progress.file_done()
     finally:
         progress.close()
@@ -602,12 +610,14 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
     return 1 if failures else 0
 
 
-def _print_top(path: Path, preds: list[Prediction], seconds: float, *, as_json: bool) -> None:
+def _print_top(path: Path, preds: list[Prediction], seconds: float, *, as_json: bool, place=None) -> None:
+    """The file's top species; ``place``: the location filter's place for it (``birdnet_range.Place``)."""
     if as_json:
-        print(json.dumps({"file": str(path), "seconds": seconds,
+        where = {} if place is None else {"place": {"lat": place.lat, "lon": place.lon, "week": place.week}}
+        print(json.dumps({"file": str(path), "seconds": seconds, **where,
                           "top": [{**p.__dict__, "detected": p.detected} for p in preds]}), flush=True)
         return
-    print(f"{path}  ({seconds:.1f} s)")
+    print(f"{path}  ({seconds:.1f} s)" + ("" if place is None else f"  [species expected at {place.describe()}]"))
     for p in preds:
         decision = "" if p.detected is None else ("  detected" if p.detected else "  below threshold")
         print(f"  {p.score:6.3f}  {p.ebird_code:8s} {p.common_name} ({p.sci_name}){decision}", flush=True)

@@ -69,8 +69,11 @@ def test_predict_filters_each_folder_by_its_own_site(tmp_path, capsys):
                   f"path,lat,lon,week\nithaca,{ITHACA[0]},{ITHACA[1]},24\npr,{PUERTO_RICO[0]},{PUERTO_RICO[1]},\n")
     assert predict.main(["birdnet", str(tmp_path / "batch"), "--json", "--top", "3", "--species-list", str(listing),
                          "--sites", str(sites)]) == 0
-    shown = {json.loads(line)["file"].split("/")[-2]: {p["sci_name"] for p in json.loads(line)["top"] if p["score"] > 0}
-             for line in capsys.readouterr().out.splitlines()}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    shown = {r["file"].split("/")[-2]: {p["sci_name"] for p in r["top"] if p["score"] > 0} for r in lines}
+    places = {r["file"].split("/")[-2]: r.get("place") for r in lines}
+    assert places == {"ithaca": {"lat": ITHACA[0], "lon": ITHACA[1], "week": 24},
+                      "pr": {"lat": PUERTO_RICO[0], "lon": PUERTO_RICO[1], "week": -1}, "nowhere": None}
     run = global_birdnet_run()
     mask = from_names(run.species, listed)
     for folder, place in (("ithaca", Place(*ITHACA, 24)), ("pr", Place(*PUERTO_RICO))):
