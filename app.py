@@ -25,4 +25,6 @@ nav = st.navigation(pages)
 ui.follow_deep_link()
 st.sidebar.caption(f"Runs folder: `{ui.runs_dir()}`")
 ui.run_picker()
+with st.sidebar:
+    ui.training_progress()
 nav.run()

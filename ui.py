@@ -236,3 +236,20 @@ def _curve(path: str, stamp: float, species: str | None):
 def threshold_curve(run_dir: Path, species: str | None):
     """Metrics against threshold, computed once per run and species (not on every slider move)."""
     return _curve(str(run_dir), _stamp(run_dir), species)
+
+
+STATE_LABELS = {"running": "training", "stopped": "stopped", "elsewhere": "on another machine"}
+
+
+@st.fragment(run_every="30s")
+def training_progress() -> None:
+    """Runs still being built in the runs folder, one line each, refreshed every 30 s (read-only:
+    ``birdcore.progress``).  Call inside ``with st.sidebar:``."""
+    from birdcore.progress import runs_in_progress
+
+    runs = runs_in_progress(runs_dir())
+    if not runs:
+        return
+    st.markdown("**Unfinished runs**")
+    for r in runs:
+        st.caption(f"`{r.name}` · {STATE_LABELS.get(r.state, r.state)} · {r.describe()}")

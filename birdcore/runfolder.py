@@ -86,7 +86,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -135,7 +136,7 @@ class RunBuilder:
                 except (OSError, ValueError):
                     other = {}
                 same_host = other.get("host") == me["host"]
-                if same_host and isinstance(other.get("pid"), int) and not _pid_alive(other["pid"]):
+                if same_host and isinstance(other.get("pid"), int) and not pid_alive(other["pid"]):
                     self.lock.unlink(missing_ok=True)  # stale lock of a killed job on this machine
                     continue
                 raise RunFolderError(f"{self.path}: another job (pid {other.get('pid')} on "

@@ -31,6 +31,7 @@ from .birdnet_backend import EmbeddingBatches, prepare_birdnet_inputs, scorer_fo
 from .export import MODEL_FILE, EXPORT_DIR, export_savedmodel, load_keras, save_keras, savedmodel_supported
 from .model import build_model, compile_model, configure_precision
 from .pipeline import TrainingBatches, make_targets
+from .progress import duration, eta_seconds
 from .runfolder import RunBuilder, atomic_write_json, atomic_write_text, library_versions
 from .split import split_recordings, split_summary
 from . import metrics as M
@@ -189,7 +190,7 @@ class RunKeeper(keras.callbacks.Callback):
         eta = eta_seconds(self.epoch_seconds, self.epochs - epoch - 1)
         log.info("epoch %d/%d  loss %.4f  val_top1 %.4f  val_loss %.4f  best %.4f (epoch %d)  %.0f s  ETA %s",
                  epoch + 1, self.epochs, logs.get("loss", float("nan")), logs.get("val_top1", float("nan")),
-                 logs.get("val_loss", float("nan")), st["best"], st["best_epoch"] + 1, seconds, _duration(eta))
+                 logs.get("val_loss", float("nan")), st["best"], st["best_epoch"] + 1, seconds, duration(eta))
         if st["wait"] >= self.patience:
             log.info("early stopping: no validation improvement for %d epochs", st["wait"])
             self.model.stop_training = True
@@ -204,23 +205,6 @@ class RunKeeper(keras.callbacks.Callback):
         rows.append(row)
         lines = [",".join(row)] + [",".join("" if r[k] is None else str(r[k]) for k in row) for r in rows]
         atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def eta_seconds(epoch_seconds: list[float], remaining: int) -> float:
-    """Seconds left for ``remaining`` epochs, from the wall times of this process's epochs so far.
-
-    The first epoch of a process also compiles the model (about 100 s for InceptionV3 on a GPU,
-    where an epoch can then take 5 s), so it is left out once a later epoch has been timed; the
-    median of the rest resists a slow epoch.
-    """
-    timed = epoch_seconds[1:] or epoch_seconds
-    return remaining * float(np.median(timed)) if timed else 0.0
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
 def is_tuning_worker() -> bool:

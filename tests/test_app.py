@@ -262,3 +262,22 @@ def ui_run():
     from birdcore.birdnet_backend import global_birdnet_run
 
     return global_birdnet_run()
+
+
+def test_sidebar_lists_unfinished_runs_with_their_progress(runs):
+    import os
+    import socket
+
+    from test_progress import fake_partial
+
+    fake_partial(runs, "gpu-job", lock={"pid": os.getpid(), "host": socket.gethostname()})
+    fake_partial(runs, "killed-job")
+    at = app_at()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [c.value for c in at.sidebar.caption]
+    assert "Unfinished runs" in [m.value.strip("*") for m in at.sidebar.markdown]
+    live = [c for c in shown if c.startswith("`gpu-job`")][0]
+    assert "training · epoch 4 of 10 · best val top-1 0.650 (epoch 3) · about 0m30s left" in live
+    stopped = [c for c in shown if c.startswith("`killed-job`")][0]
+    assert "stopped" in stopped and "--resume --name killed-job" in stopped
+    assert len(at.selectbox) >= 1 and all("job" not in o for o in at.sidebar.selectbox[0].options)  # not pickable

@@ -11,6 +11,7 @@ from birdcore.audio import decode_audio
 from birdcore.evaluate import evaluate_dataset
 from birdcore.export import load_keras, load_run, load_savedmodel
 from birdcore.inference import Scorer
+from birdcore.progress import read_progress
 from birdcore.runfolder import FORMAT_VERSION, RunFolderError, read_manifest
 from birdcore.train import train_run
 
@@ -98,6 +99,9 @@ def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path):
     partial = tmp_path / "runs" / ".r.partial"
     assert partial.is_dir() and not (tmp_path / "runs" / "r").exists()
     assert json.loads((partial / "train_state.json").read_text())["epoch"] == 1
+    progress = read_progress(partial)  # what the dashboard shows of the interrupted run
+    assert (progress.state, progress.epochs_done, progress.epochs_total) == ("stopped", 2, 4)
+    assert "--resume --name r" in progress.describe()
     with pytest.raises(RunFolderError, match="--resume"):
         train_run(cfg=cfg, **kwargs)
     saved = json.loads((partial / "config.json").read_text())
@@ -110,14 +114,6 @@ def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path):
     manifest = read_manifest(final)
     assert manifest["epochs_trained"] == 4
     assert manifest["created"] == "2020-01-02T03:04:05+0000"
-
-
-def test_eta_leaves_out_the_compiling_first_epoch():
-    from birdcore.train import eta_seconds
-
-    assert eta_seconds([108.0, 5.0, 4.0, 6.0], remaining=10) == 50.0  # the GPU run's shape: not 10 × 5.5
-    assert eta_seconds([30.0], remaining=3) == 90.0  # one epoch timed: it is all there is
-    assert eta_seconds([], remaining=3) == 0.0
 
 
 def test_existing_complete_run_is_never_overwritten(trained_run, synth_dir, tmp_path):

@@ -1,0 +1,77 @@
+"""Unfinished runs as the dashboard reports them: epoch, best validation top-1, ETA, running or stopped."""
+import json
+import os
+import socket
+
+import pytest
+
+from birdcore.progress import RUNNING, STOPPED, ELSEWHERE, eta_seconds, read_progress, runs_in_progress
+from birdcore.runfolder import RunBuilder
+
+
+def fake_partial(out, name, *, epochs_total=10, seconds=(100.0, 5.0, 5.0, 6.0), best=(0.65, 2), lock=None):
+    """A run folder as a training job leaves it after len(seconds) epochs."""
+    path = out / f".{name}.partial"
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"config": {"train": {"epochs": epochs_total}}}))
+    rows = ["epoch,loss,val_top1,val_loss,seconds"] + [f"{i + 1},0.2,0.5,0.3,{s}" for i, s in enumerate(seconds)]
+    (path / "history.csv").write_text("\n".join(rows) + "\n")
+    (path / "train_state.json").write_text(json.dumps({"epoch": len(seconds) - 1, "best": best[0],
+                                                       "best_epoch": best[1], "wait": 1}))
+    if lock is not None:
+        (path / "job.lock").write_text(json.dumps(lock))
+    return path
+
+
+def test_a_running_job_reports_epoch_best_and_eta(tmp_path):
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": 0}
+    p = read_progress(fake_partial(tmp_path, "gpu", lock=me))
+    assert (p.name, p.state, p.epochs_done, p.epochs_total) == ("gpu", RUNNING, 4, 10)
+    assert (p.best_val_top1, p.best_epoch) == (0.65, 3)  # train_state's epochs are 0-based
+    assert p.eta_seconds == pytest.approx(6 * 5.0)  # 6 epochs left at the median of epochs 2-4, not of all four
+    assert p.describe() == "epoch 4 of 10 · best val top-1 0.650 (epoch 3) · about 0m30s left"
+
+
+def test_a_killed_job_is_stopped_and_says_how_to_continue(tmp_path):
+    dead = {"pid": 2 ** 22 + 12345, "host": socket.gethostname(), "started": 0}  # beyond pid_max: no such process
+    for name, lock in (("killed", dead), ("interrupted", None)):
+        p = read_progress(fake_partial(tmp_path, name, lock=lock))
+        assert p.state == STOPPED
+        assert f"continue it with `train_job.py --resume --name {name}`" in p.describe()
+        assert "left" not in p.describe()
+    other = read_progress(fake_partial(tmp_path, "cluster", lock={"pid": 1, "host": "not-" + socket.gethostname()}))
+    assert other.state == ELSEWHERE and "another machine" in other.describe()
+
+
+def test_a_job_still_preparing_data_has_no_numbers_yet(tmp_path):
+    path = tmp_path / ".fresh.partial"
+    path.mkdir()
+    p = read_progress(path)
+    assert (p.epochs_done, p.epochs_total, p.best_val_top1, p.eta_seconds) == (0, None, None, None)
+    assert p.describe().startswith("preparing data or in the first epoch")
+
+
+def test_only_unfinished_runs_are_listed_running_first(tmp_path):
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    fake_partial(tmp_path, "old-stopped")
+    fake_partial(tmp_path, "live", lock=me)
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "run.json").write_text("{}")
+    assert [r.name for r in runs_in_progress(tmp_path)] == ["live", "old-stopped"]
+    assert runs_in_progress(tmp_path / "missing") == []
+
+
+def test_a_real_run_builder_folder_reads_as_running(tmp_path):
+    run = RunBuilder.open(tmp_path, "real", resume=False)
+    try:
+        (listed,) = runs_in_progress(tmp_path)
+        assert listed.name == "real" and listed.state == RUNNING
+    finally:
+        run.release()
+    assert runs_in_progress(tmp_path)[0].state == STOPPED
+
+
+def test_eta_uses_the_median_of_later_epochs():
+    assert eta_seconds([108.0, 5.0, 4.0, 6.0], remaining=10) == 50.0
+    assert eta_seconds([30.0], remaining=3) == 90.0
+    assert eta_seconds([], remaining=3) == 0.0
