@@ -16,7 +16,7 @@ import numpy as np
 from .audio import AudioError, decode_bytes
 from .stream import stream_audio
 from .export import LoadedRun
-from .predict import Prediction, top_kept, top_species
+from .detections import Prediction, top_kept, top_species
 
 MAX_SPECTROGRAM_SECONDS = 120.0
 AUDIO_SUFFIXES = (".mp3", ".ogg", ".flac", ".wav", ".m4a", ".webm")

@@ -8,7 +8,7 @@ import ui
 from birdcore.audio import AudioError
 from birdcore.classify import restrict
 from birdcore.plots import segment_heatmap_figure, spectrogram_figure
-from birdcore.predict import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
+from birdcore.detections import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
 from birdcore.species_mask import combine, from_names
 
 OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9

@@ -220,7 +220,7 @@ def test_filter_changes_reuse_the_clips_scores(tmp_path, monkeypatch):
 
 
 def test_classify_offers_the_clips_detections_for_download(tmp_path, monkeypatch):
-    from birdcore.predict import CSV_HEADER, detections_csv, segment_detections
+    from birdcore.detections import CSV_HEADER, detections_csv, segment_detections
 
     monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
     at = app_at()

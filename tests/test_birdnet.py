@@ -137,7 +137,7 @@ def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, tmp_path):
 
 
 def test_global_birdnet_run_names_real_species():
-    from birdcore.predict import top_species
+    from birdcore.detections import top_species
 
     run = global_birdnet_run()
     assert len(run.species) == 6522 and run.sample_rate == 48000

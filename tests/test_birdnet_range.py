@@ -1,6 +1,5 @@
 """BirdNET's species-range model as a location filter: weeks, places, filtering a run's species."""
 import datetime as dt
-import io
 import json
 
 import numpy as np

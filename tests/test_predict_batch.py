@@ -11,16 +11,8 @@ import soundfile as sf
 from birdcore.audio import decode_audio
 from birdcore.cli import setup_logging
 from birdcore.export import load_run
-from birdcore.predict import (
-    CSV_HEADER,
-    RAVEN_HEADER,
-    Detection,
-    Progress,
-    ResultsCsv,
-    main,
-    raven_names,
-    segment_detections,
-)
+from birdcore.detections import CSV_HEADER, RAVEN_HEADER, Detection, ResultsCsv, raven_names, segment_detections
+from birdcore.predict import Progress, main
 
 
 def read_rows(path):
