@@ -186,7 +186,7 @@ def score_table(run_dir: Path):
 
 @st.cache_resource(show_spinner=False)
 def _explorer(path: str, stamp: float):
-    from birdcore.analysis import ThresholdExplorer
+    from birdcore.thresholds import ThresholdExplorer
 
     return ThresholdExplorer(_table(path, stamp))
 

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from birdcore.analysis import ScoreTable, ThresholdExplorer, roc_det_points  # noqa: E402
+from birdcore.analysis import ScoreTable, roc_det_points  # noqa: E402
+from birdcore.thresholds import ThresholdExplorer  # noqa: E402
 from birdcore.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure  # noqa: E402
 
 

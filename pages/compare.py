@@ -2,7 +2,8 @@
 import streamlit as st
 
 import ui
-from birdcore.analysis import compare_runs, compare_summary, run_summary
+from birdcore.analysis import run_summary
+from birdcore.comparison import compare_runs, compare_summary
 
 ui.inside_app(__file__)
 st.title("Compare runs")

@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 import ui
-from birdcore.analysis import save_thresholds
+from birdcore.thresholds import save_thresholds
 from birdcore.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure
 
 ui.inside_app(__file__)

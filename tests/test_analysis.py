@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 from birdcore import analysis as A
+from birdcore import comparison as C
+from birdcore import thresholds as T
 from birdcore.metrics import top_k_accuracy
 from birdcore.runfolder import write_npz
 
@@ -66,7 +68,7 @@ def check_against_brute(got: dict, want: dict, n_recordings: int) -> None:
 @pytest.mark.parametrize("ties", [False, True])
 def test_explorer_matches_brute_force_scalar(ties):
     table = random_table(1, ties=ties)
-    ex = A.ThresholdExplorer(table)
+    ex = T.ThresholdExplorer(table)
     for t in [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.5, float(table.scores[3, 2])]:
         check_against_brute(ex.at(t), brute(table, t), table.n_recordings)
 
@@ -74,7 +76,7 @@ def test_explorer_matches_brute_force_scalar(ties):
 @pytest.mark.parametrize("ties", [False, True])
 def test_explorer_matches_brute_force_per_species(ties):
     table = random_table(2, ties=ties)
-    ex = A.ThresholdExplorer(table)
+    ex = T.ThresholdExplorer(table)
     rng = np.random.default_rng(3)
     for _ in range(8):
         t = rng.random(table.n_species)
@@ -88,7 +90,7 @@ def test_explorer_matches_brute_force_per_species(ties):
 
 def test_species_at_matches_brute_force():
     table = random_table(4)
-    ex = A.ThresholdExplorer(table)
+    ex = T.ThresholdExplorer(table)
     for j, code in enumerate(table.species):
         col_pos = table.positives[:, j]
         ok = table.valid[:, j]
@@ -112,7 +114,7 @@ def test_species_at_matches_brute_force():
 
 def test_curve_is_monotone_and_consistent():
     table = random_table(5, n=120)
-    ex = A.ThresholdExplorer(table)
+    ex = T.ThresholdExplorer(table)
     for species in (None, "sp3"):
         curve = ex.curve(species=species, n_points=50)
         assert list(curve.columns[:7]) == ["threshold", "fpr", "tpr", "precision", "fp_per_1000", "coverage",
@@ -134,7 +136,7 @@ def test_curve_is_monotone_and_consistent():
 
 def test_threshold_for_fpr_meets_the_target():
     table = random_table(6, n=200)
-    ex = A.ThresholdExplorer(table)
+    ex = T.ThresholdExplorer(table)
     for target in (0.0, 0.001, 0.01, 0.05, 0.2):
         t = ex.threshold_for_fpr(target)
         assert ex.at(t)["fpr"] <= target
@@ -143,7 +145,7 @@ def test_threshold_for_fpr_meets_the_target():
 
 
 def test_explorer_rejects_bad_thresholds():
-    ex = A.ThresholdExplorer(random_table(7))
+    ex = T.ThresholdExplorer(random_table(7))
     with pytest.raises(ValueError):
         ex.at(np.zeros(3))
     with pytest.raises(ValueError):
@@ -284,7 +286,7 @@ def write_thresholds(run_dir):
 
 def test_save_thresholds_round_trip(tmp_path):
     original = write_thresholds(tmp_path)
-    A.save_thresholds(tmp_path, target_fpr=0.01, global_threshold=0.3, species_thresholds={"a": 0.7, "c": 0.2})
+    T.save_thresholds(tmp_path, target_fpr=0.01, global_threshold=0.3, species_thresholds={"a": 0.7, "c": 0.2})
     saved = json.loads((tmp_path / "thresholds.json").read_text())
     assert saved["target_fpr"] == 0.01 and saved["chosen_on"] == "dashboard"
     assert saved["global"] == {"threshold": 0.3}
@@ -292,7 +294,7 @@ def test_save_thresholds_round_trip(tmp_path):
     assert saved["species"]["b"] == original["species"]["b"]  # untouched
     assert json.loads((tmp_path / "thresholds.original.json").read_text()) == original
     # a second save keeps the first original; None keeps every species entry
-    A.save_thresholds(tmp_path, target_fpr=0.02, global_threshold=0.35, species_thresholds=None, source="test")
+    T.save_thresholds(tmp_path, target_fpr=0.02, global_threshold=0.35, species_thresholds=None, source="test")
     again = json.loads((tmp_path / "thresholds.json").read_text())
     assert again["species"] == saved["species"] and again["chosen_on"] == "test"
     assert again["global"]["threshold"] == 0.35
@@ -308,7 +310,7 @@ def test_save_thresholds_rejects_invalid(tmp_path, kwargs):
     original = write_thresholds(tmp_path)
     args = {"target_fpr": 0.01, "global_threshold": 0.3, "species_thresholds": None, **kwargs}
     with pytest.raises(ValueError):
-        A.save_thresholds(tmp_path, **args)
+        T.save_thresholds(tmp_path, **args)
     assert json.loads((tmp_path / "thresholds.json").read_text()) == original
     assert not (tmp_path / "thresholds.original.json").exists()
 
@@ -328,7 +330,7 @@ def test_compare_runs_hand_made():
     b = A.ScoreTable(recording_id=["r5", "r3", "r2", "r1"], species=["y", "w", "x"], primary=[0, 2, 0, 2],
                      scores=np.array([[0.9, 0.1, 0.0], [0.3, 0.9, 0.6], [0.7, 0.0, 0.1], [0.2, 0.95, 0.6]]),
                      secondary=np.zeros((4, 3), bool))
-    out = A.compare_runs(a, b)
+    out = C.compare_runs(a, b)
     # r3's primary z is not a species of b: dropped; r4 and r5 are not shared
     assert out["recording_id"].tolist() == ["r1", "r2"]
     assert out["primary"].tolist() == ["x", "y"]
@@ -336,12 +338,12 @@ def test_compare_runs_hand_made():
     assert out["b_top1_correct"].tolist() == [True, True]  # w is not shared, so it does not count
     assert out["a_score_primary"].tolist() == pytest.approx([0.9, 0.2])
     assert out["b_score_primary"].tolist() == pytest.approx([0.6, 0.7])
-    summary = A.compare_summary(out)
+    summary = C.compare_summary(out)
     assert summary == {"n_shared": 2, "a_top1": 0.5, "b_top1": 1.0, "both_right": 1, "only_a": 0, "only_b": 1,
                        "both_wrong": 0, "mcnemar_p": 1.0}
-    empty = A.compare_runs(a, A.ScoreTable(recording_id=["q"], species=["x"], primary=[0], scores=[[0.5]],
+    empty = C.compare_runs(a, A.ScoreTable(recording_id=["q"], species=["x"], primary=[0], scores=[[0.5]],
                                            secondary=[[False]]))
-    assert empty.empty and A.compare_summary(empty)["a_top1"] is None
+    assert empty.empty and C.compare_summary(empty)["a_top1"] is None
 
 
 def test_confusion_matrix_hand_made():
@@ -372,7 +374,7 @@ def test_confusion_matrix_agrees_with_top1_errors():
 @pytest.mark.parametrize("only_a,only_b,p", [(0, 0, 1.0), (0, 1, 1.0), (0, 10, 2 / 1024), (10, 0, 2 / 1024),
                                              (2, 8, 2 * (1 + 10 + 45) / 1024), (5, 5, 1.0)])
 def test_mcnemar_exact_p_hand_values(only_a, only_b, p):
-    assert A.mcnemar_exact_p(only_a, only_b) == pytest.approx(p)
+    assert C.mcnemar_exact_p(only_a, only_b) == pytest.approx(p)
 
 
 def test_run_summary_reads_like_a_sentence():

@@ -6,6 +6,7 @@ import pytest
 
 from birdcore import analysis as A
 from birdcore import plots as P
+from birdcore import thresholds as T
 from birdcore.metrics import pr_points
 
 
@@ -59,7 +60,7 @@ def test_score_distributions(table):
 
 
 def test_curve_figures(table):
-    curve = A.ThresholdExplorer(table).curve(n_points=30)
+    curve = T.ThresholdExplorer(table).curve(n_points=30)
     fig = P.metrics_vs_threshold_figure(curve, threshold=0.4)
     assert len(fig.data) == 5 and len(fig.layout.shapes) == 1
     assert len(P.accuracy_coverage_figure(curve).data) == 1
