@@ -211,6 +211,21 @@ def species_names(run_dir: Path):
     return pd.read_csv(run_dir / "species.csv", keep_default_na=False)
 
 
+@st.cache_data(show_spinner=False)
+def _birdnet_species():
+    from birdcore.birdnet_backend import global_birdnet_run
+
+    return global_birdnet_run().species
+
+
+def model_species(run_dir: Path | None):
+    """The species a model can name (``ebird_code``, ``common_name``, ``sci_name``): the run's, or
+    BirdNET's 6,522 when ``run_dir`` is None; read from files, without loading the model."""
+    table = _birdnet_species() if run_dir is None else species_names(run_dir)
+    columns = ["common_name", "sci_name"] + ([] if table["ebird_code"].equals(table["sci_name"]) else ["ebird_code"])
+    return table[columns]
+
+
 def synthetic_banner(run_dir: Path) -> None:
     if run_json(run_dir, "run.json").get("synthetic"):
         st.warning("This run was trained on **synthetic** data (generated calls, not real birds).", icon=":material/science:")

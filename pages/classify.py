@@ -27,6 +27,12 @@ else:
     from birdcore.birdnet import LICENSE_NOTE
 
     st.caption(LICENSE_NOTE)
+known = ui.model_species(run_dir if model == "run" else None)
+with st.expander(f"Species this model knows ({len(known):,})"):
+    st.caption("A bird that is not listed here cannot be named: the model will answer with the closest species "
+               "it knows.")
+    st.dataframe(known.rename(columns={"common_name": "species", "sci_name": "scientific name",
+                                       "ebird_code": "code"}), hide_index=True)
 
 with st.expander("Narrow the species (optional): a place and date, or your own list"):
     st.caption("The location filter keeps only the species BirdNET's range model expects at this place and time "

@@ -34,6 +34,11 @@ def app_at(page: str | None = None) -> AppTest:
     return at
 
 
+def top_table(at):
+    """The classify page's top-species table (the one with a score column)."""
+    return [d.value for d in at.dataframe if "score" in d.value.columns][0]
+
+
 def texts(at) -> str:
     parts = [m.value for m in at.markdown] + [i.value for i in at.info] + [e.value for e in at.error]
     parts += [w.value for w in at.warning] + [s.value for s in at.success] + [c.value for c in at.caption]
@@ -61,11 +66,12 @@ def test_classify_upload_shows_species_with_scores(runs):
     assert "synthetic" in texts(at)
     at.file_uploader[0].set_value(("chirp.wav", wav_bytes(), "audio/wav")).run()
     assert not at.exception, [e.value for e in at.exception]
-    table = at.dataframe[0].value
+    table = top_table(at)
     assert len(table) == 3 and {"species", "score", "decision"} <= set(table.columns)
     assert table["score"].is_monotonic_decreasing
     assert not at.error
     assert not at.select_slider  # fixed 5 s segments: no window overlap to offer
+    assert "Species this model knows (3)" in [e.label for e in at.expander]
 
 
 @pytest.mark.parametrize("name,content", [("noise.mp3", np.random.default_rng(1).bytes(5000)),
@@ -170,8 +176,12 @@ def test_fresh_machine_classifies_with_birdnet(tmp_path, monkeypatch):
     assert "CC BY-NC-SA" in texts(at)
     at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=4.0, sr=48000), "audio/wav")).run()
     assert not at.exception, [e.value for e in at.exception]
-    table = at.dataframe[0].value
+    table = top_table(at)
     assert len(table) == 5 and "eBird" not in table.columns
+    known = [e for e in at.expander if e.label.startswith("Species this model knows")]
+    assert known and known[0].label == "Species this model knows (6,522)"
+    listed = [d.value for d in at.dataframe if "scientific name" in d.value.columns and len(d.value) == 6522]
+    assert listed and "code" not in listed[0].columns  # BirdNET's labels have no eBird codes
 
 
 def test_location_filter_keeps_only_species_expected_there(tmp_path, monkeypatch):
@@ -181,16 +191,16 @@ def test_location_filter_keeps_only_species_expected_there(tmp_path, monkeypatch
     at = app_at()
     clip = ("chirp.wav", wav_bytes(seconds=4.0, sr=48000), "audio/wav")
     at.file_uploader[0].set_value(clip).run()
-    unfiltered = at.dataframe[0].value["scientific name"].tolist()
+    unfiltered = top_table(at)["scientific name"].tolist()
     at.number_input[0].set_value(18.2)
     at.number_input[1].set_value(-66.5)
     at.toggle[0].set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
-    shown = at.dataframe[0].value["scientific name"].tolist()
+    shown = top_table(at)["scientific name"].tolist()
     assert "species expected at 18.200, -66.500, any time of year" in texts(at)
     kept = species_filter(pd.DataFrame({"ebird_code": shown, "sci_name": shown}), Place(18.2, -66.5))
     assert kept.keep.all() and shown != unfiltered
-    occurrence = at.dataframe[0].value["occurrence here"].tolist()
+    occurrence = top_table(at)["occurrence here"].tolist()
     assert occurrence == pytest.approx(kept.occurrence.round(3).tolist(), abs=1e-3) and min(occurrence) >= 0.03
 
 
@@ -200,11 +210,11 @@ def test_species_list_narrows_the_answer_and_names_a_typo(tmp_path, monkeypatch)
     at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=4.0, sr=48000), "audio/wav"))
     at.text_area[0].set_value("Coereba flaveola\n\nTurdus migratorius\n").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert sorted(at.dataframe[0].value["scientific name"]) == ["Coereba flaveola", "Turdus migratorius"]
+    assert sorted(top_table(at)["scientific name"]) == ["Coereba flaveola", "Turdus migratorius"]
     assert "your list: 2 species" in texts(at)
     at.text_area[0].set_value("Turdus migratorius\nDodo").run()
     assert not at.exception
-    assert "Dodo" in at.error[0].value and len(at.dataframe[0].value) == 5
+    assert "Dodo" in at.error[0].value and len(top_table(at)) == 5
 
 
 def test_filter_changes_reuse_the_clips_scores(tmp_path, monkeypatch):
