@@ -6,13 +6,22 @@ source path, its size and mtime (ns), the sample rate, ``max_seconds`` and
 :data:`CACHE_FORMAT`, so editing a source or changing audio settings simply
 misses the old entry.  Entries are written atomically (temp file, fsync,
 ``os.replace``) and validated on load; a corrupt entry counts as missing.
+
+A source that cannot be decoded is skipped (reported with its reason); a cache
+that cannot be written (disk full, read-only, no permission) stops the build
+with ``CacheWriteError``, since going on would silently train on part of the
+data.  Given the sources' durations, ``build`` first checks that the free space
+can hold the new entries (2 bytes per sample) and stops early if it cannot.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -26,8 +35,20 @@ import numpy as np
 
 from birdcore.audio import decode_audio
 
+log = logging.getLogger("birdcore.cache")
 CACHE_FORMAT = 1  # bump when the entry layout or decoding changes
 _F16_MAX = float(np.finfo(np.float16).max)
+_WRITE_FAILED = "cache write failed: "  # reason prefix of a job that decoded but could not be stored
+SPACE_MARGIN = 1.05  # free space asked for: the entries' size plus 5%
+
+
+class CacheWriteError(OSError):
+    """The cache folder cannot take the entries (full, read-only, no permission); names the folder."""
+
+
+def _gigabytes(n_bytes: float) -> str:
+    """"42 MB", "1.3 GB"."""
+    return f"{n_bytes / 1e6:.0f} MB" if n_bytes < 1e9 else f"{n_bytes / 1e9:.1f} GB"
 
 
 def default_cache_dir() -> Path:
@@ -82,12 +103,15 @@ class DecodeCache:
         *,
         workers: int | None = None,
         progress: bool = False,
+        durations: dict[str, float] | None = None,
     ) -> CacheReport:
         """Decode every source not cached yet; a bad file never stops the build.
 
         ``workers`` processes decode in parallel (default ``os.cpu_count()``;
         1 decodes in this process).  Sources keep their given spelling in the
-        report.
+        report.  ``durations``: seconds per source (e.g. the metadata's
+        ``duration`` column; unknown ones left out), for the free-space check.
+        Raises ``CacheWriteError`` when the cache cannot hold or write the entries.
         """
         start = time.perf_counter()
         report = CacheReport()
@@ -115,6 +139,11 @@ class DecodeCache:
                 bar.update(1)
 
         def done(src: str, n: int | None, reason: str | None) -> None:
+            if n is None and reason and reason.startswith(_WRITE_FAILED):
+                bar.close()
+                raise CacheWriteError(f"decode cache {self.root}: {reason[len(_WRITE_FAILED):]} (after "
+                                      f"{report.n_decoded} new entries, which are kept); free some space or choose "
+                                      f"another --cache-dir")
             if n is None:
                 report.failed[src] = reason or "unknown error"
             else:
@@ -122,6 +151,7 @@ class DecodeCache:
                 report.n_decoded += 1
             bar.update(1)
 
+        self._check_space([src for src, _, _ in todo], durations or {})
         jobs = [(src, path, entry, self.sample_rate, self.max_seconds) for src, path, entry in todo]
         n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
         if n_workers == 1:
@@ -135,6 +165,34 @@ class DecodeCache:
         report.audio_seconds = sum(samples[s] for s in report.ok) / self.sample_rate
         report.seconds = time.perf_counter() - start
         return report
+
+
+    def needed_bytes(self, sources: list[str], durations: dict[str, float]) -> float:
+        """Bytes the entries of ``sources`` will take, from their ``durations`` (s; unknown ones count 0)."""
+        seconds = 0.0
+        for src in sources:
+            d = durations.get(src)
+            if d is not None and math.isfinite(d) and d > 0:
+                seconds += min(d, self.max_seconds) if self.max_seconds else d
+        return seconds * self.sample_rate * 2
+
+    def _check_space(self, sources: list[str], durations: dict[str, float]) -> None:
+        need = self.needed_bytes(sources, durations) * SPACE_MARGIN
+        if need <= 0:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.root).free
+        except OSError as exc:
+            raise CacheWriteError(f"decode cache {self.root}: cannot use this folder "
+                                  f"({exc.strerror or type(exc).__name__})") from None
+        log.info("decode cache %s: %d recordings to decode, about %s; %s free", self.root, len(sources),
+                 _gigabytes(need / SPACE_MARGIN), _gigabytes(free))
+        if need > free:
+            raise CacheWriteError(f"decode cache {self.root}: {len(sources)} recordings need about "
+                                  f"{_gigabytes(need)} (float16 at {self.sample_rate} Hz), but only "
+                                  f"{_gigabytes(free)} is free there; free some space or choose another "
+                                  f"--cache-dir")
 
 
 def _entry_path(root: Path, abs_source: str, sample_rate: int, max_seconds: float | None) -> Path:
@@ -173,11 +231,14 @@ def _decode_job(abs_source: str, entry: str, sample_rate: int, max_seconds: floa
     try:
         audio = decode_audio(abs_source, sample_rate=sample_rate, max_seconds=max_seconds)
         half = np.clip(audio, -_F16_MAX, _F16_MAX).astype("<f2")
-        _write_atomic(Path(entry), half)
-        return int(half.shape[0]), None
-    except Exception as exc:  # AudioError, disk full, ...
+    except Exception as exc:  # AudioError, or anything else the decoder raises: skip this source
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         return None, " ".join(str(reason).split())
+    try:
+        _write_atomic(Path(entry), half)
+    except OSError as exc:  # the cache's problem (full, read-only...), not the recording's: stop the build
+        return None, _WRITE_FAILED + (exc.strerror or f"{type(exc).__name__}: {exc}")
+    return int(half.shape[0]), None
 
 
 def _write_atomic(entry: Path, array: np.ndarray) -> None:

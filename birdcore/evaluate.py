@@ -182,7 +182,8 @@ def evaluate_dataset(run_dir: Path, *, data_dir: Path, cache_dir: Path | None = 
         raise ValueError(f"{data_dir}: none of its species are among the run's {len(codes)} species")
     cache = DecodeCache(Path(cache_dir) if cache_dir else default_cache_dir(),
                         sample_rate=run.sample_rate, max_seconds=run.config.audio.max_decode_seconds)
-    report = cache.build(df["path"].tolist(), workers=workers, progress=sys.stderr.isatty())
+    report = cache.build(df["path"].tolist(), workers=workers, progress=sys.stderr.isatty(),
+                         durations=dict(zip(df["path"].astype(str), df["duration"])))
     for path, reason in report.failed.items():
         rid = df.loc[df["path"] == path, "recording_id"]
         skipped[rid.iloc[0] if len(rid) else path] = reason

@@ -85,7 +85,8 @@ def prepare_data(run: RunBuilder, cfg: RunConfig, *, data_dir: Path, cache_dir: 
     cache = DecodeCache(Path(cache_dir) if cache_dir else default_cache_dir(), sample_rate=cfg.audio.sample_rate,
                         max_seconds=cfg.audio.max_decode_seconds)
     t0 = time.perf_counter()
-    report = cache.build(meta["path"].tolist(), workers=workers, progress=True)
+    report = cache.build(meta["path"].tolist(), workers=workers, progress=True,
+                         durations=dict(zip(meta["path"].astype(str), meta["duration"])))
     log.info("decode cache: %d decoded, %d reused, %d failed in %.1f s (%.2f h of audio)", report.n_decoded,
              report.n_reused, len(report.failed), time.perf_counter() - t0, report.audio_seconds / 3600)
     failed = [{"recording_id": r, "path": p, "reason": report.failed[p]}

@@ -137,3 +137,43 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("BIRDCLEF_CACHE")
     assert default_cache_dir().parts[-2:] == (".cache", "birdclef")
     assert CacheReport().to_dict()["failed"] == {}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cache_that_cannot_be_written_stops_the_build(tmp_path, sources, workers):
+    """A write failure is the cache's problem, not the recording's: going on would train on part of the data."""
+    from birdcore.cache import CacheWriteError
+
+    cache = DecodeCache(tmp_path / "cache", sample_rate=RATE)
+    blocked = cache.entry_path(sources[1]).parent
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the cache needs a folder")  # a real OS error on write, even as root
+    with pytest.raises(CacheWriteError) as err:
+        cache.build(sources, workers=workers)
+    message = str(err.value)
+    assert message.startswith(f"decode cache {tmp_path / 'cache'}: ") and "choose another --cache-dir" in message
+    blocked.unlink()
+    report = cache.build(sources, workers=1)  # once the cause is gone, the same call finishes
+    assert report.ok == sources and report.failed == {}
+
+
+def test_the_build_refuses_to_start_without_room_for_the_new_entries(tmp_path, sources):
+    from birdcore.cache import CacheWriteError
+
+    cache = DecodeCache(tmp_path / "cache", sample_rate=RATE)
+    assert cache.needed_bytes(sources, {sources[0]: 2.0, sources[1]: float("nan")}) == 2.0 * RATE * 2
+    huge = {s: 1e12 for s in sources}  # far more audio than any disk holds
+    with pytest.raises(CacheWriteError, match=r"3 recordings need about [\d.]+ [MGT]B .* but only [\d.]+ [MGT]B is free"):
+        cache.build(sources, workers=1, durations=huge)
+    assert not list((tmp_path / "cache").rglob("*.npy"))  # refused before decoding anything
+    assert cache.build(sources, workers=1, durations={s: 0.5 for s in sources}).n_decoded == 3
+    assert cache.build(sources, workers=1, durations=huge).n_reused == 3  # cached entries need no room
+
+
+def test_a_cache_folder_that_is_a_file_is_named(tmp_path, sources):
+    from birdcore.cache import CacheWriteError
+
+    (tmp_path / "cache").write_text("not a folder")
+    cache = DecodeCache(tmp_path / "cache", sample_rate=RATE)
+    with pytest.raises(CacheWriteError, match="cannot use this folder"):
+        cache.build(sources, workers=1, durations={s: 0.5 for s in sources})

@@ -102,3 +102,13 @@ def test_train_job_bad_set_is_one_line_error(tmp_path):
     out = run(ROOT / "train_job.py", "--demo", "--set", "model.dropout=lots", "--out", tmp_path, cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "model.dropout" in out.stderr
+
+
+def test_train_job_with_an_unusable_cache_stops_in_one_line(synth_dir, tmp_path):
+    """A cache that cannot be written must stop the job (not drop every recording as 'unreadable')."""
+    (tmp_path / "cache").write_text("a file, not a folder")
+    res = run(ROOT / "train_job.py", "--data-dir", synth_dir, "--out", tmp_path / "runs", "--name", "c",
+              "--cache-dir", tmp_path / "cache", "--epochs", "1")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"decode cache {tmp_path / 'cache'}" in res.stderr
+    assert not (tmp_path / "runs" / "c").exists()
