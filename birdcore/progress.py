@@ -114,8 +114,10 @@ def read_progress(partial: Path) -> RunProgress:
         state = RUNNING if isinstance(lock.get("pid"), int) and pid_alive(lock["pid"]) else STOPPED
     history = _history_seconds(partial / "history.csv")
     done = max((e for e, _ in history), default=0)
-    total = (_read_json(partial / "config.json").get("config") or {}).get("train", {}).get("epochs")
-    total = int(total) if isinstance(total, (int, float)) else None
+    config = _read_json(partial / "config.json").get("config")
+    train = config.get("train") if isinstance(config, dict) else None
+    total = train.get("epochs") if isinstance(train, dict) else None
+    total = int(total) if isinstance(total, (int, float)) and not isinstance(total, bool) and total > 0 else None
     train_state = _read_json(partial / "train_state.json")
     best, best_epoch = train_state.get("best"), train_state.get("best_epoch")
     has_best = isinstance(best, (int, float)) and isinstance(best_epoch, int) and best_epoch >= 0

@@ -75,3 +75,15 @@ def test_eta_uses_the_median_of_later_epochs():
     assert eta_seconds([108.0, 5.0, 4.0, 6.0], remaining=10) == 50.0
     assert eta_seconds([30.0], remaining=3) == 90.0
     assert eta_seconds([], remaining=3) == 0.0
+
+
+def test_garbage_in_a_run_folder_reads_as_unknown_not_an_error(tmp_path):
+    path = tmp_path / ".odd.partial"
+    path.mkdir()
+    (path / "config.json").write_text('{"config": "not a dict"}')
+    (path / "train_state.json").write_text("[1, 2")
+    (path / "history.csv").write_text("epoch,seconds\n1,2.0\nx,y\n2,\n")
+    (path / "job.lock").write_text("garbage")
+    p = read_progress(path)
+    assert (p.state, p.epochs_done, p.epochs_total, p.best_val_top1, p.eta_seconds) == (STOPPED, 2, None, None, None)
+    assert p.describe().startswith("epoch 2 ·")
