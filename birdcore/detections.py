@@ -3,7 +3,8 @@
 - ``top_species`` / ``top_kept``: a recording's best species with the run's threshold decisions;
 - ``segment_detections``: every (segment, species) scoring at least a minimum, with times in seconds;
 - ``ResultsCsv``: the resumable batch CSV (``file,start_s,end_s,species,common_name,score``);
-- ``detections_csv`` / ``raven_table``: one file's detections as CSV text or a Raven Pro selection table.
+- ``detections_csv`` / ``raven_table``: one file's detections as CSV text or a Raven Pro selection table;
+- ``summarize_detections``: per species, over a whole detections CSV (files, segments, best score).
 
 Used by batch scoring (``birdcore.predict``) and the dashboard's classify page alike.
 """
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .runfolder import atomic_write_text
 
 CSV_HEADER = ("file", "start_s", "end_s", "species", "common_name", "score")
 RAVEN_HEADER = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
@@ -116,7 +119,7 @@ class ResultsCsv:
         done = _complete_lines(self.done_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rewrite_csv(set(done))
-        _atomic_write(self.done_path, "".join(f"{d}\n" for d in done))  # drops a half-written last line
+        atomic_write_text(self.done_path, "".join(f"{d}\n" for d in done))  # drops a half-written last line
         self._csv = open(self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._csv, lineterminator="\n")
         self._done = open(self.done_path, "a", encoding="utf-8")
@@ -196,7 +199,7 @@ def raven_table(detections: list[Detection], *, sample_rate: int) -> str:
 
 def write_raven_table(path: Path, detections: list[Detection], *, sample_rate: int) -> None:
     """``raven_table`` written atomically to ``path``."""
-    _atomic_write(Path(path), raven_table(detections, sample_rate=sample_rate))
+    atomic_write_text(Path(path), raven_table(detections, sample_rate=sample_rate))
 
 
 def _complete_lines(path: Path) -> list[str]:
@@ -213,12 +216,41 @@ def _flush(handle) -> None:
     os.fsync(handle.fileno())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+SUMMARY_HEADER = ("species", "common_name", "files", "detections", "max_score", "max_file", "max_start_s")
+
+
+def summarize_detections(path: Path) -> list[dict]:
+    """Per species of a detections CSV (``CSV_HEADER``): how many files and segments it was detected
+    in, and its best score with where it was (file, start in seconds).  Best-scoring species first
+    (ties: more files, then name).  Raises ValueError naming the file if it is not a detections CSV."""
+    path = Path(path)
+    by_species: dict[str, dict] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        if tuple(next(reader, ())) != CSV_HEADER:
+            raise ValueError(f"{path}: not a detections CSV (expected the header {','.join(CSV_HEADER)})")
+        for row in reader:
+            if len(row) != len(CSV_HEADER):
+                continue
+            file, start, _end, code, name, score = row
+            entry = by_species.setdefault(code, {"species": code, "common_name": name, "files": set(),
+                                                 "detections": 0, "max_score": -1.0})
+            entry["files"].add(file)
+            entry["detections"] += 1
+            if float(score) > entry["max_score"]:
+                entry.update(max_score=float(score), max_file=file, max_start_s=float(start))
+    rows = [{**e, "files": len(e["files"])} for e in by_species.values()]
+    return sorted(rows, key=lambda r: (-r["max_score"], -r["files"], r["species"]))
+
+
+def summary_csv(rows: list[dict]) -> str:
+    """``summarize_detections`` rows as CSV text (columns ``SUMMARY_HEADER``)."""
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SUMMARY_HEADER)
+    for r in rows:
+        writer.writerow([r["species"], r["common_name"], r["files"], r["detections"], f"{r['max_score']:.4f}",
+                         r["max_file"], f"{r['max_start_s']:.3f}"])
+    return out.getvalue()

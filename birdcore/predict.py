@@ -12,7 +12,9 @@ Outputs:
   common_name,score`` for every segment and species scoring >= ``--min-score``),
   written file by file.  Finished files are listed in ``results.csv.done``;
   re-running the same command skips them and redoes a file that was cut off;
-- ``--raven DIR``: one Raven Pro selection table per file, ``DIR/<stem>.selections.txt``.
+- ``--raven DIR``: one Raven Pro selection table per file, ``DIR/<stem>.selections.txt``;
+- ``--summary species.csv`` (with ``--out``): per species, the files and segments it was detected in
+  and its best score, over the whole detections CSV (earlier, resumed passes included).
 
 ``--species-list FILE`` keeps only the species it names, and ``--lat``/``--lon``
 (with ``--date`` or ``--week``) only those BirdNET's range model expects there
@@ -123,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="per-segment detections CSV (resumable: re-run to continue)")
     parser.add_argument("--raven", type=Path, default=None, help="folder for Raven Pro selection tables")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="per-species summary CSV of all of --out's detections (files, segments, best "
+                             "score and where), written at the end; needs --out")
     parser.add_argument("--min-score", type=_probability, default=0.5,
                         help="lowest segment score written to --out / --raven")
     parser.add_argument("--top", type=_positive_int, default=5, help="species shown per file")
@@ -258,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         run = _load(str(args.run_dir))
         run.segment_hop_seconds(args.overlap)  # refuses an overlap this run cannot use, before any work
         masks = FileMasks(run, args)
+        if args.summary is not None and args.out is None:
+            raise ValueError("--summary needs --out (it summarizes the detections CSV)")
         files = list(dict.fromkeys(expand_paths(args.paths)))
         for line in masks.describe(files):
             log.info("%s", line)
@@ -267,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
             done = results.open()
         if args.raven is not None:
             args.raven.mkdir(parents=True, exist_ok=True)
-        return _score_files(run, files, done, results, args, masks=masks)
+        status = _score_files(run, files, done, results, args, masks=masks)
+        if args.summary is not None:
+            results.close()
+            write_summary(args.out, args.summary)
+        return status
     except KeyboardInterrupt:
         log.error("interrupted%s", "; run the same command again to continue" if args.out else "")
         return 130
@@ -402,6 +413,16 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
         log.info("%d files scored, %d failed, %d detections >= %g", len(todo) - failures, failures, n_detections,
                  args.min_score)
     return 1 if failures else 0
+
+
+def write_summary(detections: Path, summary: Path) -> None:
+    """Write the per-species summary of a detections CSV (``detections.summarize_detections``) atomically."""
+    from .detections import summarize_detections, summary_csv
+    from .runfolder import atomic_write_text
+
+    rows = summarize_detections(detections)
+    atomic_write_text(summary, summary_csv(rows))
+    log.info("%s: %d species detected", summary, len(rows))
 
 
 def _print_top(path: Path, preds: list[Prediction], seconds: float, *, as_json: bool, place=None) -> None:

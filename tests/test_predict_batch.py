@@ -199,3 +199,42 @@ def test_species_list_limits_a_trained_runs_csv(trained_run, clips, tmp_path):
     all_rows, kept_rows = read_rows(everything), read_rows(limited)
     assert {r[3] for r in all_rows} > {keep} and {r[3] for r in kept_rows} == {keep}
     assert kept_rows == [r for r in all_rows if r[3] == keep]  # the kept species' rows are unchanged
+
+
+def test_summary_counts_every_species_over_the_whole_csv(trained_run, clips, tmp_path, capsys):
+    from birdcore.detections import SUMMARY_HEADER
+
+    root, files = clips
+    out, summary = tmp_path / "det.csv", tmp_path / "species.csv"
+    # a first pass over one folder, then the whole tree: the summary covers both passes
+    assert main([str(trained_run), str(files[0]), "--out", str(out), "--min-score", "0.01"]) == 0
+    assert main([str(trained_run), str(root), "--out", str(out), "--min-score", "0.01", "--summary", str(summary)]) == 0
+    rows = read_rows(out)
+    with open(summary, newline="") as fh:
+        table = list(csv.reader(fh))
+    assert tuple(table[0]) == SUMMARY_HEADER
+    by_code = {r[0]: r for r in table[1:]}
+    assert set(by_code) == {r[3] for r in rows}
+    for code, r in by_code.items():
+        mine = [row for row in rows if row[3] == code]
+        best = max(mine, key=lambda row: float(row[5]))
+        assert int(r[2]) == len({row[0] for row in mine}) and int(r[3]) == len(mine)
+        assert (r[4], r[5], r[6]) == (best[5], best[0], best[1])
+    assert [float(r[4]) for r in table[1:]] == sorted((float(r[4]) for r in table[1:]), reverse=True)
+    assert len({row[0] for row in rows}) == len(files)
+
+
+def test_summary_needs_out_and_says_so(trained_run, clips, tmp_path, capsys):
+    root, _ = clips
+    assert main([str(trained_run), str(root), "--summary", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "--summary needs --out" in err and "Traceback" not in err and not (tmp_path / "s.csv").exists()
+
+
+def test_summarize_refuses_a_csv_that_is_not_detections(tmp_path):
+    from birdcore.detections import summarize_detections
+
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="other.csv: not a detections CSV"):
+        summarize_detections(other)
