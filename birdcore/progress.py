@@ -1,5 +1,8 @@
 """Runs still being built: how far each has got, for the dashboard and for anyone checking on a job.
 
+``python -m birdcore.progress [RUNS_DIR]`` prints one line per unfinished run (for a terminal on the
+training machine); the dashboard's sidebar shows the same lines.
+
 A training job builds its run in ``<out>/.<name>.partial/`` (``runfolder.RunBuilder``) and
 writes, epoch by epoch, ``history.csv`` (one row per epoch, with its wall time in seconds),
 ``train_state.json`` (best validation top-1 and its epoch) and holds ``job.lock`` (pid and
@@ -142,3 +145,29 @@ def runs_in_progress(out_dir: Path) -> list[RunProgress]:
     found = [read_progress(p) for p in out.iterdir() if p.is_dir() and p.name.startswith(".")
              and p.name.endswith(".partial")]
     return sorted(found, key=lambda r: (r.state != RUNNING, -r.updated))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the unfinished runs of a runs folder, one line each; exit status 0 (1 if the folder is missing)."""
+    import argparse
+    import sys
+
+    from .cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="python -m birdcore.progress", formatter_class=HelpFormatter,
+                                     description="Where the unfinished runs of a runs folder stand.")
+    parser.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), help="the runs folder (--out)")
+    args = parser.parse_args(argv)
+    if not args.runs_dir.is_dir():
+        print(f"{args.runs_dir}: no such runs folder", file=sys.stderr)
+        return 1
+    runs = runs_in_progress(args.runs_dir)
+    if not runs:
+        print(f"{args.runs_dir}: no unfinished runs")
+    for r in runs:
+        print(f"{r.name} ({r.state}): {r.describe()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -87,3 +87,15 @@ def test_garbage_in_a_run_folder_reads_as_unknown_not_an_error(tmp_path):
     p = read_progress(path)
     assert (p.state, p.epochs_done, p.epochs_total, p.best_val_top1, p.eta_seconds) == (STOPPED, 2, None, None, None)
     assert p.describe().startswith("epoch 2 ·")
+
+
+def test_the_command_line_prints_one_line_per_unfinished_run(tmp_path, capsys):
+    from birdcore.progress import main
+
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    fake_partial(tmp_path, "live", lock=me)
+    assert main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "live (running): epoch 4 of 10 · best val top-1 0.650 (epoch 3) · about 0m30s left\n"
+    assert main([str(tmp_path / "empty")]) == 1 and "no such runs folder" in capsys.readouterr().err
+    (tmp_path / "done").mkdir()
+    assert main([str(tmp_path / "done")]) == 0 and "no unfinished runs" in capsys.readouterr().out
