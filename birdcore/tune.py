@@ -66,11 +66,22 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
     scorer = ValidationScorer(data, data.rows("val"), targets, primary, cfg=cfg, batch_segments=batch_segments)
     log.info("tuning: up to %d trials of %d epochs (state in %s/tuning)", t.max_trials, t.epochs_per_trial, run.path)
     tuner.search(batches, epochs=t.epochs_per_trial, callbacks=[scorer], verbose=1 if sys.stderr.isatty() else 0)
-    best = tuner.get_best_hyperparameters(1)[0].values
     trials = []
     for trial in tuner.oracle.trials.values():
         trials.append({"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score,
                        "values": dict(trial.hyperparameters.values)})
+    completed = [tr for tr in tuner.oracle.trials.values() if str(tr.status) == "COMPLETED"]
+    if not completed:
+        # keras-tuner records a failing trial and goes on; with every trial failed its "best" values
+        # would be an untried guess, so the job must stop here rather than train with them.
+        reasons = [tr.message for tr in tuner.oracle.trials.values() if getattr(tr, "message", None)]
+        last = reasons[-1].strip().splitlines()[-1] if reasons else "no trial ran"
+        raise RuntimeError(f"tuning: none of {len(trials)} trials completed (last error: {last}); "
+                           f"see {run.path}/tuning/trial_*/trial.json")
+    if len(completed) < len(trials):
+        log.warning("tuning: %d of %d trials failed (see %s/tuning)", len(trials) - len(completed), len(trials),
+                    run.path)
+    best = tuner.get_best_hyperparameters(1)[0].values
     log.info("tuning done; best %s", best)
     return {"best": {k: float(v) for k, v in best.items()}, "trials": trials,
             "config": apply_hyperparameters(cfg, best)}

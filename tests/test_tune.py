@@ -15,6 +15,9 @@ def test_tuning_picks_values_used_by_the_final_training(synth_dir, tmp_path):
                     cache_dir=tmp_path / "cache", workers=1)
     tuning = json.loads((run / "tuning.json").read_text())
     assert len(tuning["trials"]) == 2
+    # every trial really trained and was scored (a missing optional import once failed them all silently)
+    assert [t["status"] for t in tuning["trials"]] == ["COMPLETED", "COMPLETED"]
+    assert all(0.0 <= t["score"] <= 1.0 for t in tuning["trials"])
     best = tuning["best"]
     assert set(best) == {"learning_rate", "time_mask_max", "freq_mask_max", "db_floor_max"}
     assert 1e-5 <= best["learning_rate"] <= 1e-3
