@@ -25,6 +25,18 @@ def setup_logging(verbose: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
     logging.getLogger("absl").setLevel(logging.ERROR)
+    tf_log = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _ExpectedRetracing) for f in tf_log.filters):
+        tf_log.addFilter(_ExpectedRetracing())
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Drops TensorFlow's "N of the last M calls ... triggered tf.function retracing" warning.  Each
+    model gets one traced scorer; keras-tuner builds a new model per trial, so one trace per trial is
+    expected, but TensorFlow counts them together (same code) and warns as if something were wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -112,3 +112,17 @@ def test_train_job_with_an_unusable_cache_stops_in_one_line(synth_dir, tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert f"decode cache {tmp_path / 'cache'}" in res.stderr
     assert not (tmp_path / "runs" / "c").exists()
+
+
+def test_expected_retracing_warnings_are_dropped_and_other_tensorflow_warnings_kept():
+    import logging
+
+    from birdcore.cli import setup_logging
+
+    setup_logging()
+    setup_logging()  # twice: still one filter
+    tf_log = logging.getLogger("tensorflow")
+    make = lambda msg: tf_log.makeRecord("tensorflow", logging.WARNING, __file__, 1, msg, (), None)
+    assert not tf_log.filter(make("5 out of the last 10 calls to <fn> triggered tf.function retracing. Tracing is"))
+    assert tf_log.filter(make("Skipping variable loading for optimizer"))
+    assert sum(type(f).__name__ == "_ExpectedRetracing" for f in tf_log.filters) == 1
