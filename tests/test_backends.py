@@ -21,9 +21,13 @@ def jax_env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
 
 
-def test_a_run_trained_under_jax_is_served_by_tensorflow_with_the_same_scores(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "train_job.py"), "--demo", "--epochs", "1", "--out",
-                          str(tmp_path / "runs"), "--name", "j", "--cache-dir", str(tmp_path / "cache")],
+def test_a_run_trained_under_jax_is_served_by_tensorflow_with_the_same_scores(synth_dir, tmp_path):
+    from conftest import tiny_config
+
+    tiny_config(epochs=1).save(tmp_path / "tiny.json")  # the real pipeline, shrunk (see conftest)
+    res = subprocess.run([sys.executable, str(ROOT / "train_job.py"), "--data-dir", str(synth_dir), "--config",
+                          str(tmp_path / "tiny.json"), "--out", str(tmp_path / "runs"), "--name", "j",
+                          "--cache-dir", str(tmp_path / "cache"), "--workers", "1"],
                          cwd=tmp_path, env=jax_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Traceback" not in res.stderr and "export/ (TF SavedModel) skipped" in res.stderr
@@ -45,11 +49,11 @@ def test_a_run_trained_under_jax_is_served_by_tensorflow_with_the_same_scores(tm
     assert isinstance(scorer, Scorer)
     with np.load(run_dir / "scores.npz") as z:
         ids, under_jax, segments_jax = z["recording_id"], z["scores"], z["segment_scores"]
-    meta = read_metadata(tmp_path / "demo_data").set_index("recording_id")
+    meta = read_metadata(synth_dir).set_index("recording_id")
     cache = DecodeCache(tmp_path / "cache", sample_rate=run.sample_rate)
     waves = [np.asarray(cache.load(meta.loc[str(r), "path"]), np.float32) for r in ids]
     under_tf = list(scorer.score_many(waves))
-    assert len(ids) == 6 and sum(len(s.segments) for s in under_tf) == len(segments_jax)
+    assert len(ids) >= 3 and sum(len(s.segments) for s in under_tf) == len(segments_jax)
     np.testing.assert_allclose(np.stack([s.recording for s in under_tf]), under_jax, atol=1e-4)
     # segment scores are stored as float16 in scores.npz
     np.testing.assert_allclose(np.concatenate([s.segments for s in under_tf]), segments_jax, atol=1e-3)
