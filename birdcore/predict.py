@@ -186,7 +186,7 @@ class FileMasks:
             from .sites import SiteTable, read_sites
 
             self.sites = SiteTable(read_sites(args.sites))
-        self._filters: dict = {}
+        self._filters: dict = {} if self.fallback is None else {self.fallback.place: self.fallback}
 
     def _range_filter(self, place):
         if place not in self._filters:
@@ -199,12 +199,8 @@ class FileMasks:
         """The mask for ``path``: the species every filter that applies to it keeps, or None."""
         from .species_mask import combine
 
-        place_filter = self.fallback
-        if self.sites is not None:
-            place = self.sites.place_for(path)
-            if place is not None:
-                place_filter = self._range_filter(place)
-        return combine([self.listed, place_filter])
+        place = self.place_for(path)
+        return combine([self.listed, None if place is None else self._range_filter(place)])
 
     def place_for(self, path: Path):
         """The place whose range filter applies to ``path`` (a ``birdnet_range.Place``), or None."""

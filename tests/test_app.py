@@ -229,14 +229,20 @@ def test_filter_changes_reuse_the_clips_scores(tmp_path, monkeypatch):
     assert at.session_state["last_clip"][0] != first[0]  # a new clip is scored anew
 
 
-def test_classify_offers_the_clips_detections_for_download(tmp_path, monkeypatch):
-    from birdcore.detections import CSV_HEADER, detections_csv, segment_detections
-
+def birdnet_clip_scored(tmp_path, monkeypatch):
+    """A fresh machine (BirdNET as the model) with a 7 s clip scored and detections down to 0.01."""
     monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
     at = app_at()
     at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=7.0, sr=48000), "audio/wav")).run()
     low = [n for n in at.number_input if n.label.startswith("Lowest segment score")][0]
     low.set_value(0.01).run()
+    return at
+
+
+def test_classify_offers_the_clips_detections_for_download(tmp_path, monkeypatch):
+    from birdcore.detections import CSV_HEADER, detections_csv, segment_detections
+
+    at = birdnet_clip_scored(tmp_path, monkeypatch)
     assert not at.exception, [e.value for e in at.exception]
     buttons = at.get("download_button")
     assert len(buttons) == 2
@@ -249,11 +255,7 @@ def test_classify_offers_the_clips_detections_for_download(tmp_path, monkeypatch
 
 
 def test_birdnet_window_overlap_gives_finer_detection_times(tmp_path, monkeypatch):
-    monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
-    at = app_at()
-    at.file_uploader[0].set_value(("chirp.wav", wav_bytes(seconds=7.0, sr=48000), "audio/wav")).run()
-    low = [n for n in at.number_input if n.label.startswith("Lowest segment score")][0]
-    low.set_value(0.01).run()
+    at = birdnet_clip_scored(tmp_path, monkeypatch)
     first = at.session_state["last_clip"]
     at.select_slider[0].set_value(1.5).run()
     assert not at.exception, [e.value for e in at.exception]
