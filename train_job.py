@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train, evaluate and export a bird-call model headless (thin CLI over birdcore.train.train_run).
+"""Train, evaluate and export a bird-call model headless (thin CLI over birdcore.training.train.train_run).
 
 Examples:
     python train_job.py --demo
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from birdcore.cli import HelpFormatter, add_common_data_args, fail, import_tensorflow_quietly, log, setup_logging
+from birdcore.cli.common import HelpFormatter, add_common_data_args, fail, import_tensorflow_quietly, log, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +82,7 @@ def config_from_args(args):
     if args.seed is not None:
         cfg.split.seed = cfg.train.seed = args.seed
     if cfg.model.backbone == "birdnet":
-        from birdcore.birdnet_backend import birdnet_config
+        from birdcore.models.birdnet_head.head import birdnet_config
 
         birdnet_config(cfg)
         if args.lr is None:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         data_dir = args.data_dir
         if args.demo and data_dir is None:
-            from birdcore.synthetic import make_synthetic_dataset
+            from birdcore.data.synthetic import make_synthetic_dataset
 
             data_dir = Path("demo_data")
             if not (data_dir / "train.csv").exists():
@@ -121,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg.synthetic = True
         name = name or time.strftime(("demo-synthetic-" if cfg.synthetic else "run-") + "%Y%m%d-%H%M%S")
         if args.baseline == "birdnet":
-            from birdcore.birdnet_backend import baseline_run
+            from birdcore.models.birdnet_head.head import baseline_run
 
             final = baseline_run(data_dir=data_dir, out_dir=args.out, name=args.name or time.strftime(
                 "birdnet-zero-shot-%Y%m%d-%H%M%S"), cfg=cfg, cache_dir=args.cache_dir, workers=args.workers)
             print(final)
             return 0
-        from birdcore.train import train_run
+        from birdcore.training.train import train_run
 
         final = train_run(data_dir=data_dir, out_dir=args.out, name=name, cfg=cfg, resume=args.resume,
                           cache_dir=args.cache_dir, workers=args.workers, batch_segments=args.batch_segments)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from birdcore.cli import quiet_native_stderr
+from birdcore.cli.common import quiet_native_stderr
 
 NAV_KEY = "birdclef_navigation"  # set by app.py: the page runs inside its navigation
 DEEP_LINK_KEY = "birdclef_deep_link"
@@ -42,7 +42,7 @@ def runs_dir() -> Path:
 
 
 def available_runs() -> list[Path]:
-    from birdcore.runfolder import list_runs
+    from birdcore.runs.folder import list_runs
 
     return list_runs(runs_dir())
 
@@ -106,8 +106,8 @@ def _stamp(run_dir: Path) -> float:
 @st.cache_resource(show_spinner="Loading the model…")
 def _classifier(path: str, stamp: float):
     with quiet_native_stderr():
-        from birdcore.classify import ClipClassifier
-        from birdcore.export import load_run
+        from birdcore.serving.classify import ClipClassifier
+        from birdcore.runs.loading import load_run
 
         return ClipClassifier(load_run(Path(path)))
 
@@ -121,8 +121,8 @@ def classifier(run_dir: Path):
 def birdnet_classifier():
     """BirdNET V2.4 over all its classes (the model for visitors before any run is trained)."""
     with quiet_native_stderr():
-        from birdcore.birdnet_backend import global_birdnet_run
-        from birdcore.classify import ClipClassifier
+        from birdcore.models.birdnet_head.head import global_birdnet_run
+        from birdcore.serving.classify import ClipClassifier
 
         return ClipClassifier(global_birdnet_run())
 
@@ -151,7 +151,7 @@ def classify_clip(clf, run_dir: Path | None, data: bytes, name: str, progress, *
 def species_filter(run_dir: Path | None, lat: float, lon: float, day):
     """The range-model filter of a run's species (or BirdNET's own, ``run_dir=None``) at a place and
     date (``None``: any time of year)."""
-    from birdcore.birdnet_range import ANY_WEEK, Place, week_of
+    from birdcore.serving.birdnet_range import ANY_WEEK, Place, week_of
 
     week = ANY_WEEK if day is None else week_of(day)
     return _species_filter(None if run_dir is None else str(run_dir),
@@ -160,7 +160,7 @@ def species_filter(run_dir: Path | None, lat: float, lon: float, day):
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _species_filter(path: str | None, stamp: float | None, place):
-    from birdcore.birdnet_range import species_filter
+    from birdcore.serving.birdnet_range import species_filter
 
     run = birdnet_classifier().run if path is None else _classifier(path, stamp).run
     return species_filter(run.species, place)
@@ -168,14 +168,14 @@ def _species_filter(path: str | None, stamp: float | None, place):
 
 @st.cache_resource(show_spinner=False)
 def birdnet_available() -> bool:
-    from birdcore.birdnet_backend import birdnet_available as available
+    from birdcore.models.birdnet_head.head import birdnet_available as available
 
     return available()
 
 
 @st.cache_data(show_spinner=False)
 def _table(path: str, stamp: float):
-    from birdcore.analysis import load_score_table
+    from birdcore.analysis.scores import load_score_table
 
     return load_score_table(Path(path))
 
@@ -186,7 +186,7 @@ def score_table(run_dir: Path):
 
 @st.cache_resource(show_spinner=False)
 def _explorer(path: str, stamp: float):
-    from birdcore.thresholds import ThresholdExplorer
+    from birdcore.analysis.thresholds import ThresholdExplorer
 
     return ThresholdExplorer(_table(path, stamp))
 
@@ -213,7 +213,7 @@ def species_names(run_dir: Path):
 
 @st.cache_data(show_spinner=False)
 def _birdnet_species():
-    from birdcore.birdnet_backend import global_birdnet_run
+    from birdcore.models.birdnet_head.head import global_birdnet_run
 
     return global_birdnet_run().species
 
@@ -233,7 +233,7 @@ def synthetic_banner(run_dir: Path) -> None:
 
 @st.cache_data(show_spinner=False)
 def _roc_points(path: str, stamp: float, species: str | None):
-    from birdcore.analysis import roc_det_points
+    from birdcore.analysis.scores import roc_det_points
 
     return roc_det_points(_table(path, stamp), species=species)
 
@@ -259,8 +259,8 @@ STATE_LABELS = {"running": "training", "stopped": "stopped", "elsewhere": "on an
 @st.fragment(run_every="30s")
 def training_progress() -> None:
     """Runs still being built in the runs folder, one line each, refreshed every 30 s (read-only:
-    ``birdcore.progress``).  Call inside ``with st.sidebar:``."""
-    from birdcore.progress import runs_in_progress
+    ``birdcore.runs.progress``).  Call inside ``with st.sidebar:``."""
+    from birdcore.runs.progress import runs_in_progress
 
     runs = runs_in_progress(runs_dir())
     if not runs:

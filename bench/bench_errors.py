@@ -3,7 +3,7 @@
     python bench/bench_errors.py runs/splits-seed{1,2,3,4,5,1234}-head-default \
         runs/splits-seed{1,2,3,4,5,1234}-birdnet-zero-shot [--list]
 
-For each run (``birdcore.analysis.top1_errors`` on its scores.npz): test recordings, top-1 errors,
+For each run (``birdcore.analysis.scores.top1_errors`` on its scores.npz): test recordings, top-1 errors,
 how many of those predict a species the recordist named as a background species, and how many
 fall on species BirdNET has no label for (read from the ``birdnet_missing_species`` of any
 zero-shot run given).  Runs are grouped by their name with the ``splits-seedS-`` prefix removed, so
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from birdcore.analysis import load_score_table, top1_errors  # noqa: E402
+from birdcore.analysis.scores import load_score_table, top1_errors  # noqa: E402
 
 
 def main() -> None:

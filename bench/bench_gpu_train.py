@@ -3,7 +3,7 @@
     python bench/bench_gpu_train.py [--backend jax] [--policies float32 mixed_float16 mixed_bfloat16]
         [--batch-size 8] [--train-seconds 30] [--steps 20] [--species 264]
 
-Builds the real recording model (``birdcore.model.build_model``: log-mel frontend and training-only
+Builds the real recording model (``birdcore.models.keras_audio.model.build_model``: log-mel frontend and training-only
 augmentations inside the model, InceptionV3 with ``weights=None``, weak-label pooling) and times
 ``train_on_batch`` on batches made by the real input pipeline (``TrainingBatches`` with the waveform
 augmentations) from seeded synthetic recordings held in memory, so no dataset is needed.  The same
@@ -67,7 +67,7 @@ def time_policy(policy: str, cfg, batches: list, n_species: int, *, warmup: int,
     import keras
     import numpy as np
 
-    from birdcore.model import build_model, compile_model
+    from birdcore.models.keras_audio.model import build_model, compile_model
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(policy)
@@ -113,7 +113,7 @@ def time_fit(cfg, args, make_pipeline, *, workers_list: list[int]) -> list[dict]
     """Recordings per second of ``model.fit`` fed by the real pipeline (PyDataset worker threads), float32."""
     import keras
 
-    from birdcore.model import build_model, compile_model
+    from birdcore.models.keras_audio.model import build_model, compile_model
 
     keras.backend.clear_session()
     model = build_model(cfg, args.species)
@@ -156,9 +156,9 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from birdcore.augment import WaveAugmenter
+    from birdcore.features.augment import WaveAugmenter
     from birdcore.config import RunConfig
-    from birdcore.pipeline import TrainingBatches, make_targets
+    from birdcore.data.batches import TrainingBatches, make_targets
 
     cfg = RunConfig()
     cfg.model.backbone, cfg.model.weights = args.backbone, "none"

@@ -10,7 +10,7 @@ temporary folder, then measures, each in a fresh process so that peak RSS
   scoring the file through ``stream_audio`` + ``Scorer.score_stream``;
 - ``decode``: ``decode_audio`` of the whole file in one piece (the baseline);
 - ``whole`` (with ``--compare-whole``): decode whole + ``Scorer.score``, the
-  path ``birdcore.predict`` used before streaming.
+  path ``birdcore.cli.predict`` used before streaming.
 
 Prints one JSON object; memory in MB (2**20 bytes), times in seconds.
 """
@@ -61,7 +61,7 @@ def tiny_model(sample_rate: int):
     import keras
 
     from birdcore.config import demo_config
-    from birdcore.model import build_model
+    from birdcore.models.keras_audio.model import build_model
 
     cfg = demo_config()
     cfg.audio.sample_rate = sample_rate
@@ -71,7 +71,7 @@ def tiny_model(sample_rate: int):
 
 def worker(mode: str, path: Path, sample_rate: int) -> dict:
     """One measurement in this (fresh) process."""
-    from birdcore.audio import decode_audio
+    from birdcore.io.audio import decode_audio
 
     out: dict = {"mode": mode}
     if mode == "decode":
@@ -79,8 +79,8 @@ def worker(mode: str, path: Path, sample_rate: int) -> dict:
         wave = decode_audio(path, sample_rate=sample_rate)
         out.update(seconds=time.perf_counter() - t, audio_seconds=wave.size / sample_rate)
     else:
-        from birdcore.inference import Scorer
-        from birdcore.stream import stream_audio
+        from birdcore.models.keras_audio.scorer import Scorer
+        from birdcore.io.stream import stream_audio
 
         model, cfg = tiny_model(sample_rate)
         scorer = Scorer(model)

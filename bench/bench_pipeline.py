@@ -22,9 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from birdcore.cache import DecodeCache  # noqa: E402
+from birdcore.data.cache import DecodeCache  # noqa: E402
 from birdcore.config import RunConfig  # noqa: E402
-from birdcore.dataset import read_metadata  # noqa: E402
+from birdcore.data.metadata import read_metadata  # noqa: E402
 
 
 def main() -> None:
@@ -56,8 +56,8 @@ def main() -> None:
         out["cache_warm_s"] = time.perf_counter() - t
         out["decode_realtime_factor"] = report.audio_seconds / out["cache_cold_s"]
 
-        from birdcore.augment import WaveAugmenter
-        from birdcore.pipeline import TrainingBatches, make_targets
+        from birdcore.features.augment import WaveAugmenter
+        from birdcore.data.batches import TrainingBatches, make_targets
 
         ok = df[df["path"].isin(report.ok)].reset_index(drop=True)
         codes = sorted(ok["primary"].unique())
@@ -77,8 +77,8 @@ def main() -> None:
 
         import keras
 
-        from birdcore.model import build_model
-        from birdcore.model import compile_model
+        from birdcore.models.keras_audio.model import build_model
+        from birdcore.models.keras_audio.model import compile_model
 
         model = build_model(cfg, len(codes))
         compile_model(model, 1e-4)

@@ -28,11 +28,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from birdcore import birdnet as bn  # noqa: E402
-from birdcore.birdnet_backend import global_birdnet_run  # noqa: E402
-from birdcore.birdnet_range import ANY_WEEK, Place, species_filter, week_of  # noqa: E402
-from birdcore.dataset import read_metadata, species_table  # noqa: E402
-from birdcore.predict import score_file  # noqa: E402
+from birdcore.models.birdnet import runtime as bn  # noqa: E402
+from birdcore.models.birdnet_head.head import global_birdnet_run  # noqa: E402
+from birdcore.serving.birdnet_range import ANY_WEEK, Place, species_filter, week_of  # noqa: E402
+from birdcore.data.metadata import read_metadata, species_table  # noqa: E402
+from birdcore.cli.predict import score_file  # noqa: E402
 
 
 def recording_weeks(data_dir: Path, meta: pd.DataFrame) -> list[int]:

@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from birdcore.analysis import ScoreTable, roc_det_points  # noqa: E402
-from birdcore.thresholds import ThresholdExplorer  # noqa: E402
-from birdcore.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure  # noqa: E402
+from birdcore.analysis.scores import ScoreTable, roc_det_points  # noqa: E402
+from birdcore.analysis.thresholds import ThresholdExplorer  # noqa: E402
+from birdcore.analysis.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure  # noqa: E402
 
 
 def random_table(n: int, c: int, *, seed: int = 0) -> ScoreTable:

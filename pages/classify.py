@@ -5,11 +5,11 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from birdcore.audio import AudioError
-from birdcore.classify import restrict
-from birdcore.plots import segment_heatmap_figure, spectrogram_figure
-from birdcore.detections import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
-from birdcore.species_mask import combine, from_names
+from birdcore.io.audio import AudioError
+from birdcore.serving.classify import restrict
+from birdcore.analysis.plots import segment_heatmap_figure, spectrogram_figure
+from birdcore.serving.detections import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
+from birdcore.serving.species_mask import combine, from_names
 
 OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9
 
@@ -24,7 +24,7 @@ model = st.radio("Model", models, format_func=labels.get, horizontal=True)
 if model == "run":
     ui.synthetic_banner(run_dir)
 else:
-    from birdcore.birdnet import LICENSE_NOTE
+    from birdcore.models.birdnet.runtime import LICENSE_NOTE
 
     st.caption(LICENSE_NOTE)
 known = ui.model_species(run_dir if model == "run" else None)

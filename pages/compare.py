@@ -2,8 +2,8 @@
 import streamlit as st
 
 import ui
-from birdcore.analysis import run_summary
-from birdcore.comparison import compare_runs, compare_summary
+from birdcore.analysis.scores import run_summary
+from birdcore.analysis.comparison import compare_runs, compare_summary
 
 ui.inside_app(__file__)
 st.title("Compare runs")

@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from birdcore.analysis import confusion_matrix, load_history, run_summary, top1_errors
-from birdcore.plots import confusion_figure, training_curves_figure
+from birdcore.analysis.scores import confusion_matrix, load_history, run_summary, top1_errors
+from birdcore.analysis.plots import confusion_figure, training_curves_figure
 
 ui.inside_app(__file__)
 run_dir = ui.run_page("Run overview")

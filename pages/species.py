@@ -4,9 +4,9 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from birdcore.analysis import confusions, positive_negative_scores, ranked_recordings, species_summary
-from birdcore.metrics import pr_points
-from birdcore.plots import pr_figure, roc_figure, score_distributions_figure
+from birdcore.analysis.scores import confusions, positive_negative_scores, ranked_recordings, species_summary
+from birdcore.evaluation.metrics import pr_points
+from birdcore.analysis.plots import pr_figure, roc_figure, score_distributions_figure
 
 ui.inside_app(__file__)
 run_dir = ui.run_page("Species")

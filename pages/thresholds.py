@@ -3,8 +3,8 @@ import numpy as np
 import streamlit as st
 
 import ui
-from birdcore.thresholds import save_thresholds
-from birdcore.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure
+from birdcore.analysis.thresholds import save_thresholds
+from birdcore.analysis.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure
 
 ui.inside_app(__file__)
 run_dir = ui.run_page("Thresholds")

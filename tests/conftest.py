@@ -24,7 +24,7 @@ def tiny_config(**train_overrides) -> RunConfig:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """3 synthetic species × 8 recordings of 2-4 s, Kaggle 2020 layout."""
-    from birdcore.synthetic import make_synthetic_dataset
+    from birdcore.data.synthetic import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synth"), n_species=3, recordings_per_species=8,
                                   seconds=(2.0, 4.0), sample_rate=16000, seed=1)
@@ -33,7 +33,7 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def holdout_dir(tmp_path_factory):
     """New recordings of the same 3 species (another seed), for held-out evaluation."""
-    from birdcore.synthetic import make_synthetic_dataset
+    from birdcore.data.synthetic import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("holdout"), n_species=3, recordings_per_species=5,
                                   seconds=(2.0, 4.0), sample_rate=16000, seed=99, audio_format="flac")
@@ -42,7 +42,7 @@ def holdout_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, synth_dir):
     """One complete run trained on ``synth_dir`` (shared by the tests that only read it)."""
-    from birdcore.train import train_run
+    from birdcore.training.train import train_run
 
     out = tmp_path_factory.mktemp("runs")
     cache = tmp_path_factory.mktemp("cache")

@@ -1,15 +1,15 @@
-"""birdcore.analysis on small synthetic score tables (no data, no TensorFlow)."""
+"""birdcore.analysis.scores on small synthetic score tables (no data, no TensorFlow)."""
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from birdcore import analysis as A
-from birdcore import comparison as C
-from birdcore import thresholds as T
-from birdcore.metrics import top_k_accuracy
-from birdcore.runfolder import write_npz
+from birdcore.analysis import scores as A
+from birdcore.analysis import comparison as C
+from birdcore.analysis import thresholds as T
+from birdcore.evaluation.metrics import top_k_accuracy
+from birdcore.runs.folder import write_npz
 
 
 def random_table(seed=0, n=60, c=7, *, ties=False) -> A.ScoreTable:
@@ -378,7 +378,7 @@ def test_mcnemar_exact_p_hand_values(only_a, only_b, p):
 
 
 def test_run_summary_reads_like_a_sentence():
-    from birdcore.analysis import run_summary
+    from birdcore.analysis.scores import run_summary
 
     trained = {"model_kind": "keras_audio", "backbone": "inception_v3", "weights": "none", "pooling": "max",
                "n_species": 20, "epochs_trained": 77, "best_epoch": 72, "tuned": False, "keras_backend": "jax",

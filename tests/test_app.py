@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
-from birdcore.runfolder import write_npz
+from birdcore.runs.folder import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["pages/classify.py", "pages/overview.py", "pages/species.py", "pages/thresholds.py", "pages/compare.py"]
@@ -53,7 +53,7 @@ def test_fresh_machine_pages_say_how_to_make_a_run(page, tmp_path, monkeypatch):
 
 
 def wav_bytes(seconds=2.5, sr=16000, seed=0):
-    from birdcore.synthetic import make_call
+    from birdcore.data.synthetic import make_call
 
     wave = make_call("synchi1", seconds=seconds, sample_rate=sr, rng=np.random.default_rng(seed))
     buf = io.BytesIO()
@@ -185,7 +185,7 @@ def test_fresh_machine_classifies_with_birdnet(tmp_path, monkeypatch):
 
 
 def test_location_filter_keeps_only_species_expected_there(tmp_path, monkeypatch):
-    from birdcore.birdnet_range import Place, species_filter
+    from birdcore.serving.birdnet_range import Place, species_filter
 
     monkeypatch.setenv("BIRDCLEF_RUNS", str(tmp_path / "empty"))
     at = app_at()
@@ -240,7 +240,7 @@ def birdnet_clip_scored(tmp_path, monkeypatch):
 
 
 def test_classify_offers_the_clips_detections_for_download(tmp_path, monkeypatch):
-    from birdcore.detections import CSV_HEADER, detections_csv, segment_detections
+    from birdcore.serving.detections import CSV_HEADER, detections_csv, segment_detections
 
     at = birdnet_clip_scored(tmp_path, monkeypatch)
     assert not at.exception, [e.value for e in at.exception]
@@ -271,7 +271,7 @@ def test_birdnet_window_overlap_gives_finer_detection_times(tmp_path, monkeypatc
 
 
 def ui_run():
-    from birdcore.birdnet_backend import global_birdnet_run
+    from birdcore.models.birdnet_head.head import global_birdnet_run
 
     return global_birdnet_run()
 

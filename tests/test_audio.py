@@ -1,11 +1,11 @@
-"""Tests for birdcore.audio: formats, channel mixing, resampling and every error path."""
+"""Tests for birdcore.io.audio: formats, channel mixing, resampling and every error path."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from birdcore.audio import (
+from birdcore.io.audio import (
     AUDIO_EXTENSIONS,
     AudioError,
     decode_audio,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from birdcore.augment import WaveAugmenter, add_noise, colored_noise, mix_in, noise_slice, remove_start
+from birdcore.features.augment import WaveAugmenter, add_noise, colored_noise, mix_in, noise_slice, remove_start
 from birdcore.config import AugmentConfig
 
 

@@ -39,10 +39,10 @@ def test_a_run_trained_under_jax_is_served_by_tensorflow_with_the_same_scores(sy
 
     # scores.npz holds the test recordings' scores computed under JAX; TensorFlow must reproduce them
     # from the same cached audio
-    from birdcore.cache import DecodeCache
-    from birdcore.dataset import read_metadata
-    from birdcore.export import load_run
-    from birdcore.inference import Scorer
+    from birdcore.data.cache import DecodeCache
+    from birdcore.data.metadata import read_metadata
+    from birdcore.runs.loading import load_run
+    from birdcore.models.keras_audio.scorer import Scorer
 
     run = load_run(run_dir)  # this process: TensorFlow
     scorer = run.scorer()

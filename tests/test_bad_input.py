@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdcore.audio import AudioError, decode_audio, decode_bytes
-from birdcore.cache import DecodeCache
-from birdcore.export import load_run
-from birdcore.predict import main
-from birdcore.stream import stream_audio
+from birdcore.io.audio import AudioError, decode_audio, decode_bytes
+from birdcore.data.cache import DecodeCache
+from birdcore.runs.loading import load_run
+from birdcore.cli.predict import main
+from birdcore.io.stream import stream_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 

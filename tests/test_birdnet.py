@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdcore import birdnet as bn
-from birdcore.birdnet_backend import birdnet_available, birdnet_config, global_birdnet_run
-from birdcore.export import load_run
-from birdcore.runfolder import read_manifest
+from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet_head.head import birdnet_available, birdnet_config, global_birdnet_run
+from birdcore.runs.loading import load_run
+from birdcore.runs.folder import read_manifest
 
 from conftest import tiny_config
 
@@ -52,7 +52,7 @@ def test_species_are_matched_by_scientific_name():
 
 
 def test_missing_species_get_same_genus_relatives_as_prior():
-    from birdcore.birdnet_backend import features, prior_sources
+    from birdcore.models.birdnet_head.head import features, prior_sources
 
     labels = bn.load_labels()
     table = pd.DataFrame({"ebird_code": ["purpar1", "banana", "fake1"],
@@ -81,15 +81,15 @@ def test_scores_and_embeddings_for_a_clip():
 
 @pytest.fixture(scope="module")
 def synth48(tmp_path_factory):
-    from birdcore.synthetic import make_synthetic_dataset
+    from birdcore.data.synthetic import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synth48"), n_species=3, recordings_per_species=8,
                                   seconds=(3.0, 6.0), sample_rate=48000, seed=4)
 
 
 def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, tmp_path):
-    from birdcore.birdnet_backend import baseline_run
-    from birdcore.train import train_run
+    from birdcore.models.birdnet_head.head import baseline_run
+    from birdcore.training.train import train_run
 
     cfg = tiny_config()
     base = baseline_run(data_dir=synth48, out_dir=tmp_path / "runs", name="bn", cfg=tiny_config(),
@@ -107,7 +107,7 @@ def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, tmp_path):
 
 
 def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, tmp_path):
-    from birdcore.train import train_run
+    from birdcore.training.train import train_run
 
     cfg = birdnet_config(tiny_config(epochs=15))
     cfg.model.backbone = "birdnet"
@@ -121,7 +121,7 @@ def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["top1"] >= 0.6  # 3 species; BirdNET alone knows none of them
     run = load_run(run_dir)
-    from birdcore.audio import decode_audio
+    from birdcore.io.audio import decode_audio
 
     path = sorted((synth48 / "train_audio").rglob("*.wav"))[0]
     wave = decode_audio(path, sample_rate=run.sample_rate)
@@ -137,7 +137,7 @@ def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, tmp_path):
 
 
 def test_global_birdnet_run_names_real_species():
-    from birdcore.detections import top_species
+    from birdcore.serving.detections import top_species
 
     run = global_birdnet_run()
     assert len(run.species) == 6522 and run.sample_rate == 48000
@@ -172,7 +172,7 @@ def test_embeddings_recovered_from_logits_match_the_pooling_layer():
 
 def test_shifted_window_batches_draw_one_grid_per_example():
     """With two interleaved grids (windows every 1.5 s), a crop is consecutive windows of one grid."""
-    from birdcore.birdnet_backend import EmbeddingBatches
+    from birdcore.models.birdnet_head.head import EmbeddingBatches
 
     seqs = [np.arange(n, dtype=np.float32)[:, None].repeat(4, axis=1) for n in (9, 1, 12, 7)]
     batches = EmbeddingBatches(load=lambda i: seqs[i], targets=np.eye(4, dtype=np.float32), windows=3,

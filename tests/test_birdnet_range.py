@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdcore import birdnet_range as br
-from birdcore.classify import ClipResult, restrict
+from birdcore.serving import birdnet_range as br
+from birdcore.serving.classify import ClipResult, restrict
 
 ITHACA = (42.48, -76.45)
 PUERTO_RICO = (18.2, -66.5)
@@ -59,7 +59,7 @@ def test_apply_zeroes_dropped_species_and_keeps_shapes():
 
 
 def test_restrict_reranks_and_names_what_the_filter_dropped():
-    from birdcore.birdnet_backend import global_birdnet_run
+    from birdcore.models.birdnet_head.head import global_birdnet_run
 
     run = global_birdnet_run()
     codes = run.codes
@@ -76,7 +76,7 @@ def test_restrict_reranks_and_names_what_the_filter_dropped():
 
 
 def chirp_wav(path, *, seconds=4.0, sr=48000, seed=3):
-    from birdcore.synthetic import make_call
+    from birdcore.data.synthetic import make_call
 
     wave = make_call("synchi1", seconds=seconds, sample_rate=sr, rng=np.random.default_rng(seed))
     sf.write(path, wave, sr)
@@ -84,7 +84,7 @@ def chirp_wav(path, *, seconds=4.0, sr=48000, seed=3):
 
 
 def test_predict_cli_filters_birdnet_by_place_and_date(tmp_path, capsys):
-    from birdcore import predict
+    from birdcore.cli import predict
 
     clip = chirp_wav(tmp_path / "chirp.wav")
     assert predict.main(["birdnet", str(clip), "--json", "--top", "10"]) == 0
@@ -103,7 +103,7 @@ def test_predict_cli_filters_birdnet_by_place_and_date(tmp_path, capsys):
                                           (["--lat", "10"], "both --lat and --lon"),
                                           (["--week", "5"], "need --lat and --lon")])
 def test_predict_cli_rejects_a_bad_place_in_one_line(tmp_path, capsys, args, message):
-    from birdcore import predict
+    from birdcore.cli import predict
 
     clip = chirp_wav(tmp_path / "chirp.wav", seconds=1.0)
     assert predict.main(["birdnet", str(clip), *args]) == 2
@@ -112,7 +112,7 @@ def test_predict_cli_rejects_a_bad_place_in_one_line(tmp_path, capsys, args, mes
 
 
 def test_species_list_keeps_named_species_in_any_naming(tmp_path):
-    from birdcore.species_mask import from_names, read_species_list
+    from birdcore.serving.species_mask import from_names, read_species_list
 
     species = SPECIES.assign(common_name=["American Robin", "Bananaquit", "Imaginary Bird"])
     listing = tmp_path / "list.txt"
@@ -128,7 +128,7 @@ def test_species_list_keeps_named_species_in_any_naming(tmp_path):
 
 
 def test_predict_cli_species_list_and_place_combine(tmp_path, capsys):
-    from birdcore import predict
+    from birdcore.cli import predict
 
     clip = chirp_wav(tmp_path / "chirp.wav")
     listing = tmp_path / "list.txt"
@@ -147,8 +147,8 @@ def test_predict_cli_species_list_and_place_combine(tmp_path, capsys):
 
 
 def test_restrict_with_nothing_kept_has_an_empty_top():
-    from birdcore.birdnet_backend import global_birdnet_run
-    from birdcore.species_mask import SpeciesMask
+    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.serving.species_mask import SpeciesMask
 
     run = global_birdnet_run()
     scores = np.linspace(0, 1, len(run.codes), dtype=np.float32)
@@ -160,7 +160,7 @@ def test_restrict_with_nothing_kept_has_an_empty_top():
 def test_predict_overlap_gives_detections_every_hop(tmp_path):
     import csv
 
-    from birdcore import predict
+    from birdcore.cli import predict
 
     clip = chirp_wav(tmp_path / "chirp.wav", seconds=7.0)
     listing = tmp_path / "list.txt"
@@ -175,7 +175,7 @@ def test_predict_overlap_gives_detections_every_hop(tmp_path):
 
 
 def test_overlap_is_refused_for_a_run_with_fixed_segments(trained_run, tmp_path, capsys):
-    from birdcore import predict
+    from birdcore.cli import predict
 
     clip = chirp_wav(tmp_path / "chirp.wav", seconds=1.0, sr=16000)
     assert predict.main([str(trained_run), str(clip), "--overlap", "1"]) == 2

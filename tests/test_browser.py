@@ -82,7 +82,7 @@ def test_upload_a_clip_and_see_species(server, browser, tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from birdcore.synthetic import make_call
+    from birdcore.data.synthetic import make_call
 
     clip = tmp_path / "chirp.wav"
     sf.write(clip, make_call("synchi1", seconds=3.0, sample_rate=16000, rng=np.random.default_rng(5)), 16000)

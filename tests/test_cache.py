@@ -1,4 +1,4 @@
-"""Tests for birdcore.cache: reuse, invalidation, corruption, failures, parallel builds."""
+"""Tests for birdcore.data.cache: reuse, invalidation, corruption, failures, parallel builds."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdcore.audio import decode_audio
-from birdcore.cache import CacheReport, DecodeCache, _decode_job, _run_in_pool, default_cache_dir
+from birdcore.io.audio import decode_audio
+from birdcore.data.cache import CacheReport, DecodeCache, _decode_job, _run_in_pool, default_cache_dir
 
 RATE = 16000
 
@@ -142,7 +142,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_cache_that_cannot_be_written_stops_the_build(tmp_path, sources, workers):
     """A write failure is the cache's problem, not the recording's: going on would train on part of the data."""
-    from birdcore.cache import CacheWriteError
+    from birdcore.data.cache import CacheWriteError
 
     cache = DecodeCache(tmp_path / "cache", sample_rate=RATE)
     blocked = cache.entry_path(sources[1]).parent
@@ -158,7 +158,7 @@ def test_a_cache_that_cannot_be_written_stops_the_build(tmp_path, sources, worke
 
 
 def test_the_build_refuses_to_start_without_room_for_the_new_entries(tmp_path, sources):
-    from birdcore.cache import CacheWriteError
+    from birdcore.data.cache import CacheWriteError
 
     cache = DecodeCache(tmp_path / "cache", sample_rate=RATE)
     assert cache.needed_bytes(sources, {sources[0]: 2.0, sources[1]: float("nan")}) == 2.0 * RATE * 2
@@ -171,7 +171,7 @@ def test_the_build_refuses_to_start_without_room_for_the_new_entries(tmp_path, s
 
 
 def test_a_cache_folder_that_is_a_file_is_named(tmp_path, sources):
-    from birdcore.cache import CacheWriteError
+    from birdcore.data.cache import CacheWriteError
 
     (tmp_path / "cache").write_text("not a folder")
     cache = DecodeCache(tmp_path / "cache", sample_rate=RATE)

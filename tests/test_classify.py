@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdcore.audio import AudioError, decode_bytes
-from birdcore.classify import ClipClassifier
-from birdcore.export import load_run
-from birdcore.synthetic import make_call
+from birdcore.io.audio import AudioError, decode_bytes
+from birdcore.serving.classify import ClipClassifier
+from birdcore.runs.loading import load_run
+from birdcore.data.synthetic import make_call
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def wav48(seconds: float, seed: int = 3) -> bytes:
 
 @pytest.fixture(scope="module")
 def birdnet_clf():
-    from birdcore.birdnet_backend import global_birdnet_run
+    from birdcore.models.birdnet_head.head import global_birdnet_run
 
     return ClipClassifier(global_birdnet_run())
 

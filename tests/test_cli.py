@@ -52,7 +52,7 @@ def test_evaluate_json_last_line(trained_run, holdout_dir, tmp_path):
 
 
 def test_evaluate_unknown_species_is_reported(trained_run, tmp_path):
-    from birdcore.synthetic import make_synthetic_dataset
+    from birdcore.data.synthetic import make_synthetic_dataset
 
     other = make_synthetic_dataset(tmp_path / "other", n_species=5, recordings_per_species=1, seconds=(1.0, 1.5),
                                    seed=3)
@@ -117,7 +117,7 @@ def test_train_job_with_an_unusable_cache_stops_in_one_line(synth_dir, tmp_path)
 def test_expected_retracing_warnings_are_dropped_and_other_tensorflow_warnings_kept():
     import logging
 
-    from birdcore.cli import setup_logging
+    from birdcore.cli.common import setup_logging
 
     setup_logging()
     setup_logging()  # twice: still one filter

@@ -1,4 +1,4 @@
-"""Tests for birdcore.dataset on tiny fake datasets in both layouts."""
+"""Tests for birdcore.data.metadata on tiny fake datasets in both layouts."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdcore.dataset import DatasetError, load_species_names, read_metadata, species_table
+from birdcore.data.metadata import DatasetError, load_species_names, read_metadata, species_table
 
 
 def audio(path, seconds=0.2, rate=16000):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from birdcore.runfolder import RunBuilder, RunFolderError, read_manifest
+from birdcore.runs.folder import RunBuilder, RunFolderError, read_manifest
 
 from conftest import tiny_config
 
@@ -48,7 +48,7 @@ def test_lock_refuses_a_second_job_in_the_same_process(tmp_path):
 
 
 def test_kill_9_then_resume_completes_once(tmp_path):
-    from birdcore.synthetic import make_synthetic_dataset
+    from birdcore.data.synthetic import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", n_species=3, recordings_per_species=6, seconds=(2.0, 3.0),
                                   sample_rate=16000, seed=2)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from birdcore import layers as L
-from birdcore.segments import frame_segments, pool_segments
+from birdcore.features import layers as L
+from birdcore.features.windows import frame_segments, pool_segments
 
 SR = 16000
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from birdcore import metrics as M
+from birdcore.evaluation import metrics as M
 
 
 def one_hot(primary, n_species):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from birdcore.config import RunConfig
-from birdcore.model import WeightsUnavailable, build_backbone, build_model, image_shape
+from birdcore.models.keras_audio.model import WeightsUnavailable, build_backbone, build_model, image_shape
 
 from conftest import tiny_config
 

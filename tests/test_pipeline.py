@@ -1,7 +1,7 @@
 """Training batches: crops, targets and silence handling."""
 import numpy as np
 
-from birdcore.pipeline import TrainingBatches, make_targets, random_crop
+from birdcore.data.batches import TrainingBatches, make_targets, random_crop
 
 
 def test_random_crop_positions_and_padding():

@@ -1,13 +1,13 @@
-"""birdcore.plots: each builder returns a Figure with the expected traces and copes with empty input."""
+"""birdcore.analysis.plots: each builder returns a Figure with the expected traces and copes with empty input."""
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from birdcore import analysis as A
-from birdcore import plots as P
-from birdcore import thresholds as T
-from birdcore.metrics import pr_points
+from birdcore.analysis import scores as A
+from birdcore.analysis import plots as P
+from birdcore.analysis import thresholds as T
+from birdcore.evaluation.metrics import pr_points
 
 
 @pytest.fixture(scope="module")

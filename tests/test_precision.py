@@ -3,8 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from birdcore.inference import Scorer
-from birdcore.model import build_model, compile_model, configure_precision
+from birdcore.models.keras_audio.scorer import Scorer
+from birdcore.models.keras_audio.model import build_model, compile_model, configure_precision
 
 from conftest import tiny_config
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdcore.audio import decode_audio
-from birdcore.cli import setup_logging
-from birdcore.export import load_run
-from birdcore.detections import CSV_HEADER, RAVEN_HEADER, Detection, ResultsCsv, raven_names, segment_detections
-from birdcore.predict import Progress, main
+from birdcore.io.audio import decode_audio
+from birdcore.cli.common import setup_logging
+from birdcore.runs.loading import load_run
+from birdcore.serving.detections import CSV_HEADER, RAVEN_HEADER, Detection, ResultsCsv, raven_names, segment_detections
+from birdcore.cli.predict import Progress, main
 
 
 def read_rows(path):
@@ -202,7 +202,7 @@ def test_species_list_limits_a_trained_runs_csv(trained_run, clips, tmp_path):
 
 
 def test_summary_counts_every_species_over_the_whole_csv(trained_run, clips, tmp_path, capsys):
-    from birdcore.detections import SUMMARY_HEADER
+    from birdcore.serving.detections import SUMMARY_HEADER
 
     root, files = clips
     out, summary = tmp_path / "det.csv", tmp_path / "species.csv"
@@ -232,7 +232,7 @@ def test_summary_needs_out_and_says_so(trained_run, clips, tmp_path, capsys):
 
 
 def test_summarize_refuses_a_csv_that_is_not_detections(tmp_path):
-    from birdcore.detections import summarize_detections
+    from birdcore.serving.detections import summarize_detections
 
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n", encoding="utf-8")

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from birdcore.progress import RUNNING, STOPPED, ELSEWHERE, eta_seconds, read_progress, runs_in_progress
-from birdcore.runfolder import RunBuilder
+from birdcore.runs.progress import RUNNING, STOPPED, ELSEWHERE, eta_seconds, read_progress, runs_in_progress
+from birdcore.runs.folder import RunBuilder
 
 
 def fake_partial(out, name, *, epochs_total=10, seconds=(100.0, 5.0, 5.0, 6.0), best=(0.65, 2), lock=None):
@@ -90,7 +90,7 @@ def test_garbage_in_a_run_folder_reads_as_unknown_not_an_error(tmp_path):
 
 
 def test_the_command_line_prints_one_line_per_unfinished_run(tmp_path, capsys):
-    from birdcore.progress import main
+    from birdcore.cli.progress import main
 
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     fake_partial(tmp_path, "live", lock=me)

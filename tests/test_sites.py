@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from birdcore import predict
-from birdcore.birdnet_range import ANY_WEEK, Place, week_of
-from birdcore.sites import SitesError, SiteTable, read_sites
+from birdcore.cli import predict
+from birdcore.serving.birdnet_range import ANY_WEEK, Place, week_of
+from birdcore.serving.sites import SitesError, SiteTable, read_sites
 
 from test_birdnet_range import ITHACA, PUERTO_RICO, chirp_wav
 
@@ -54,9 +54,9 @@ def test_a_bad_sites_csv_names_the_file_line_and_reason(tmp_path, text, message)
 
 def test_predict_filters_each_folder_by_its_own_site(tmp_path, capsys):
     """One clip under three folders: Ithaca in June, Puerto Rico, and a folder with no site."""
-    from birdcore.birdnet_backend import global_birdnet_run
-    from birdcore.birdnet_range import species_filter
-    from birdcore.species_mask import from_names
+    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.serving.birdnet_range import species_filter
+    from birdcore.serving.species_mask import from_names
 
     listed = ["Coereba flaveola", "Turdus migratorius", "Setophaga petechia"]
     listing = write(tmp_path / "list.txt", "\n".join(listed) + "\n")

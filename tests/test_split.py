@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdcore.split import split_recordings, split_summary
+from birdcore.data.split import split_recordings, split_summary
 
 
 def table(counts: dict[str, int], start_xc: int = 1000) -> pd.DataFrame:

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdcore.audio import AudioError, decode_audio
-from birdcore.inference import Scorer
-from birdcore.model import build_model
-from birdcore.stream import stream_audio
+from birdcore.io.audio import AudioError, decode_audio
+from birdcore.models.keras_audio.scorer import Scorer
+from birdcore.models.keras_audio.model import build_model
+from birdcore.io.stream import stream_audio
 
 from conftest import tiny_config
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdcore.synthetic import SYNTHETIC_SPECIES, make_call, make_synthetic_dataset, species_names
+from birdcore.data.synthetic import SYNTHETIC_SPECIES, make_call, make_synthetic_dataset, species_names
 
 SR = 16000
 
@@ -80,7 +80,7 @@ def test_kaggle2020_dataset(tmp_path):
         n_secondary += len(secondary)
     assert n_secondary > 0
     # the package's reader understands it
-    from birdcore.dataset import read_metadata
+    from birdcore.data.metadata import read_metadata
 
     meta = read_metadata(out)
     assert meta["exists"].all() and len(meta) == 9

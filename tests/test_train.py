@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from birdcore.audio import decode_audio
-from birdcore.evaluate import evaluate_dataset
-from birdcore.export import load_keras, load_run, load_savedmodel
-from birdcore.inference import Scorer
-from birdcore.progress import read_progress
-from birdcore.runfolder import FORMAT_VERSION, RunFolderError, read_manifest
-from birdcore.train import train_run
+from birdcore.io.audio import decode_audio
+from birdcore.evaluation.scoring import evaluate_dataset
+from birdcore.runs.loading import load_keras, load_run, load_savedmodel
+from birdcore.models.keras_audio.scorer import Scorer
+from birdcore.runs.progress import read_progress
+from birdcore.runs.folder import FORMAT_VERSION, RunFolderError, read_manifest
+from birdcore.training.train import train_run
 
 from conftest import tiny_config
 
@@ -125,8 +125,8 @@ def test_existing_complete_run_is_never_overwritten(trained_run, synth_dir, tmp_
 def test_best_checkpoint_ties_on_top1_go_to_the_lower_validation_loss(tmp_path):
     import keras
 
-    from birdcore.runfolder import RunBuilder
-    from birdcore.train import RunKeeper
+    from birdcore.runs.folder import RunBuilder
+    from birdcore.training.train import RunKeeper
 
     run = RunBuilder.open(tmp_path, "keeper", resume=False)
     try:

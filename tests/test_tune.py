@@ -1,7 +1,7 @@
 """keras-tuner search on the validation split; the final training uses the best values."""
 import json
 
-from birdcore.train import train_run
+from birdcore.training.train import train_run
 
 from conftest import tiny_config
 

@@ -1,0 +1,132 @@
+"""Streaming decode of long recordings (field recorders: 1-12 h files) in bounded memory.
+
+:func:`stream_audio` yields a recording as consecutive float32 mono chunks of
+shape ``(n,)`` at the requested sample rate (Hz).  The file is read block-wise
+with libsndfile, channels are averaged block by block, and the signal is
+resampled incrementally with ``soxr.ResampleStream`` at the same quality as
+:func:`birdcore.io.audio.decode_audio`, so the concatenation of the chunks equals
+``decode_audio(path, sample_rate=...)`` (to float tolerance) while only about
+one chunk is held in memory at a time.
+
+Every failure is raised as :class:`birdcore.io.audio.AudioError` with the same
+one-line reasons as ``decode_audio``.  A failure in the middle of a file is
+raised when the iteration reaches it, after the chunks before it were yielded.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from birdcore.io.audio import AudioError, _os_reason, _soundfile_reason, check_file, decode_audio
+
+_RESAMPLE_QUALITY = "HQ"  # the quality decode_audio uses
+
+
+def stream_audio(path: str | os.PathLike, *, sample_rate: int, chunk_seconds: float = 60.0) -> Iterator[np.ndarray]:
+    """Yield float32 mono chunks, each of shape ``(n,)`` at ``sample_rate`` Hz.
+
+    Args:
+        path: an audio file.
+        sample_rate: output rate in Hz (the model rate).
+        chunk_seconds: about how many seconds of audio each chunk holds (the
+            resampler's delay makes chunks vary by a few samples; the last one
+            is shorter).  Memory use is a small multiple of one chunk.
+
+    Raises:
+        AudioError: not found, a directory, empty, not readable, NaN/inf
+            samples, no samples, or an error while decoding; the message is
+            ``"<path>: <reason>"``.
+        ValueError: a non-positive ``sample_rate`` or ``chunk_seconds``.
+
+    Formats libsndfile cannot read (m4a, webm, ...) are decoded in one piece
+    with ``decode_audio`` (through its audioread fallback) and yielded in
+    chunks, so they are not memory-bounded.
+    """
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
+    if not (chunk_seconds > 0 and math.isfinite(chunk_seconds)):
+        raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds!r}")
+    # Checks run when iteration starts (a generator), like every other read error.
+    return _stream(path, int(sample_rate), float(chunk_seconds))
+
+
+def _stream(path, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    label = str(path)
+    check_file(path, label)
+    try:
+        handle = sf.SoundFile(path)
+    except sf.LibsndfileError as exc:
+        if "not recognised" in (exc.error_string or "").lower():
+            yield from _whole_file(path, sample_rate, chunk_seconds)
+            return
+        raise AudioError(label, _soundfile_reason(exc)) from None
+    except OSError as exc:
+        raise AudioError(label, _os_reason(exc)) from None
+    except Exception as exc:
+        raise AudioError(label, _soundfile_reason(exc)) from None
+    with handle:
+        yield from _read_blocks(handle, label, sample_rate, chunk_seconds)
+
+
+def _read_blocks(handle: sf.SoundFile, label: str, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    """Read (block, channels) float32 blocks at the file rate, mix to mono, resample, yield."""
+    rate = int(handle.samplerate)
+    if rate <= 0:
+        raise AudioError(label, "not a readable audio file (invalid sample rate)")
+    block = max(1, int(math.ceil(chunk_seconds * rate)))
+    resampler = None
+    if rate != sample_rate:
+        try:
+            resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
+        except Exception as exc:
+            raise AudioError(label, f"cannot resample from {rate} Hz ({exc})") from None
+    n_in = n_out = 0
+    while True:
+        try:
+            data = handle.read(block, dtype="float32", always_2d=True)
+        except OSError as exc:
+            raise AudioError(label, _os_reason(exc)) from None
+        except Exception as exc:  # libsndfile errors mid-stream (corrupt or truncated data)
+            raise AudioError(label, _soundfile_reason(exc)) from None
+        if data.shape[0] == 0:
+            break
+        n_in += data.shape[0]
+        mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+        del data
+        if not np.isfinite(mono).all():
+            raise AudioError(label, "contains NaN or infinite samples")
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        out = mono if resampler is None else _resample(resampler, mono, label, rate, last=False)
+        if out.size:
+            n_out += out.size
+            yield out
+    if n_in == 0:
+        raise AudioError(label, "no audio samples")
+    if resampler is not None:
+        tail = _resample(resampler, np.zeros(0, np.float32), label, rate, last=True)
+        if tail.size:
+            n_out += tail.size
+            yield tail
+    if n_out == 0:
+        raise AudioError(label, "no audio samples")
+
+
+def _resample(resampler, mono: np.ndarray, label: str, rate: int, *, last: bool) -> np.ndarray:
+    try:
+        out = resampler.resample_chunk(mono, last=last)
+    except Exception as exc:
+        raise AudioError(label, f"cannot resample from {rate} Hz ({exc})") from None
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _whole_file(path, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    """Fallback for formats libsndfile does not stream: decode whole, yield in chunks."""
+    wave = decode_audio(path, sample_rate=sample_rate)
+    step = max(1, int(round(chunk_seconds * sample_rate)))
+    for start in range(0, wave.size, step):
+        yield wave[start:start + step]

@@ -1,0 +1,193 @@
+"""Model construction: waveform in, segment and recording species scores out.
+
+    waveform (batch, n_samples) ─ SegmentFramer ─▶ segments (batch·S, L), mask (batch, S)
+    segments ─▶ segment_model ─▶ logits (batch·S, C) [+ attention logits]
+      segment_model = LogMelFrontend → DbFloorRaise* → FreqMask* → TimeMask* → ToSymmetric
+                      → backbone (InceptionV3 | small CNN) → global average pool → dropout → Dense
+      (* training-only augmentations)
+    logits ─ SegmentUnflatten ─▶ (batch, S, C) ─ RecordingPooling ─▶ recording scores (batch, C)
+
+The recording model has two outputs: ``recording`` (batch, C) and
+``segments`` (batch, S, C), both probabilities in [0, 1].  Weak labels
+(Kumar & Raj 2017): the loss is applied to ``recording`` only, so a
+recording's label supervises its segments through the pooling, in one
+forward pass.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+
+from birdcore.features import layers as L
+from birdcore.config import RunConfig
+
+SEGMENT_MODEL_NAME = "segment_model"
+INCEPTION_MIN_SIZE = 75
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be obtained (e.g. no internet for ImageNet)."""
+
+
+def frontend_pipeline(cfg: RunConfig) -> list[keras.layers.Layer]:
+    """The named, ordered preprocessing pipeline from waveform to backbone input."""
+    f, a = cfg.features, cfg.augment
+    return [
+        L.LogMelFrontend(sample_rate=cfg.audio.sample_rate, n_mels=f.n_mels, fft_length=f.fft_length,
+                         window_lengths=f.window_lengths, hop_length=f.hop_length, fmin=f.fmin, fmax=f.fmax,
+                         top_db=f.top_db, name="logmel"),
+        L.DbFloorRaise(max_raise=a.db_floor_max, enabled=a.db_floor and a.db_floor_max > 0, name="aug_db_floor"),
+        L.AxisMask(axis=1, max_fraction=a.freq_mask_max, enabled=a.freq_mask and a.freq_mask_max > 0,
+                   name="aug_freq_mask"),
+        L.AxisMask(axis=2, max_fraction=a.time_mask_max, enabled=a.time_mask and a.time_mask_max > 0,
+                   name="aug_time_mask"),
+        L.ToSymmetric(name="to_symmetric"),
+    ]
+
+
+def image_shape(cfg: RunConfig) -> tuple[int, int, int]:
+    """(n_mels, n_frames, 3) of one segment's spectrogram image."""
+    return (cfg.features.n_mels, 1 + cfg.audio.segment_samples // cfg.features.hop_length, 3)
+
+
+def _inception(shape, weights: str) -> keras.Model:
+    if shape[0] < INCEPTION_MIN_SIZE or shape[1] < INCEPTION_MIN_SIZE:
+        raise ValueError(f"InceptionV3 needs at least {INCEPTION_MIN_SIZE}x{INCEPTION_MIN_SIZE} input; "
+                         f"the features give {shape[0]}x{shape[1]} (raise n_mels or lower hop_length)")
+    if weights == "none":
+        w = None
+    elif weights == "imagenet":
+        w = "imagenet"
+    else:
+        if not Path(weights).is_file():
+            raise WeightsUnavailable(f"{weights}: weights file not found")
+        w = str(weights)
+    try:
+        return keras.applications.InceptionV3(include_top=False, weights=w, input_shape=shape, pooling="avg")
+    except Exception as exc:  # keras raises a variety of URL/OS errors when offline
+        if weights == "imagenet":
+            raise WeightsUnavailable(
+                "could not download the ImageNet weights for InceptionV3 (no internet access?): "
+                f"{type(exc).__name__}: {exc}. Use --weights none, or --weights FILE with a local "
+                "inception_v3 'notop' weights file.") from exc
+        raise WeightsUnavailable(f"{weights}: could not load weights: {exc}") from exc
+
+
+def _small_cnn(shape, width: int) -> keras.Model:
+    """A compact CNN backbone for the demo and tests (same interface as InceptionV3 with pooling='avg')."""
+    x = inp = keras.Input(shape)
+    for i, mult in enumerate((1, 2, 4, 4)):
+        x = keras.layers.Conv2D(width * mult, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, x, name="small_cnn")
+
+
+def build_backbone(cfg: RunConfig) -> keras.Model:
+    shape = image_shape(cfg)
+    if cfg.model.backbone == "inception_v3":
+        backbone = _inception(shape, cfg.model.weights)
+    elif cfg.model.backbone == "small_cnn":
+        if cfg.model.weights not in ("none", None):
+            if not Path(cfg.model.weights).is_file():
+                raise WeightsUnavailable(f"small_cnn has no pretrained weights; {cfg.model.weights!r} is not a file")
+        backbone = _small_cnn(shape, cfg.model.small_cnn_width)
+    else:
+        raise ValueError(f"unknown backbone {cfg.model.backbone!r} (inception_v3 | small_cnn)")
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = cfg.model.bn_momentum
+    return backbone
+
+
+def build_segment_model(cfg: RunConfig, n_species: int) -> keras.Model:
+    """(N, segment_samples) waveforms → logits (N, C) [and attention logits (N, C)]."""
+    inp = keras.Input((cfg.audio.segment_samples,), name="segment_waveform")
+    x = inp
+    for layer in frontend_pipeline(cfg):
+        x = layer(x)
+    x = build_backbone(cfg)(x)
+    x = keras.layers.Dropout(cfg.model.dropout, name="head_dropout")(x)
+    # bias at the prior log-odds of one species in C: the first steps start near the right loss
+    prior = keras.initializers.Constant(-math.log(max(n_species - 1, 1)))
+    logits = keras.layers.Dense(n_species, dtype="float32", bias_initializer=prior, name="species_logits")(x)
+    outputs = [logits]
+    if cfg.model.pooling == "attention":
+        outputs.append(keras.layers.Dense(n_species, dtype="float32", name="attention_logits")(x))
+    return keras.Model(inp, outputs, name=SEGMENT_MODEL_NAME)
+
+
+def build_model(cfg: RunConfig, n_species: int) -> keras.Model:
+    """The recording model: (batch, n_samples) waveform → {"recording", "segments"}.
+
+    For ``backbone="birdnet"`` it is the head over BirdNET embeddings instead
+    (``birdnet_backend.build_head``): inputs {"embeddings", "mask"}.
+    """
+    if cfg.model.backbone == "birdnet":
+        from birdcore.models.birdnet_head.head import build_head
+
+        return build_head(cfg, n_species)
+    if cfg.model.pooling not in ("max", "mean", "attention"):
+        raise ValueError(f"unknown pooling {cfg.model.pooling!r} (max | mean | attention)")
+    segment_model = build_segment_model(cfg, n_species)
+    wave = keras.Input((None,), name="waveform")
+    flat, mask = L.SegmentFramer(segment_samples=cfg.audio.segment_samples, name="framer")(wave)
+    outs = segment_model(flat)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    unflatten = L.SegmentUnflatten(name="unflatten")
+    logits = unflatten(outs[0], mask)
+    att = unflatten(outs[1], mask) if len(outs) > 1 else None
+    recording = L.RecordingPooling(mode=cfg.model.pooling, name="recording")(logits, mask, att)
+    segments = L.Sigmoid(name="segments")(logits)
+    return keras.Model(wave, {"recording": recording, "segments": segments}, name="birdclef")
+
+
+def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0) -> None:
+    """Adam (AdamW when ``weight_decay`` > 0) on the recording-level binary cross-entropy."""
+    optimizer = (keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay) if weight_decay > 0
+                 else keras.optimizers.Adam(learning_rate=lr))
+    model.compile(optimizer=optimizer,
+                  loss={"recording": keras.losses.BinaryCrossentropy()})
+
+
+def gpu_visible() -> bool:
+    """Whether the current Keras backend sees a GPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+PRECISION_MODES = ("auto", "on", "bf16", "off")
+
+
+def configure_precision(mode: str) -> str:
+    """Set the global Keras dtype policy; returns the policy name used.
+
+    mode "auto" turns on mixed_float16 only when a GPU is visible; "on" is
+    mixed_float16, "bf16" mixed_bfloat16 (no loss scaling; for GPUs with
+    bfloat16 tensor cores, A100 and newer), "off" float32.
+    """
+    if mode not in PRECISION_MODES:
+        raise ValueError(f"mixed precision {mode!r}: choose one of {', '.join(PRECISION_MODES)}")
+    if mode == "bf16":
+        policy = "mixed_bfloat16"
+    else:
+        use = mode == "on" or (mode == "auto" and gpu_visible())
+        policy = "mixed_float16" if use else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy

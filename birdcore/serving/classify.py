@@ -1,0 +1,136 @@
+"""Classifying one clip for the dashboard: decode, score, spectrogram, decisions.
+
+Uses the same decoder as training (``birdcore.io.audio``), the run's model
+through ``birdcore.models.keras_audio.scorer.Scorer``, and the model's own ``logmel`` layer
+for the picture, so what the visitor sees is what the model sees.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from birdcore.io.audio import AudioError, decode_bytes
+from birdcore.io.stream import stream_audio
+from birdcore.runs.loading import LoadedRun
+from birdcore.serving.detections import Prediction, top_kept, top_species
+
+MAX_SPECTROGRAM_SECONDS = 120.0
+AUDIO_SUFFIXES = (".mp3", ".ogg", ".flac", ".wav", ".m4a", ".webm")
+
+
+def _duration_seconds(path: str) -> float | None:
+    """Duration from the file header, or None when libsndfile cannot tell."""
+    try:
+        import soundfile as sf
+
+        info = sf.info(path)
+        return info.frames / info.samplerate if info.samplerate else None
+    except Exception:  # noqa: BLE001 - any header problem: no progress fraction, scoring reports the error
+        return None
+
+
+@dataclass
+class ClipResult:
+    """Scores of one clip: ``recording`` (C,), ``segments`` (S, C), and the top species.
+
+    Segment i spans [i × ``hop_seconds``, i × ``hop_seconds`` + ``segment_seconds``) s; the hop is
+    the segment length unless BirdNET's windows overlap."""
+
+    name: str
+    seconds: float
+    recording: np.ndarray
+    segments: np.ndarray
+    top: list[Prediction]
+    segment_seconds: float
+    hop_seconds: float | None = None
+
+    def __post_init__(self):
+        if self.hop_seconds is None:
+            self.hop_seconds = self.segment_seconds
+
+
+class ClipClassifier:
+    """A loaded run plus its traced scorer; one per process in the dashboard."""
+
+    def __init__(self, run: LoadedRun, *, batch_segments: int = 16):
+        self.run = run
+        self.scorer = run.scorer(batch_segments=batch_segments)
+        self.logmel = self._logmel(run)
+
+    @staticmethod
+    def _logmel(run: LoadedRun):
+        """The model's own frontend when it has one; otherwise the default log-mel settings at the run's rate."""
+        if run.kind == "keras_audio":
+            return run.model.get_layer("segment_model").get_layer("logmel")
+        from birdcore.config import FeatureConfig
+        from birdcore.features.layers import LogMelFrontend
+
+        f = FeatureConfig()
+        return LogMelFrontend(sample_rate=run.sample_rate, n_mels=f.n_mels, fft_length=f.fft_length,
+                              window_lengths=f.window_lengths, hop_length=int(run.sample_rate * 0.02),
+                              fmin=f.fmin, fmax=None, top_db=f.top_db)
+
+    def classify_wave(self, wave: np.ndarray, *, name: str = "clip", top: int = 5) -> ClipResult:
+        scores = self.scorer.score(wave)
+        return ClipResult(name=name, seconds=len(wave) / self.run.sample_rate, recording=scores.recording,
+                          segments=scores.segments, top=top_species(self.run, scores.recording, top=top),
+                          segment_seconds=self.run.config.audio.segment_seconds)
+
+    @property
+    def supports_overlap(self) -> bool:
+        """Whether ``classify_upload(overlap=...)`` may overlap windows (BirdNET runs: 3 s windows)."""
+        return self.run.kind in ("birdnet_zero_shot", "birdnet_head")
+
+    def classify_upload(self, data: bytes, *, name: str, top: int = 5, overlap: float = 0.0,
+                        progress: Callable[[float], None] | None = None) -> tuple[ClipResult, np.ndarray]:
+        """Score uploaded bytes; returns the result and the first ``MAX_SPECTROGRAM_SECONDS`` of audio.
+
+        The upload is streamed in chunks (bounded memory for hour-long field
+        recordings) from a temporary file with a generated name, deleted afterwards; ``progress``
+        receives the fraction done.  ``overlap``: seconds by which BirdNET's 3 s windows overlap
+        (BirdNET runs only; ValueError otherwise), for finer detection times.  Raises ``AudioError``
+        naming the upload.
+        """
+        hop = self.run.segment_hop_seconds(overlap)  # refuses an overlap this run cannot use
+        scorer = self.scorer.with_overlap(overlap) if overlap else self.scorer
+        if not data:
+            raise AudioError(name, "empty file")
+        head = decode_bytes(data, sample_rate=self.run.sample_rate, name=name, max_seconds=MAX_SPECTROGRAM_SECONDS)
+        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in AUDIO_SUFFIXES else ".audio"
+        with tempfile.NamedTemporaryFile(prefix="birdclef-upload-", suffix=suffix) as tmp:
+            tmp.write(data)
+            tmp.flush()
+            total = _duration_seconds(tmp.name)
+            report = None if progress is None or not total else (lambda done: progress(min(1.0, done / total)))
+            try:
+                scores = scorer.score_stream(stream_audio(tmp.name, sample_rate=self.run.sample_rate),
+                                             progress=report)
+            except AudioError as exc:
+                raise AudioError(name, exc.reason) from None
+        seconds = total or len(head) / self.run.sample_rate
+        return ClipResult(name=name, seconds=seconds, recording=scores.recording, segments=scores.segments,
+                          top=top_species(self.run, scores.recording, top=top),
+                          segment_seconds=self.run.config.audio.segment_seconds, hop_seconds=hop), head
+
+    def spectrogram(self, wave: np.ndarray) -> np.ndarray:
+        """(n_mels, n_frames) image in [0, 1] of the first ``MAX_SPECTROGRAM_SECONDS`` (first channel)."""
+        clip = wave[: int(MAX_SPECTROGRAM_SECONDS * self.run.sample_rate)]
+        return np.asarray(self.logmel(clip[None].astype(np.float32)))[0, :, :, 0]
+
+
+def restrict(result: ClipResult, run: LoadedRun, keep, *, top: int = 5) -> tuple[ClipResult, list[Prediction]]:
+    """``result`` with the species a ``species_mask.SpeciesMask`` drops scored 0, and the
+    species it dropped that scored higher than the filtered result's best (best first), so a
+    page can say what the filter removed.  The top list holds kept species only (empty when
+    the mask keeps none)."""
+    recording, segments = keep.apply(result.recording), keep.apply(result.segments)
+    kept_top = top_kept(run, result.recording, keep, top=top)
+    best = kept_top[0].score if kept_top else 0.0
+    only_dropped = np.where(keep.keep, -np.inf, result.recording)
+    dropped = [p for p in top_species(run, only_dropped, top=top) if p.score > best]
+    return ClipResult(name=result.name, seconds=result.seconds, recording=recording, segments=segments,
+                      top=kept_top, segment_seconds=result.segment_seconds, hop_seconds=result.hop_seconds), dropped
