@@ -4,10 +4,16 @@ A ``SpeciesMask`` holds a (C,) bool ``keep`` over the run's C species (the
 order of ``species.csv``).  Applying it sets the scores of dropped species to 0
 and keeps array shapes, so every output (top species, detections, Raven
 tables) stays aligned with the run's species.
+
+A species list may name species by eBird code even when the run's own codes are
+something else (BirdNET's are scientific names): codes that match nothing directly
+are looked up in the eBird/Clements taxonomy (the ``birdnames`` package, every
+yearly edition it carries, newest first) and matched by scientific name.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -50,6 +56,32 @@ def combine(masks: Iterable[SpeciesMask | None]) -> SpeciesMask | None:
     return out
 
 
+@lru_cache(maxsize=1)
+def _ebird_code_tables() -> tuple:
+    """One eBird-code -> scientific-name converter per eBird/Clements edition, newest first."""
+    try:
+        import birdnames
+    except ImportError:  # an install without the taxonomy: codes then match only a run's own codes
+        return ()
+    editions = birdnames.TAXONOMIES[birdnames.TAXONOMIES["authority"] == "ebird"]["year"]
+    return tuple(birdnames.Converter(from_type="ebird_code", to_type="scientific_name", from_authority="ebird",
+                                     to_authority="ebird", from_year=int(year))
+                 for year in sorted(editions.astype(int), reverse=True))
+
+
+def ebird_scientific_names(code: str) -> list[str]:
+    """Scientific names the eBird/Clements taxonomy gives ``code`` (newest edition first; [] if unknown).
+
+    Older editions count too, so a code retired by a later split or rename still resolves.
+    """
+    names: list[str] = []
+    for table in _ebird_code_tables():
+        name = table(code.strip())
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+    return names
+
+
 def read_species_list(path: str | Path) -> list[str]:
     """Names from a text file, one per line; blank lines and ``#`` comments are skipped.
 
@@ -72,7 +104,8 @@ def from_names(species: pd.DataFrame, names: Iterable[str], *, source: str = "sp
     """Keep the run's species (``ebird_code``, ``common_name``, ``sci_name``; C rows) named in ``names``.
 
     Matching is case-insensitive on any of the three columns, or on the scientific
-    name before ``_`` in BirdNET's ``Scientific_Common`` form.  Raises ``ValueError``
+    name before ``_`` in BirdNET's ``Scientific_Common`` form, or (for an eBird code
+    the run does not use) on the scientific name the eBird taxonomy gives it.  Raises ``ValueError``
     listing names that match no species of the run (a typo should not pass silently).
     """
     index: dict[str, int] = {}
@@ -87,6 +120,8 @@ def from_names(species: pd.DataFrame, names: Iterable[str], *, source: str = "sp
         if not key:
             continue
         i = index.get(key, index.get(key.split("_", 1)[0].strip()))
+        if i is None:
+            i = next((index[n.lower()] for n in ebird_scientific_names(key) if n.lower() in index), None)
         if i is None:
             unmatched.append(name.strip())
         else:
