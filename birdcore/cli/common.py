@@ -4,12 +4,12 @@ for bad input unless ``--verbose``)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from birdcore.io.native_stderr import quiet_native_stderr
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 
@@ -65,31 +65,6 @@ def fail(exc: BaseException, verbose: bool) -> int:
     else:
         log.error("%s", exc if str(exc) else type(exc).__name__)
     return 2
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Hide what native code writes to stderr inside the block (TensorFlow's start-up
-    chatter about oneDNN and missing CUDA drivers); replay it if the block fails."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), fd)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, fd)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
 
 
 def import_tensorflow_quietly() -> None:

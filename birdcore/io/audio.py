@@ -8,14 +8,20 @@ backend such as ffmpeg is installed.  Channels are averaged, and the signal is
 resampled with ``soxr`` at high quality.
 
 Every failure is raised as :class:`AudioError`, whose message is one line
-naming the file and the reason.
+naming the file and the reason.  What libsndfile's mp3 decoder (libmpg123)
+prints about damaged frames of a file that still decodes becomes one warning on
+the ``birdcore`` logger naming the file (:class:`DecoderMessages`), instead of
+raw lines on the terminal.
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import math
 import os
 import re
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,6 +29,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+from birdcore.io.native_stderr import NativeStderr
+
+log = logging.getLogger("birdcore")
 
 AUDIO_EXTENSIONS = (".mp3", ".ogg", ".flac", ".wav")
 
@@ -39,6 +49,48 @@ class AudioError(Exception):
 
     def __reduce__(self):  # keep picklable across process pools
         return (type(self), (self.path, self.reason))
+
+
+class DecoderMessages:
+    """What libmpg123 prints to stderr while one file is read, logged once instead.
+
+    libmpg123 skips a damaged mp3 frame and says so on fd 2 (``[src/libmpg123/layer3.c:...]
+    error: part2_3_length (1248) too large ...``) while the rest of the file decodes.  Wrap each
+    libsndfile call in ``capture()``; ``report()`` then logs the lines at DEBUG and one WARNING
+    counting the damaged frames, unless the read failed (its ``AudioError`` says so already).
+    Other text that reached fd 2 meanwhile is passed on to stderr.
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+        self.lines: list[str] = []
+
+    @contextlib.contextmanager
+    def capture(self):
+        native = NativeStderr()
+        try:
+            with native:
+                yield
+        finally:
+            other = []
+            for line in native.text.splitlines():
+                if "libmpg123" in line or line.startswith(("Note: ", "Warning: ")):
+                    self.lines.append(line)
+                elif line.strip():
+                    other.append(line)
+            if other and sys.stderr is not None:
+                sys.stderr.write("\n".join(other) + "\n")
+
+    def report(self, *, failed: bool = False) -> None:
+        """Log the lines captured so far (then forgets them)."""
+        lines, self.lines = self.lines, []
+        for line in lines:
+            log.debug("%s: %s", self.label, line)
+        damaged = sum(("libmpg123" in line and "error:" in line) or "Illegal Audio-MPEG-Header" in line
+                      for line in lines)
+        if damaged and not failed:
+            log.warning("%s: the mp3 decoder reported %d damaged frame%s (decoded anyway)",
+                        self.label, damaged, "" if damaged == 1 else "s")
 
 
 class _FormatNotRecognised(Exception):
@@ -76,7 +128,7 @@ def decode_audio(
     label = str(path)
     check_file(path, label)
     try:
-        data, rate = _read_soundfile(path, max_seconds)
+        data, rate = _read_soundfile(path, max_seconds, label)
     except _FormatNotRecognised:
         data, rate = _read_fallback(os.fspath(path), label, max_seconds)
     except OSError as exc:
@@ -105,7 +157,7 @@ def decode_bytes(
     if not data:
         raise AudioError(label, "empty file")
     try:
-        audio, rate = _read_soundfile(io.BytesIO(data), max_seconds)
+        audio, rate = _read_soundfile(io.BytesIO(data), max_seconds, label)
     except _FormatNotRecognised:
         audio, rate = _read_bytes_fallback(data, label, max_seconds)
     except AudioError:
@@ -122,18 +174,25 @@ def _check_options(sample_rate: int, max_seconds: float | None) -> None:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds!r}")
 
 
-def _read_soundfile(source, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _read_soundfile(source, max_seconds: float | None, label: str) -> tuple[np.ndarray, int]:
     """Read with libsndfile: float32 of shape (frames, channels) and its rate in Hz."""
+    decoder = DecoderMessages(label)
     try:
-        handle = sf.SoundFile(source)
-    except sf.LibsndfileError as exc:
-        if "not recognised" in (exc.error_string or "").lower():
-            raise _FormatNotRecognised() from None
+        with decoder.capture():
+            try:
+                handle = sf.SoundFile(source)
+            except sf.LibsndfileError as exc:
+                if "not recognised" in (exc.error_string or "").lower():
+                    raise _FormatNotRecognised() from None
+                raise
+            with handle:
+                rate = int(handle.samplerate)
+                frames = -1 if max_seconds is None else int(math.ceil(max_seconds * rate))
+                data = handle.read(frames=frames, dtype="float32", always_2d=True)
+    except BaseException:
+        decoder.report(failed=True)
         raise
-    with handle:
-        rate = int(handle.samplerate)
-        frames = -1 if max_seconds is None else int(math.ceil(max_seconds * rate))
-        data = handle.read(frames=frames, dtype="float32", always_2d=True)
+    decoder.report()
     return data, rate
 
 

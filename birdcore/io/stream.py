@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from birdcore.io.audio import AudioError, _os_reason, _soundfile_reason, check_file, decode_audio
+from birdcore.io.audio import AudioError, DecoderMessages, _os_reason, _soundfile_reason, check_file, decode_audio
 
 _RESAMPLE_QUALITY = "HQ"  # the quality decode_audio uses
 
@@ -58,22 +58,38 @@ def stream_audio(path: str | os.PathLike, *, sample_rate: int, chunk_seconds: fl
 def _stream(path, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
     label = str(path)
     check_file(path, label)
+    decoder = DecoderMessages(label)  # libmpg123's complaints: one log line for the whole file
     try:
-        handle = sf.SoundFile(path)
-    except sf.LibsndfileError as exc:
-        if "not recognised" in (exc.error_string or "").lower():
+        handle = _open(path, label, decoder)
+        if handle is None:
             yield from _whole_file(path, sample_rate, chunk_seconds)
             return
+        with handle:
+            yield from _read_blocks(handle, label, sample_rate, chunk_seconds, decoder)
+    except AudioError:
+        decoder.report(failed=True)
+        raise
+    finally:
+        decoder.report()
+
+
+def _open(path, label: str, decoder: DecoderMessages) -> sf.SoundFile | None:
+    """The file opened with libsndfile; None for a format libsndfile does not recognise."""
+    try:
+        with decoder.capture():
+            return sf.SoundFile(path)
+    except sf.LibsndfileError as exc:
+        if "not recognised" in (exc.error_string or "").lower():
+            return None
         raise AudioError(label, _soundfile_reason(exc)) from None
     except OSError as exc:
         raise AudioError(label, _os_reason(exc)) from None
     except Exception as exc:
         raise AudioError(label, _soundfile_reason(exc)) from None
-    with handle:
-        yield from _read_blocks(handle, label, sample_rate, chunk_seconds)
 
 
-def _read_blocks(handle: sf.SoundFile, label: str, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+def _read_blocks(handle: sf.SoundFile, label: str, sample_rate: int, chunk_seconds: float,
+                 decoder: DecoderMessages) -> Iterator[np.ndarray]:
     """Read (block, channels) float32 blocks at the file rate, mix to mono, resample, yield."""
     rate = int(handle.samplerate)
     if rate <= 0:
@@ -88,7 +104,8 @@ def _read_blocks(handle: sf.SoundFile, label: str, sample_rate: int, chunk_secon
     n_in = n_out = 0
     while True:
         try:
-            data = handle.read(block, dtype="float32", always_2d=True)
+            with decoder.capture():
+                data = handle.read(block, dtype="float32", always_2d=True)
         except OSError as exc:
             raise AudioError(label, _os_reason(exc)) from None
         except Exception as exc:  # libsndfile errors mid-stream (corrupt or truncated data)
