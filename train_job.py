@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", choices=["inception_v3", "small_cnn", "birdnet"], default=None,
                    help="default inception_v3 (demo: small_cnn); birdnet: a head on frozen BirdNET V2.4 "
                         "embeddings (model CC BY-NC-SA 4.0)")
-    p.add_argument("--baseline", choices=["birdnet"], default=None,
+    p.add_argument("--baseline", choices=sorted(BASELINES), default=None,
                    help="write a BirdNET V2.4 zero-shot run on the same split instead of training "
                         "(model CC BY-NC-SA 4.0)")
     p.add_argument("--pooling", choices=["max", "attention", "mean"], default=None, help="default max")
@@ -64,8 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+BACKBONE_KINDS = {"birdnet": "birdnet_head"}  # --backbone values that are their own kind of model
+BASELINES = {"birdnet": "birdnet_zero_shot"}  # --baseline values: kinds that are not trained
+
+
 def config_from_args(args):
     from birdcore.config import RunConfig, demo_config
+    from birdcore.models.base import kind_for
 
     cfg = RunConfig.load(args.config) if args.config else (demo_config() if args.demo else RunConfig())
     m, t = cfg.model, cfg.train
@@ -81,14 +86,12 @@ def config_from_args(args):
             setattr(obj, attr, value)
     if args.seed is not None:
         cfg.split.seed = cfg.train.seed = args.seed
-    if cfg.model.backbone == "birdnet":
-        from birdcore.models.birdnet_head.head import birdnet_config
-
-        birdnet_config(cfg)
-        if args.lr is None:
-            t.learning_rate = 3e-4  # chosen on validation over 5 splits (BENCHMARKS.md)
-        if args.pooling is None:  # chosen on xc-pr20 validation data (BENCHMARKS.md)
-            m.pooling = "attention"
+    if args.baseline:
+        m.kind = BASELINES[args.baseline]
+    elif args.backbone:
+        m.kind = BACKBONE_KINDS.get(args.backbone, "keras_audio")
+    given = {name for name, value in (("learning_rate", args.lr), ("pooling", args.pooling)) if value is not None}
+    kind_for(m.kind).configure(cfg, given=given)
     if args.noise_dir:
         cfg.augment.background_noise_dir = str(args.noise_dir)
     if args.no_augment:
@@ -120,13 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             cfg.synthetic = True
         name = name or time.strftime(("demo-synthetic-" if cfg.synthetic else "run-") + "%Y%m%d-%H%M%S")
-        if args.baseline == "birdnet":
-            from birdcore.models.birdnet_head.head import baseline_run
-
-            final = baseline_run(data_dir=data_dir, out_dir=args.out, name=args.name or time.strftime(
-                "birdnet-zero-shot-%Y%m%d-%H%M%S"), cfg=cfg, cache_dir=args.cache_dir, workers=args.workers)
-            print(final)
-            return 0
+        if args.baseline and not args.name:
+            name = time.strftime(f"{args.baseline}-zero-shot-%Y%m%d-%H%M%S")
         from birdcore.training.train import train_run
 
         final = train_run(data_dir=data_dir, out_dir=args.out, name=name, cfg=cfg, resume=args.resume,

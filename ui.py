@@ -121,7 +121,7 @@ def classifier(run_dir: Path):
 def birdnet_classifier():
     """BirdNET V2.4 over all its classes (the model for visitors before any run is trained)."""
     with quiet_native_stderr():
-        from birdcore.models.birdnet_head.head import global_birdnet_run
+        from birdcore.runs.loading import birdnet_run as global_birdnet_run
         from birdcore.serving.classify import ClipClassifier
 
         return ClipClassifier(global_birdnet_run())
@@ -168,7 +168,7 @@ def _species_filter(path: str | None, stamp: float | None, place):
 
 @st.cache_resource(show_spinner=False)
 def birdnet_available() -> bool:
-    from birdcore.models.birdnet_head.head import birdnet_available as available
+    from birdcore.models.birdnet.runtime import birdnet_available as available
 
     return available()
 
@@ -213,7 +213,7 @@ def species_names(run_dir: Path):
 
 @st.cache_data(show_spinner=False)
 def _birdnet_species():
-    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.runs.loading import birdnet_run as global_birdnet_run
 
     return global_birdnet_run().species
 

@@ -67,7 +67,8 @@ def time_policy(policy: str, cfg, batches: list, n_species: int, *, warmup: int,
     import keras
     import numpy as np
 
-    from birdcore.models.keras_audio.model import build_model, compile_model
+    from birdcore.models.keras_audio.model import build_model
+    from birdcore.training.devices import compile_model
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(policy)
@@ -113,7 +114,8 @@ def time_fit(cfg, args, make_pipeline, *, workers_list: list[int]) -> list[dict]
     """Recordings per second of ``model.fit`` fed by the real pipeline (PyDataset worker threads), float32."""
     import keras
 
-    from birdcore.models.keras_audio.model import build_model, compile_model
+    from birdcore.models.keras_audio.model import build_model
+    from birdcore.training.devices import compile_model
 
     keras.backend.clear_session()
     model = build_model(cfg, args.species)
@@ -158,7 +160,8 @@ def main() -> None:
 
     from birdcore.features.augment import WaveAugmenter
     from birdcore.config import RunConfig
-    from birdcore.data.batches import TrainingBatches, make_targets
+    from birdcore.data.labels import make_targets
+    from birdcore.models.keras_audio.batches import TrainingBatches
 
     cfg = RunConfig()
     cfg.model.backbone, cfg.model.weights = args.backbone, "none"

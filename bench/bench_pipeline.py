@@ -57,7 +57,8 @@ def main() -> None:
         out["decode_realtime_factor"] = report.audio_seconds / out["cache_cold_s"]
 
         from birdcore.features.augment import WaveAugmenter
-        from birdcore.data.batches import TrainingBatches, make_targets
+        from birdcore.data.labels import make_targets
+        from birdcore.models.keras_audio.batches import TrainingBatches
 
         ok = df[df["path"].isin(report.ok)].reset_index(drop=True)
         codes = sorted(ok["primary"].unique())
@@ -78,7 +79,7 @@ def main() -> None:
         import keras
 
         from birdcore.models.keras_audio.model import build_model
-        from birdcore.models.keras_audio.model import compile_model
+        from birdcore.training.devices import compile_model
 
         model = build_model(cfg, len(codes))
         compile_model(model, 1e-4)

@@ -29,7 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from birdcore.models.birdnet import runtime as bn  # noqa: E402
-from birdcore.models.birdnet_head.head import global_birdnet_run  # noqa: E402
+from birdcore.runs.loading import birdnet_run as global_birdnet_run  # noqa: E402
 from birdcore.serving.birdnet_range import ANY_WEEK, Place, species_filter, week_of  # noqa: E402
 from birdcore.data.metadata import read_metadata, species_table  # noqa: E402
 from birdcore.cli.predict import score_file  # noqa: E402

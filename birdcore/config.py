@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from birdcore.models.base import legacy_kind
+
 
 @dataclass
 class AudioConfig:
@@ -74,7 +76,9 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "inception_v3"  # "inception_v3" | "small_cnn" (demo and tests)
+    # the kind of model (``birdcore.models.base.KINDS``): "keras_audio" | "birdnet_head" | "birdnet_zero_shot"
+    kind: str = "keras_audio"
+    backbone: str = "inception_v3"  # keras_audio: "inception_v3" | "small_cnn" (demo and tests); BirdNET kinds: "birdnet"
     weights: str = "imagenet"  # "imagenet" | "none" | path to a weights file
     pooling: str = "max"  # "max" (original) | "attention" | "mean"
     dropout: float = 0.2
@@ -212,6 +216,8 @@ _SECTIONS = {
 def _section_from_dict(cls, data: dict[str, Any]):
     """Build a section dataclass, ignoring unknown keys and restoring tuples."""
     known = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is ModelConfig and "kind" not in data:  # written before kinds had one name
+        data = {**data, "kind": legacy_kind(data.get("backbone"))}
     kwargs = {}
     for key, value in data.items():
         if key not in known:

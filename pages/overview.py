@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from birdcore.models.base import kind_for, kind_name
 from birdcore.analysis.scores import confusion_matrix, load_history, run_summary, top1_errors
 from birdcore.analysis.plots import confusion_figure, training_curves_figure
 
@@ -39,9 +40,9 @@ else:
 history = load_history(run_dir)
 st.subheader("Training")
 if history.empty:
-    st.caption("No training curves: " + ("BirdNET is used as it is, with no training on this data."
-                                         if manifest.get("model_kind") == "birdnet_zero_shot"
-                                         else "this run has no history.csv."))
+    kind = kind_for(kind_name(manifest))
+    st.caption("No training curves: " + (f"{kind.description} is used as it is, with no training on this data."
+                                         if not kind.trains else "this run has no history.csv."))
 else:
     st.plotly_chart(training_curves_figure(history))
 

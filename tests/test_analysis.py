@@ -9,7 +9,7 @@ from birdcore.analysis import scores as A
 from birdcore.analysis import comparison as C
 from birdcore.analysis import thresholds as T
 from birdcore.evaluation.metrics import top_k_accuracy
-from birdcore.runs.folder import write_npz
+from birdcore.io.atomic import write_npz
 
 
 def random_table(seed=0, n=60, c=7, *, ties=False) -> A.ScoreTable:

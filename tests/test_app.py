@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
-from birdcore.runs.folder import write_npz
+from birdcore.io.atomic import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["pages/classify.py", "pages/overview.py", "pages/species.py", "pages/thresholds.py", "pages/compare.py"]
@@ -271,7 +271,7 @@ def test_birdnet_window_overlap_gives_finer_detection_times(tmp_path, monkeypatc
 
 
 def ui_run():
-    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.runs.loading import birdnet_run as global_birdnet_run
 
     return global_birdnet_run()
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from birdcore.models.birdnet import runtime as bn
-from birdcore.models.birdnet_head.head import birdnet_available, birdnet_config, global_birdnet_run
+from birdcore.models.birdnet.runtime import birdnet_available, birdnet_config
+from birdcore.runs.loading import birdnet_run as global_birdnet_run
 from birdcore.runs.loading import load_run
 from birdcore.runs.folder import read_manifest
 
@@ -52,7 +53,7 @@ def test_species_are_matched_by_scientific_name():
 
 
 def test_missing_species_get_same_genus_relatives_as_prior():
-    from birdcore.models.birdnet_head.head import features, prior_sources
+    from birdcore.models.birdnet_head.embeddings import features, prior_sources
 
     labels = bn.load_labels()
     table = pd.DataFrame({"ebird_code": ["purpar1", "banana", "fake1"],
@@ -88,12 +89,15 @@ def synth48(tmp_path_factory):
 
 
 def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, tmp_path):
-    from birdcore.models.birdnet_head.head import baseline_run
+    from birdcore.models.base import kind_for
     from birdcore.training.train import train_run
 
     cfg = tiny_config()
-    base = baseline_run(data_dir=synth48, out_dir=tmp_path / "runs", name="bn", cfg=tiny_config(),
-                        cache_dir=tmp_path / "cache", workers=1)
+    zero_shot = tiny_config()
+    zero_shot.model.kind = "birdnet_zero_shot"
+    kind_for(zero_shot.model.kind).configure(zero_shot)
+    base = train_run(data_dir=synth48, out_dir=tmp_path / "runs", name="bn", cfg=zero_shot,
+                     cache_dir=tmp_path / "cache", workers=1)
     manifest = read_manifest(base)
     assert manifest["model_kind"] == "birdnet_zero_shot" and "CC BY-NC-SA" in manifest["license"]
     assert len(manifest["birdnet_missing_species"]) == 3  # synthetic species are unknown to BirdNET
@@ -110,7 +114,7 @@ def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, tmp_path):
     from birdcore.training.train import train_run
 
     cfg = birdnet_config(tiny_config(epochs=15))
-    cfg.model.backbone = "birdnet"
+    cfg.model.kind, cfg.model.backbone = "birdnet_head", "birdnet"
     cfg.model.dropout = 0.1
     cfg.train.learning_rate = 3e-3
     cfg.train.train_seconds = 6.0

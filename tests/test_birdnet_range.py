@@ -59,7 +59,7 @@ def test_apply_zeroes_dropped_species_and_keeps_shapes():
 
 
 def test_restrict_reranks_and_names_what_the_filter_dropped():
-    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.runs.loading import birdnet_run as global_birdnet_run
 
     run = global_birdnet_run()
     codes = run.codes
@@ -147,7 +147,7 @@ def test_predict_cli_species_list_and_place_combine(tmp_path, capsys):
 
 
 def test_restrict_with_nothing_kept_has_an_empty_top():
-    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.runs.loading import birdnet_run as global_birdnet_run
     from birdcore.serving.species_mask import SpeciesMask
 
     run = global_birdnet_run()

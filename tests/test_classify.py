@@ -65,7 +65,7 @@ def wav48(seconds: float, seed: int = 3) -> bytes:
 
 @pytest.fixture(scope="module")
 def birdnet_clf():
-    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.runs.loading import birdnet_run as global_birdnet_run
 
     return ClipClassifier(global_birdnet_run())
 

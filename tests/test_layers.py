@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from birdcore.features import layers as L
-from birdcore.features.windows import frame_segments, pool_segments
+from birdcore.features.windows import frame_segments
+from birdcore.models.pooling import pool_segments
 
 SR = 16000
 

@@ -1,7 +1,9 @@
 """Training batches: crops, targets and silence handling."""
 import numpy as np
 
-from birdcore.data.batches import TrainingBatches, make_targets, random_crop
+from birdcore.data.batches import random_crop
+from birdcore.data.labels import make_targets
+from birdcore.models.keras_audio.batches import TrainingBatches
 
 
 def test_random_crop_positions_and_padding():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from birdcore.models.keras_audio.scorer import Scorer
-from birdcore.models.keras_audio.model import build_model, compile_model, configure_precision
+from birdcore.models.keras_audio.model import build_model
+from birdcore.training.devices import compile_model, configure_precision
 
 from conftest import tiny_config
 

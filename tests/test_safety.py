@@ -6,7 +6,7 @@ import pytest
 def test_keras_file_with_a_lambda_is_refused(tmp_path):
     import keras
 
-    from birdcore.runs.loading import load_keras
+    from birdcore.models.saving import load_keras
 
     inp = keras.Input((3,))
     out = keras.layers.Lambda(lambda x: x * 2)(inp)

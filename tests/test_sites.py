@@ -54,7 +54,7 @@ def test_a_bad_sites_csv_names_the_file_line_and_reason(tmp_path, text, message)
 
 def test_predict_filters_each_folder_by_its_own_site(tmp_path, capsys):
     """One clip under three folders: Ithaca in June, Puerto Rico, and a folder with no site."""
-    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.runs.loading import birdnet_run as global_birdnet_run
     from birdcore.serving.birdnet_range import species_filter
     from birdcore.serving.species_mask import from_names
 

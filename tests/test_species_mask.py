@@ -6,7 +6,7 @@ from birdcore.serving.species_mask import from_names, read_species_list
 
 @pytest.fixture(scope="module")
 def birdnet_species():
-    from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.runs.loading import birdnet_run as global_birdnet_run
 
     return global_birdnet_run().species  # ebird_code there is the scientific name
 

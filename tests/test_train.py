@@ -9,7 +9,9 @@ import tensorflow as tf
 
 from birdcore.io.audio import decode_audio
 from birdcore.evaluation.scoring import evaluate_dataset
-from birdcore.runs.loading import load_keras, load_run, load_savedmodel
+from birdcore.models.keras_audio.export import load_savedmodel
+from birdcore.models.saving import load_keras
+from birdcore.runs.loading import load_run
 from birdcore.models.keras_audio.scorer import Scorer
 from birdcore.runs.progress import read_progress
 from birdcore.runs.folder import FORMAT_VERSION, RunFolderError, read_manifest
@@ -126,7 +128,7 @@ def test_best_checkpoint_ties_on_top1_go_to_the_lower_validation_loss(tmp_path):
     import keras
 
     from birdcore.runs.folder import RunBuilder
-    from birdcore.training.train import RunKeeper
+    from birdcore.training.callbacks import RunKeeper
 
     run = RunBuilder.open(tmp_path, "keeper", resume=False)
     try:

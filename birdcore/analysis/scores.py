@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from birdcore.evaluation import metrics as M
+from birdcore.models.base import kind_for, kind_name
+from birdcore.runs.history import HISTORY_FILE, read_history
 
-HISTORY_COLUMNS = ["epoch", "loss", "val_top1", "val_loss", "seconds"]
 
 
 # --------------------------------------------------------------------------- score table
@@ -312,20 +313,13 @@ def confusion_matrix(table: ScoreTable, *, only_confused: bool = True) -> pd.Dat
 
 # --------------------------------------------------------------------------- run description and history
 
-MODEL_KINDS = {"birdnet_zero_shot": "BirdNET V2.4 zero-shot", "birdnet_head": "BirdNET V2.4 embeddings + trained head"}
-
-
 def run_summary(manifest: dict) -> str:
     """One readable line describing a run from its ``run.json``: model, pooling, species, training
     and split, e.g. "inception_v3 (weights none) · max pooling · 20 species · 77 epochs, best 72 ·
     split 157 train / 23 val / 23 test"."""
-    kind = manifest.get("model_kind", "keras_audio")
-    if kind in MODEL_KINDS:
-        model = MODEL_KINDS[kind]
-    else:
-        model = f"{manifest.get('backbone', '?')} (weights {manifest.get('weights', '?')})"
-    parts = [model, f"{manifest.get('pooling', '?')} pooling", f"{manifest.get('n_species', '?')} species"]
-    if kind == "birdnet_zero_shot":
+    kind = kind_for(kind_name(manifest))
+    parts = [kind.describe(manifest), f"{manifest.get('pooling', '?')} pooling", f"{manifest.get('n_species', '?')} species"]
+    if not kind.trains:
         parts.append("no training")
     else:
         epochs, best = manifest.get("epochs_trained"), manifest.get("best_epoch")
@@ -344,10 +338,7 @@ def run_summary(manifest: dict) -> str:
 
 def load_history(run_dir: Path | str) -> pd.DataFrame:
     """``history.csv`` (one row per epoch); an empty DataFrame with the usual columns when missing."""
-    path = Path(run_dir) / "history.csv"
-    if not path.is_file():
-        return pd.DataFrame({k: pd.Series(dtype=float) for k in HISTORY_COLUMNS})
-    return pd.read_csv(path)
+    return read_history(Path(run_dir) / HISTORY_FILE)
 
 
 def _nan(value: float | None) -> float:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from birdcore.evaluation import metrics as M
 from birdcore.analysis.scores import ScoreTable
-from birdcore.runs.folder import atomic_write_json, atomic_write_text
+from birdcore.io.atomic import atomic_write_json, atomic_write_text
 
 # threshold_at_fpr returns the float32 step above 1.0 when a negative scores exactly 1.0.
 _MAX_THRESHOLD = float(np.nextafter(np.float32(1.0), np.float32(2.0)))

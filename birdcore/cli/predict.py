@@ -314,13 +314,9 @@ def score_file(scorer, path: Path, *, sample_rate: int, on_audio=None, verbose: 
 
 
 def _load(run_ref: str):
-    if run_ref == "birdnet":
-        from birdcore.models.birdnet_head.head import global_birdnet_run
+    from birdcore.runs.loading import load_run_ref
 
-        return global_birdnet_run()
-    from birdcore.runs.loading import load_run
-
-    return load_run(Path(run_ref))
+    return load_run_ref(run_ref)
 
 
 _WORKER: dict = {}
@@ -414,7 +410,7 @@ def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | N
 def write_summary(detections: Path, summary: Path) -> None:
     """Write the per-species summary of a detections CSV (``detections.summarize_detections``) atomically."""
     from birdcore.serving.detections import summarize_detections, summary_csv
-    from birdcore.runs.folder import atomic_write_text
+    from birdcore.io.atomic import atomic_write_text
 
     rows = summarize_detections(detections)
     atomic_write_text(summary, summary_csv(rows))

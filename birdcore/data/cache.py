@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from birdcore.io.atomic import write_npy
 from birdcore.io.audio import decode_audio
 
 log = logging.getLogger("birdcore.data.cache")
@@ -235,25 +235,10 @@ def _decode_job(abs_source: str, entry: str, sample_rate: int, max_seconds: floa
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         return None, " ".join(str(reason).split())
     try:
-        _write_atomic(Path(entry), half)
+        write_npy(Path(entry), half)
     except OSError as exc:  # the cache's problem (full, read-only...), not the recording's: stop the build
         return None, _WRITE_FAILED + (exc.strerror or f"{type(exc).__name__}: {exc}")
     return int(half.shape[0]), None
-
-
-def _write_atomic(entry: Path, array: np.ndarray) -> None:
-    """Write ``array`` as .npy: temp file in the same folder, fsync, os.replace."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.lib.format.write_array(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, entry)
-    except BaseException:
-        _remove(Path(tmp))
-        raise
 
 
 def _run_in_pool(jobs: list[tuple], n_workers: int, done, *, task=None) -> None:

@@ -1,67 +1,51 @@
-"""Scoring a set of recordings with a model and writing the evaluation files.
+"""Scoring sets of recordings with any kind of model, and writing a run's evaluation files.
 
-CLI: ``python -m birdcore.evaluate RUN_DIR --data-dir DIR [--json]`` scores every
-recording of another Cornell-format dataset whose species are among the run's,
-and prints top-1, top-5 and macro ROC-AUC (with ``--json``, the last line is
-one JSON object).
+``evaluate_splits`` is the tail every run ends with (score validation and test, write scores,
+metrics and thresholds); ``evaluate_dataset`` scores another Cornell-format dataset with a
+complete run (``python -m birdcore.evaluate``, ``birdcore.cli.evaluate``).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from birdcore.data.labels import label_indices, secondary_mask
 from birdcore.evaluation import metrics as M
-from birdcore.runs.folder import atomic_write_json, write_npz
-
-if TYPE_CHECKING:  # TensorFlow is imported lazily so the CLI can silence its start-up lines
-    from birdcore.models.keras_audio.scorer import Scorer
+from birdcore.io.atomic import atomic_write_json, write_npz
 
 log = logging.getLogger("birdcore")
 
 
-def score_recordings(model, load: Callable[[int], np.ndarray], indices: Sequence[int], *,
-                     batch_segments: int = 32, progress: bool = False,
-                     scorer: Scorer | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Score recordings ``load(i)`` for i in ``indices`` (with ``scorer`` if given, to reuse its trace).
+def score_recordings(scorer, load: Callable[[int], np.ndarray], indices: Sequence[int], *,
+                     progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Score recordings ``load(i)`` for i in ``indices`` with ``scorer`` (its ``score_many`` takes
+    what ``load`` gives: waveforms, or a kind's own inputs such as embeddings).
 
-    Returns recording scores (N, C) float32 and a list of N segment-score arrays (S_i, C).
+    Returns recording scores (N, C) float32 and a list of N segment-score arrays (S_i, C);
+    (0, 0) scores when ``indices`` is empty.
     """
-    from birdcore.models.keras_audio.scorer import Scorer
-
-    scorer = scorer or Scorer(model, batch_segments=batch_segments)
-    waves = (np.asarray(load(int(i)), dtype=np.float32) for i in indices)
+    items = (np.asarray(load(int(i)), dtype=np.float32) for i in indices)
     if progress:
         from tqdm import tqdm
 
-        waves = tqdm(waves, total=len(indices), desc="scoring", unit="rec", file=sys.stderr,
+        items = tqdm(items, total=len(indices), desc="scoring", unit="rec", file=sys.stderr,
                      mininterval=0.5 if sys.stderr.isatty() else 30)
     rec, segs = [], []
-    for s in scorer.score_many(waves):
+    for s in scorer.score_many(items):
         rec.append(s.recording.astype(np.float32))
         segs.append(s.segments.astype(np.float32))
-    if not rec:
-        n_species = int(model.get_layer("recording").output.shape[-1]) if model is not None else 0
-        return np.zeros((0, n_species), np.float32), segs
-    return np.stack(rec), segs
+    return (np.stack(rec) if rec else np.zeros((0, 0), np.float32)), segs
 
 
 def label_arrays(df: pd.DataFrame, codes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Primary indices (N,) and secondary mask (N, C) of ``df`` rows in the model's species order."""
-    index = {c: i for i, c in enumerate(codes)}
-    primary = np.array([index[p] for p in df["primary"]], dtype=np.int64)
-    secondary = np.zeros((len(df), len(codes)), dtype=bool)
-    for row, sec in enumerate(df["secondary"]):
-        for code in sec:
-            if code in index and index[code] != primary[row]:
-                secondary[row, index[code]] = True
-    return primary, secondary
+    primary, secondary = label_indices(df["primary"], df["secondary"], codes)
+    return primary, secondary_mask(secondary, len(codes))
 
 
 def score_arrays(df: pd.DataFrame, codes: list[str], scores: np.ndarray, segments: list[np.ndarray], *,
@@ -70,6 +54,7 @@ def score_arrays(df: pd.DataFrame, codes: list[str], scores: np.ndarray, segment
     primary, secondary = label_arrays(df, codes)
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in segments])]).astype(np.int64)
     seg = np.concatenate(segments) if segments else np.zeros((0, len(codes)), np.float32)
+    scores = scores if len(scores) else np.zeros((0, len(codes)), np.float32)
     return {
         "recording_id": df["recording_id"].to_numpy().astype(str),
         "species": np.array(codes, dtype=str),
@@ -128,6 +113,18 @@ def write_evaluation(run_path: Path, test: dict[str, np.ndarray], val: dict[str,
     return metrics
 
 
+def evaluate_splits(run_path: Path, data, scorer, *, target_fpr: float, segment_seconds: float) -> dict:
+    """The tail of every run: score the validation and test recordings of ``data`` (a
+    ``data.dataset.Dataset``) with ``scorer`` (a kind's ``data_scorer``), write scores.npz,
+    metrics.json and thresholds.json (chosen on validation) into ``run_path``; returns the metrics."""
+    arrays = {}
+    for split in ("val", "test"):
+        rows = data.rows(split)
+        scores, segs = score_recordings(scorer, data.load, rows, progress=split == "test")
+        arrays[split] = score_arrays(data.df.iloc[rows], data.codes, scores, segs, segment_seconds=segment_seconds)
+    return write_evaluation(run_path, arrays["test"], arrays["val"], target_fpr=target_fpr)
+
+
 def format_summary(metrics: dict) -> str:
     return (f"recordings {metrics['n_recordings']}  species {metrics['n_species']}  "
             f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
@@ -168,8 +165,9 @@ def evaluate_dataset(run_dir: Path, *, data_dir: Path, cache_dir: Path | None = 
     if ok.empty:
         raise ValueError(f"{data_dir}: no recording could be decoded")
     paths = ok["path"].tolist()
-    scores, segs = score_recordings(run.model, lambda i: cache.load(paths[i]), range(len(ok)),
-                                    batch_segments=batch_segments, progress=sys.stderr.isatty())
+    scorer = run.scorer(batch_segments=batch_segments)  # waveforms at the run's rate, whatever its kind
+    scores, segs = score_recordings(scorer, lambda i: cache.load(paths[i]), range(len(ok)),
+                                    progress=sys.stderr.isatty())
     arrays = score_arrays(ok, codes, scores, segs, segment_seconds=run.config.audio.segment_seconds)
     metrics = evaluate_arrays(arrays, target_fpr=run.config.eval.target_fpr)
     metrics["skipped"] = skipped

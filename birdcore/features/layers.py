@@ -1,5 +1,5 @@
-"""Keras layers of the model: the log-mel frontend, spectrogram augmentations,
-segment framing and pooling.
+"""Preprocessing layers of the waveform model: segment framing, the log-mel frontend and the
+spectrogram augmentations (``birdcore.models.layers`` has the layers after the backbone).
 
 Everything here is serialisable and registered under the ``birdcore``
 package, so a saved ``.keras`` model loads in safe mode after
@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from birdcore.features.windows import frame_segments, pool_segments
+from birdcore.features.windows import frame_segments, n_windows
 
 _PACKAGE = "birdcore"
 
@@ -189,7 +189,7 @@ class ToSymmetric(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SegmentFramer(keras.layers.Layer):
     """(batch, n_samples) → segments (batch × n_segments, segment_samples) and
-    mask (batch, n_segments); see ``segments.frame_segments``."""
+    mask (batch, n_segments); see ``windows.frame_segments``."""
 
     def __init__(self, *, segment_samples: int, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -203,76 +203,10 @@ class SegmentFramer(keras.layers.Layer):
 
     def compute_output_spec(self, waveform):
         batch, n = waveform.shape[0], waveform.shape[1]
-        n_segments = None if n is None else max(1, -(-n // self.segment_samples))
+        n_segments = None if n is None else n_windows(n, self.segment_samples, self.segment_samples)
         flat_rows = None if batch is None or n_segments is None else batch * n_segments
         return (keras.KerasTensor((flat_rows, self.segment_samples), dtype=self.compute_dtype),
                 keras.KerasTensor((batch, n_segments), dtype="float32"))
 
     def get_config(self):
         return {**super().get_config(), "segment_samples": self.segment_samples}
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class SegmentUnflatten(keras.layers.Layer):
-    """(batch × n_segments, C) segment outputs → (batch, n_segments, C), using the mask's shape."""
-
-    def call(self, flat, mask):
-        shape = ops.shape(mask)
-        return ops.reshape(flat, (shape[0], shape[1], ops.shape(flat)[-1]))
-
-    def compute_output_spec(self, flat, mask):
-        return keras.KerasTensor((mask.shape[0], mask.shape[1], flat.shape[-1]), dtype=flat.dtype)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class RecordingPooling(keras.layers.Layer):
-    """Segment logits (batch, n_segments, C) → recording scores (batch, C); see ``segments.pool_segments``."""
-
-    def __init__(self, *, mode: str, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.mode = mode
-
-    def call(self, logits, mask, attention_logits=None):
-        return pool_segments(logits, mask, mode=self.mode, attention_logits=attention_logits)
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class Sigmoid(keras.layers.Layer):
-    """Segment logits → segment probabilities, in float32."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-
-    def call(self, logits):
-        return ops.sigmoid(ops.cast(logits, "float32"))
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class SliceFeatures(keras.layers.Layer):
-    """Features [start:stop] of the last axis: (..., F) → (..., stop - start)."""
-
-    def __init__(self, *, start: int, stop: int, **kwargs):
-        super().__init__(**kwargs)
-        self.start, self.stop = int(start), int(stop)
-
-    def call(self, x):
-        return x[..., self.start:self.stop]
-
-    def get_config(self):
-        return {**super().get_config(), "start": self.start, "stop": self.stop}
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class PriorScale(keras.layers.Layer):
-    """A learned per-species weight on prior logits (B, W, C), initialised to 1."""
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
-
-    def call(self, prior):
-        return prior * ops.cast(self.scale, prior.dtype)

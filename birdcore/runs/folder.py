@@ -26,10 +26,11 @@ import json
 import os
 import platform
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from birdcore.io.atomic import atomic_write_json
 
 FORMAT_NAME = "birdclef-run"
 FORMAT_VERSION = 1
@@ -37,41 +38,6 @@ FORMAT_VERSION = 1
 
 class RunFolderError(RuntimeError):
     """A run folder cannot be created, resumed or read."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-
-
-def write_npz(path: Path, **arrays) -> None:
-    """Save arrays (no pickled objects) atomically as ``.npz``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        import numpy as np
-
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def library_versions() -> dict[str, str]:

@@ -1,70 +1,23 @@
-"""Saving and loading the inference artifacts of a run.
+"""Loading a complete run to score audio, whatever its kind of model.
 
-- ``model.keras``: the Keras model, loaded in safe mode (no arbitrary code);
-  needs only ``birdcore.features.layers`` (not the training code).
-- ``export/``: a TF SavedModel whose ``serve`` takes a raw waveform batch
-  (batch, n_samples) float32 at the run's sample rate, of any length, and
-  returns ``{"recording": (batch, C), "segments": (batch, S, C)}``; it loads
-  with plain TensorFlow, without birdcore.  Written only under the TensorFlow
-  Keras backend (``savedmodel_supported``); ``model.keras`` loads under any.
+``load_run(RUN_DIR)`` reads a run folder (any format version this software reads);
+``load_run_ref("birdnet")`` gives BirdNET V2.4 over all its species, a run without a folder.
+The run's kind (``models.base``) supplies its model, scorer and segment timing, so callers never
+ask which kind it is.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import pandas as pd
 
-from birdcore.features import layers as _layers  # noqa: F401  (registers the custom layers for loading)
 from birdcore.config import RunConfig
+from birdcore.models.base import ModelKind, RunScorer, kind_for, kind_name
 from birdcore.runs.folder import read_manifest
 
-MODEL_FILE = "model.keras"
-EXPORT_DIR = "export"
-
-
-def save_keras(model: keras.Model, path: Path) -> None:
-    """Save a ``.keras`` file atomically (write beside it, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-def load_keras(path: Path, *, compile: bool = False) -> keras.Model:
-    return keras.models.load_model(path, safe_mode=True, compile=compile)
-
-
-def savedmodel_supported() -> bool:
-    """Whether ``export_savedmodel`` can run: it needs the TensorFlow Keras backend."""
-    return keras.backend.backend() == "tensorflow"
-
-
-def export_savedmodel(model: keras.Model, path: Path) -> None:
-    """Write the TF SavedModel serving artifact (replacing any previous one); TensorFlow backend only."""
-    import tensorflow as tf
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.export(str(tmp), format="tf_saved_model", verbose=False,
-                 input_signature=[tf.TensorSpec((None, None), tf.float32, name="waveform")])
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-def load_savedmodel(path: Path):
-    """The loaded SavedModel; call ``.serve(waveform (batch, n) float32)`` → dict of outputs.
-
-    Keep the returned object alive while using ``serve`` (it owns the variables).
-    """
-    import tensorflow as tf
-
-    return tf.saved_model.load(str(path))
+BIRDNET_REF = "birdnet"  # the built-in model: BirdNET V2.4 zero-shot over its 6,522 species
 
 
 @dataclass
@@ -76,13 +29,13 @@ class LoadedRun:
     config: RunConfig
     species: pd.DataFrame  # index, ebird_code, common_name, sci_name in model output order
     thresholds: dict
-    model: keras.Model | None  # None for a BirdNET zero-shot run
-    birdnet_columns: list | None = None  # BirdNET output column per species; default from birdnet_species.json
+    model: object | None  # the Keras model; None for a kind without one (BirdNET zero-shot)
+    birdnet_columns: list | None = None  # BirdNET output column per species; default from the run's files
 
     @property
-    def kind(self) -> str:
-        """"keras_audio" (waveform model), "birdnet_head" or "birdnet_zero_shot"."""
-        return self.manifest.get("model_kind", "keras_audio")
+    def kind(self) -> ModelKind:
+        """The run's kind of model (``models.base``)."""
+        return kind_for(kind_name(self.manifest, self.config.to_dict()))
 
     @property
     def sample_rate(self) -> int:
@@ -93,38 +46,17 @@ class LoadedRun:
         return self.species["ebird_code"].tolist()
 
     def segment_hop_seconds(self, overlap: float = 0.0) -> float:
-        """Seconds between the starts of consecutive segments scored with ``overlap``."""
-        if self.kind in ("birdnet_zero_shot", "birdnet_head"):
-            from birdcore.models.birdnet import runtime as bn
+        """Seconds between the starts of consecutive segments scored with ``overlap`` (ValueError
+        for an overlap this kind of run cannot use)."""
+        return self.kind.segment_hop_seconds(self.config, overlap)
 
-            return bn.hop_samples(overlap) / bn.SAMPLE_RATE
-        if overlap:
-            raise ValueError("overlapping windows are for BirdNET runs (3 s windows); "
-                             "this run's model cuts its own fixed segments")
-        return float(self.config.audio.segment_seconds)
-
-    def scorer(self, *, batch_segments: int = 32, threads: int | None = None, overlap: float = 0.0):
-        """An object with ``score(wave)``, ``score_stream(chunks)`` and ``score_many(waves)`` giving
-        ``inference.Scores`` for waveforms (float32 (n_samples,) at ``self.sample_rate``); one per
-        caller, it holds a traced function.  ``threads``: BirdNET interpreter threads (default: all
-        cores).  ``overlap``: seconds by which BirdNET's 3 s windows overlap (BirdNET runs only)."""
+    def scorer(self, *, batch_segments: int = 32, threads: int | None = None, overlap: float = 0.0) -> RunScorer:
+        """A scorer of waveforms (float32 (n_samples,) at ``self.sample_rate``) with ``score``,
+        ``score_many``, ``score_stream`` and ``with_overlap``; one per caller (it may hold a traced
+        function).  ``threads``: BirdNET interpreter threads (default: all cores).  ``overlap``:
+        seconds by which BirdNET's 3 s windows overlap (kinds with ``supports_overlap``)."""
         self.segment_hop_seconds(overlap)  # validates overlap for this kind of run
-        if self.kind in ("birdnet_zero_shot", "birdnet_head"):
-            from birdcore.models.birdnet import runtime as bn
-            from birdcore.models.birdnet_head.head import BirdNETHeadScorer, ZeroShotScorer, prior_sources
-
-            if self.kind == "birdnet_zero_shot":
-                columns = self.birdnet_columns
-                if columns is None:
-                    columns = json.loads((self.path / "birdnet_species.json").read_text())["columns"]
-                return ZeroShotScorer(columns, overlap=overlap, birdnet=bn.BirdNET(threads=threads))
-            mapping = json.loads((self.path / "birdnet_species.json").read_text())
-            sources = mapping.get("prior_sources") or prior_sources(mapping["columns"])  # older runs: own columns
-            return BirdNETHeadScorer(self.model, sources=sources if mapping.get("prior") else None, overlap=overlap,
-                                     birdnet=bn.BirdNET(embeddings=True, threads=threads))
-        from birdcore.models.keras_audio.scorer import Scorer
-
-        return Scorer(self.model, batch_segments=batch_segments)
+        return self.kind.run_scorer(self, batch_segments=batch_segments, threads=threads, overlap=overlap)
 
 
 def load_run(run_dir: Path) -> LoadedRun:
@@ -135,5 +67,29 @@ def load_run(run_dir: Path) -> LoadedRun:
     species = pd.read_csv(run_dir / "species.csv", keep_default_na=False)
     thr_path = run_dir / "thresholds.json"
     thresholds = json.loads(thr_path.read_text()) if thr_path.exists() else {}
-    model = None if manifest.get("model_kind") == "birdnet_zero_shot" else load_keras(run_dir / MODEL_FILE)
-    return LoadedRun(run_dir, manifest, cfg, species, thresholds, model)
+    kind = kind_for(kind_name(manifest, cfg.to_dict()))
+    return LoadedRun(run_dir, manifest, cfg, species, thresholds, kind.load_model(run_dir))
+
+
+def birdnet_run() -> LoadedRun:
+    """BirdNET V2.4 zero-shot over all its 6,522 classes, as a ``LoadedRun`` for classifying clips.
+
+    Species codes are BirdNET's scientific names (its label file has no eBird codes); the
+    decision threshold is BirdNET's customary 0.5 confidence for every species.
+    """
+    from birdcore.models.birdnet import runtime as bn
+
+    species = bn.species_table()
+    cfg = RunConfig()
+    cfg.model.kind = "birdnet_zero_shot"
+    kind_for(cfg.model.kind).configure(cfg)
+    manifest = {"model_kind": cfg.model.kind, "name": "BirdNET V2.4", "license": bn.LICENSE_NOTE,
+                "synthetic": False, "global_birdnet": True}
+    return LoadedRun(path=Path("."), manifest=manifest, config=cfg, species=species,
+                     thresholds={"global": {"threshold": 0.5}, "species": {}}, model=None,
+                     birdnet_columns=list(range(len(species))))
+
+
+def load_run_ref(ref: str | Path) -> LoadedRun:
+    """A run folder, or ``"birdnet"`` for BirdNET V2.4 over all its species (``birdnet_run``)."""
+    return birdnet_run() if str(ref) == BIRDNET_REF else load_run(Path(ref))

@@ -10,7 +10,6 @@ host) while it runs.  This module reads those files only: it never touches a run
 """
 from __future__ import annotations
 
-import csv
 import json
 import socket
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from birdcore.runs.folder import pid_alive
+from birdcore.runs.history import HISTORY_FILE, epoch_seconds
 
 RUNNING, STOPPED, ELSEWHERE = "running", "stopped", "elsewhere"
 
@@ -89,21 +89,6 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _history_seconds(path: Path) -> list[tuple[int, float]]:
-    """(epoch, seconds) rows of history.csv; unreadable rows are skipped."""
-    rows = []
-    try:
-        with path.open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    rows.append((int(row["epoch"]), float(row.get("seconds") or "nan")))
-                except (KeyError, TypeError, ValueError):
-                    continue
-    except OSError:
-        return []
-    return rows
-
-
 def read_progress(partial: Path) -> RunProgress:
     """The progress of the run being built in ``partial`` (a ``.<name>.partial`` folder)."""
     partial = Path(partial)
@@ -115,7 +100,7 @@ def read_progress(partial: Path) -> RunProgress:
         state = ELSEWHERE
     else:
         state = RUNNING if isinstance(lock.get("pid"), int) and pid_alive(lock["pid"]) else STOPPED
-    history = _history_seconds(partial / "history.csv")
+    history = epoch_seconds(partial / HISTORY_FILE)
     done = max((e for e, _ in history), default=0)
     config = _read_json(partial / "config.json").get("config")
     train = config.get("train") if isinstance(config, dict) else None

@@ -15,6 +15,8 @@ import numpy as np
 
 from birdcore.io.audio import AudioError, decode_bytes
 from birdcore.io.stream import stream_audio
+from birdcore.config import FeatureConfig
+from birdcore.features.layers import LogMelFrontend
 from birdcore.runs.loading import LoadedRun
 from birdcore.serving.detections import Prediction, top_kept, top_species
 
@@ -64,10 +66,9 @@ class ClipClassifier:
     @staticmethod
     def _logmel(run: LoadedRun):
         """The model's own frontend when it has one; otherwise the default log-mel settings at the run's rate."""
-        if run.kind == "keras_audio":
-            return run.model.get_layer("segment_model").get_layer("logmel")
-        from birdcore.config import FeatureConfig
-        from birdcore.features.layers import LogMelFrontend
+        own = run.kind.frontend(run)
+        if own is not None:
+            return own
 
         f = FeatureConfig()
         return LogMelFrontend(sample_rate=run.sample_rate, n_mels=f.n_mels, fft_length=f.fft_length,
@@ -83,7 +84,7 @@ class ClipClassifier:
     @property
     def supports_overlap(self) -> bool:
         """Whether ``classify_upload(overlap=...)`` may overlap windows (BirdNET runs: 3 s windows)."""
-        return self.run.kind in ("birdnet_zero_shot", "birdnet_head")
+        return self.run.kind.supports_overlap
 
     def classify_upload(self, data: bytes, *, name: str, top: int = 5, overlap: float = 0.0,
                         progress: Callable[[float], None] | None = None) -> tuple[ClipResult, np.ndarray]:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from birdcore.runs.folder import atomic_write_text
+from birdcore.io.atomic import atomic_write_text, replacing
 
 CSV_HEADER = ("file", "start_s", "end_s", "species", "common_name", "score")
 RAVEN_HEADER = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
@@ -126,25 +125,19 @@ class ResultsCsv:
         return set(done)
 
     def _rewrite_csv(self, done: set[str]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-                writer = csv.writer(out, lineterminator="\n")
-                writer.writerow(CSV_HEADER)
-                if self.path.exists():
-                    with open(self.path, newline="", encoding="utf-8") as old:
-                        reader = csv.reader(old)
-                        header = next(reader, None)
-                        if header is not None and tuple(header) != CSV_HEADER:
-                            raise ValueError(f"{self.path}: exists and is not a detections file "
-                                             f"(header {','.join(header)[:80]!r}); choose another --out")
-                        for row in reader:
-                            if len(row) == len(CSV_HEADER) and row[0] in done:
-                                writer.writerow(row)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(CSV_HEADER)
+            if self.path.exists():
+                with open(self.path, newline="", encoding="utf-8") as old:
+                    reader = csv.reader(old)
+                    header = next(reader, None)
+                    if header is not None and tuple(header) != CSV_HEADER:
+                        raise ValueError(f"{self.path}: exists and is not a detections file "
+                                         f"(header {','.join(header)[:80]!r}); choose another --out")
+                    for row in reader:
+                        if len(row) == len(CSV_HEADER) and row[0] in done:
+                            writer.writerow(row)
 
     def add(self, file: str, detections: list[Detection]) -> None:
         """Append a file's rows, flush them, then mark the file done."""

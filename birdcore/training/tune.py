@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from birdcore.config import RunConfig
+from birdcore.models.base import kind_for
 
 log = logging.getLogger("birdcore")
 
@@ -36,15 +37,16 @@ def apply_hyperparameters(cfg: RunConfig, values: dict) -> RunConfig:
 
 
 def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary: np.ndarray, *,
-                         noise_bank, batch_segments: int) -> dict:
+                         noise_bank, batch_segments: int, inputs: dict | None = None) -> dict:
     """Run (or resume) the search; returns {"best": values, "trials": [...], "config": tuned RunConfig}."""
     import keras_tuner as kt
 
-    from birdcore.models.keras_audio.model import build_model, compile_model
-    from birdcore.training.train import ValidationScorer, make_batches
+    from birdcore.training.callbacks import ValidationScorer
+    from birdcore.training.devices import compile_model
 
     t = cfg.tune
     n_species = len(data.codes)
+    kind = kind_for(cfg.model.kind)
 
     class HyperModel(kt.HyperModel):
         def build(self, hp):
@@ -55,15 +57,16 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
                 "db_floor_max": hp.Choice("db_floor_max", list(t.db_floor_choices)),
             }
             trial_cfg = apply_hyperparameters(cfg, values)
-            model = build_model(trial_cfg, n_species)
+            model = kind.build(trial_cfg, n_species)
             compile_model(model, trial_cfg.train.learning_rate, weight_decay=trial_cfg.train.weight_decay)
             return model
 
     tuner = kt.BayesianOptimization(HyperModel(), objective=kt.Objective("val_top1", direction="max"),
                                     max_trials=t.max_trials, seed=cfg.train.seed, overwrite=False,
                                     directory=str(run.path), project_name="tuning")
-    batches = make_batches(cfg, data, targets, primary, noise_bank=noise_bank)
-    scorer = ValidationScorer(data, data.rows("val"), targets, primary, cfg=cfg, batch_segments=batch_segments)
+    batches = kind.training_batches(cfg, data, targets, primary, noise_bank=noise_bank)
+    scorer = ValidationScorer(data, data.rows("val"), targets, primary, cfg=cfg, batch_segments=batch_segments,
+                              inputs=inputs)
     log.info("tuning: up to %d trials of %d epochs (state in %s/tuning)", t.max_trials, t.epochs_per_trial, run.path)
     tuner.search(batches, epochs=t.epochs_per_trial, callbacks=[scorer], verbose=1 if sys.stderr.isatty() else 0)
     trials = []

@@ -20,6 +20,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from birdcore.features import windows as windowing
+
 SAMPLE_RATE = 48000  # Hz
 WINDOW_SECONDS = 3.0
 WINDOW_SAMPLES = int(SAMPLE_RATE * WINDOW_SECONDS)
@@ -50,6 +52,15 @@ def load_labels() -> list[str]:
     return (model_dir() / LABELS_FILE).read_text(encoding="utf-8").splitlines()
 
 
+def species_table(labels: list[str] | None = None) -> pd.DataFrame:
+    """BirdNET's species in output order as a run's species table: index, ebird_code (the scientific
+    name: BirdNET's label file has no eBird codes), common_name, sci_name."""
+    labels = load_labels() if labels is None else labels
+    sci = [lab.split("_", 1)[0] for lab in labels]
+    common = [lab.split("_", 1)[1] if "_" in lab else lab for lab in labels]
+    return pd.DataFrame({"index": range(len(labels)), "ebird_code": sci, "common_name": common, "sci_name": sci})
+
+
 def map_species(species: pd.DataFrame, labels: list[str]) -> tuple[list[int | None], list[str]]:
     """BirdNET column of each species (rows with ``ebird_code`` and ``sci_name``), matched by
     scientific name (case-insensitive); returns (columns, codes BirdNET does not know)."""
@@ -77,6 +88,32 @@ def relatives(species: pd.DataFrame, labels: list[str], columns: list[int | None
     return out
 
 
+def birdnet_config(cfg):
+    """Set the audio settings BirdNET requires in a ``RunConfig``: 48 kHz and 3 s windows; returns it."""
+    cfg.audio.sample_rate = SAMPLE_RATE
+    cfg.audio.segment_seconds = WINDOW_SECONDS
+    cfg.model.weights = "none"
+    return cfg
+
+
+def check_config(cfg) -> None:
+    """ValueError unless a ``RunConfig`` has BirdNET's audio settings (``birdnet_config``)."""
+    if cfg.audio.sample_rate != SAMPLE_RATE or cfg.audio.segment_seconds != WINDOW_SECONDS:
+        raise ValueError(f"BirdNET models need {SAMPLE_RATE // 1000} kHz audio and {WINDOW_SECONDS:g} s segments "
+                         f"(its windows); this configuration has {cfg.audio.sample_rate} Hz and "
+                         f"{cfg.audio.segment_seconds:g} s")
+
+
+def birdnet_available() -> bool:
+    """True when the BirdNET model files and the LiteRT runtime are installed."""
+    try:
+        model_dir()
+        import ai_edge_litert  # noqa: F401
+    except (BirdNETUnavailable, ImportError):
+        return False
+    return True
+
+
 def hop_samples(overlap: float) -> int:
     """Samples between the starts of consecutive windows overlapping by ``overlap`` seconds (0 ≤ overlap < 3)."""
     if not 0.0 <= overlap < WINDOW_SECONDS:
@@ -87,40 +124,16 @@ def hop_samples(overlap: float) -> int:
 def windows(wave: np.ndarray, *, overlap: float = 0.0) -> np.ndarray:
     """Cut a 48 kHz waveform into 3 s windows (zero-padding the last); (W, 144000) float32, W >= 1.
 
-    ``overlap`` is in seconds (0 ≤ overlap < 3).  Window i starts at sample i × hop,
-    hop = (3 s − overlap) × 48 kHz; W = 1 + ceil(max(n − 144000, 0) / hop).
+    ``overlap`` is in seconds (0 ≤ overlap < 3): window i starts at sample i × hop,
+    hop = (3 s − overlap) × 48 kHz (``birdcore.features.windows`` defines the count).
     """
     return np.concatenate(list(stream_windows([wave], overlap=overlap)))
 
 
 def stream_windows(chunks: Iterable[np.ndarray], *, overlap: float = 0.0) -> Iterator[np.ndarray]:
-    """The windows of ``windows(np.concatenate(chunks))``, yielded as blocks (k, 144000) float32
-    as soon as the chunks (consecutive 48 kHz pieces, any lengths) cover them, so a long
-    recording never has to be in memory whole.  Blocks are never empty."""
-    hop = hop_samples(overlap)
-    buf = np.zeros(0, np.float32)  # samples from absolute index `start` on
-    start = n = i = 0  # i: the next window to emit
-    for chunk in chunks:
-        chunk = np.asarray(chunk, np.float32).reshape(-1)
-        n += chunk.size
-        buf = np.concatenate([buf, chunk]) if buf.size else chunk
-        ready = []
-        while i * hop + WINDOW_SAMPLES <= n:
-            offset = i * hop - start
-            ready.append(buf[offset:offset + WINDOW_SAMPLES])
-            i += 1
-        if ready:
-            yield np.stack(ready)
-        drop = i * hop - start  # samples no later window needs
-        if drop > 0:
-            buf, start = buf[drop:], start + drop
-    count = 1 + int(np.ceil(max(n - WINDOW_SAMPLES, 0) / hop))
-    if i < count:
-        tail = np.zeros((count - i, WINDOW_SAMPLES), np.float32)
-        for k in range(count - i):
-            part = buf[(i + k) * hop - start:(i + k) * hop - start + WINDOW_SAMPLES]
-            tail[k, :len(part)] = part
-        yield tail
+    """BirdNET's windows of consecutive 48 kHz chunks, as blocks (k, 144000) float32
+    (``birdcore.features.windows.stream_windows``)."""
+    return windowing.stream_windows(chunks, window=WINDOW_SAMPLES, hop=hop_samples(overlap))
 
 
 @dataclass

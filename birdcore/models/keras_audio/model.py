@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 
 from birdcore.features import layers as L
+from birdcore.models import layers as ML
 from birdcore.config import RunConfig
 
 SEGMENT_MODEL_NAME = "segment_model"
@@ -124,13 +125,7 @@ def build_segment_model(cfg: RunConfig, n_species: int) -> keras.Model:
 def build_model(cfg: RunConfig, n_species: int) -> keras.Model:
     """The recording model: (batch, n_samples) waveform → {"recording", "segments"}.
 
-    For ``backbone="birdnet"`` it is the head over BirdNET embeddings instead
-    (``birdnet_backend.build_head``): inputs {"embeddings", "mask"}.
     """
-    if cfg.model.backbone == "birdnet":
-        from birdcore.models.birdnet_head.head import build_head
-
-        return build_head(cfg, n_species)
     if cfg.model.pooling not in ("max", "mean", "attention"):
         raise ValueError(f"unknown pooling {cfg.model.pooling!r} (max | mean | attention)")
     segment_model = build_segment_model(cfg, n_species)
@@ -138,56 +133,9 @@ def build_model(cfg: RunConfig, n_species: int) -> keras.Model:
     flat, mask = L.SegmentFramer(segment_samples=cfg.audio.segment_samples, name="framer")(wave)
     outs = segment_model(flat)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
-    unflatten = L.SegmentUnflatten(name="unflatten")
+    unflatten = ML.SegmentUnflatten(name="unflatten")
     logits = unflatten(outs[0], mask)
     att = unflatten(outs[1], mask) if len(outs) > 1 else None
-    recording = L.RecordingPooling(mode=cfg.model.pooling, name="recording")(logits, mask, att)
-    segments = L.Sigmoid(name="segments")(logits)
+    recording = ML.RecordingPooling(mode=cfg.model.pooling, name="recording")(logits, mask, att)
+    segments = ML.Sigmoid(name="segments")(logits)
     return keras.Model(wave, {"recording": recording, "segments": segments}, name="birdclef")
-
-
-def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0) -> None:
-    """Adam (AdamW when ``weight_decay`` > 0) on the recording-level binary cross-entropy."""
-    optimizer = (keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay) if weight_decay > 0
-                 else keras.optimizers.Adam(learning_rate=lr))
-    model.compile(optimizer=optimizer,
-                  loss={"recording": keras.losses.BinaryCrossentropy()})
-
-
-def gpu_visible() -> bool:
-    """Whether the current Keras backend sees a GPU."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return any(d.platform == "gpu" for d in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
-
-
-PRECISION_MODES = ("auto", "on", "bf16", "off")
-
-
-def configure_precision(mode: str) -> str:
-    """Set the global Keras dtype policy; returns the policy name used.
-
-    mode "auto" turns on mixed_float16 only when a GPU is visible; "on" is
-    mixed_float16, "bf16" mixed_bfloat16 (no loss scaling; for GPUs with
-    bfloat16 tensor cores, A100 and newer), "off" float32.
-    """
-    if mode not in PRECISION_MODES:
-        raise ValueError(f"mixed precision {mode!r}: choose one of {', '.join(PRECISION_MODES)}")
-    if mode == "bf16":
-        policy = "mixed_bfloat16"
-    else:
-        use = mode == "on" or (mode == "auto" and gpu_visible())
-        policy = "mixed_float16" if use else "float32"
-    keras.mixed_precision.set_global_policy(policy)
-    return policy

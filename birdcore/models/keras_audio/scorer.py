@@ -1,33 +1,21 @@
-"""Scoring waveforms with a trained model, batched across recordings.
+"""Scoring waveforms with a Keras waveform model, batched across recordings.
 
-Recordings of any length are cut into segments (``segments.frame_segments``),
-segments from many recordings are scored together in fixed-size batches by
-the segment model, and each recording's segment logits are pooled with
-``segments.pool_segments`` — the same two functions the model itself uses.
+Recordings of any length are cut into segments (``features.windows``), segments from many
+recordings are scored together in fixed-size batches by the segment model, and each recording's
+segment logits are pooled with ``models.pooling.pool_segments``: the same definitions the model
+itself uses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
 
 from birdcore.models.keras_audio.model import SEGMENT_MODEL_NAME
-from birdcore.features.windows import frame_segments, pool_segments
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logits → probabilities, elementwise (clipped so extreme logits do not overflow)."""
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
-
-
-@dataclass
-class Scores:
-    """One recording's scores: ``segments`` (n_segments, C) and ``recording`` (C,), probabilities."""
-
-    segments: np.ndarray
-    recording: np.ndarray
+from birdcore.features.windows import frame_segments, sound_mask, stream_windows
+from birdcore.models.base import Scores, sigmoid
+from birdcore.models.pooling import pool_segments
 
 
 class Scorer:
@@ -141,46 +129,44 @@ class Scorer:
             zero-padded, a segment masked out when all its samples are zero); only the
             (S, C) segment outputs are kept, and they are pooled once at the end.
         """
-        seg = self.segment_samples
         rate = self.sample_rate if progress is not None else None
-        carry = np.zeros(0, np.float32)  # < seg samples not yet framed
         pending: list[np.ndarray] = []  # full segments waiting for a batch, each (k, seg)
-        n_pending = 0
+        n_pending = n_samples = 0
         outputs: list[list[np.ndarray]] = []  # per forward pass: [(n, C) logits, (n, C) attention?]
         masks: list[np.ndarray] = []
-        n_samples = 0
 
         def flush(final: bool) -> None:
             nonlocal pending, n_pending
-            if not pending:
-                return
             segs = np.concatenate(pending) if len(pending) > 1 else pending[0]
             n_run = len(segs) if final else (len(segs) // self.batch_segments) * self.batch_segments
-            if n_run == 0:
-                return
             outputs.append(self._run(segs[:n_run]))
-            masks.append(np.abs(segs[:n_run]).max(axis=-1) > 0)
+            masks.append(sound_mask(segs[:n_run]))
             rest = segs[n_run:]
             pending, n_pending = ([rest] if len(rest) else []), len(rest)
 
-        for chunk in chunks:
-            chunk = np.asarray(chunk, np.float32).reshape(-1)
-            n_samples += chunk.size
-            buf = np.concatenate([carry, chunk]) if carry.size else chunk
-            n_full = buf.size // seg
-            if n_full:
-                pending.append(np.array(buf[:n_full * seg].reshape(n_full, seg)))  # a copy: the chunk can go
-                n_pending += n_full
-            carry = np.array(buf[n_full * seg:])
+        def counted(chunks):
+            nonlocal n_samples
+            for chunk in chunks:
+                n_samples += np.size(chunk)
+                yield chunk
+                if progress is not None:
+                    progress(n_samples / rate if rate else float(n_samples))
+
+        seg = self.segment_samples
+        for block in stream_windows(counted(chunks), window=seg, hop=seg):
+            pending.append(np.array(block))  # a copy: the chunk it views can go
+            n_pending += len(block)
             if n_pending >= self.batch_segments:
                 flush(final=False)
-            if progress is not None:
-                progress(n_samples / rate if rate else float(n_samples))
-        if carry.size or n_samples == 0:  # the last partial segment (or one empty one), zero-padded
-            last = np.zeros((1, seg), np.float32)
-            last[0, :carry.size] = carry
-            pending.append(last)
-        flush(final=True)
+        if pending:
+            flush(final=True)
+        outputs = [o for o in outputs if len(o[0])]
         parts = [np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))]
-        mask = np.concatenate(masks).astype(np.float32)
+        mask = np.concatenate(masks)
         return Scores(segments=sigmoid(parts[0]), recording=self.pool(parts, mask))
+
+    def with_overlap(self, overlap: float) -> "Scorer":
+        """This scorer (segments never overlap: ``overlap`` must be 0)."""
+        if overlap:
+            raise ValueError("overlapping windows are for BirdNET runs; this model cuts its own fixed segments")
+        return self

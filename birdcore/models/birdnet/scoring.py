@@ -1,0 +1,59 @@
+"""What the scorers of BirdNET kinds share: 3 s windows that may overlap, streamed at 48 kHz."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from birdcore.models.base import Scores
+from birdcore.models.birdnet import runtime as bn
+
+SPECIES_MAPPING_FILE = "birdnet_species.json"  # in a run: the BirdNET column of each species, the licence
+
+
+def read_mapping(run_dir: Path) -> dict:
+    """A BirdNET run's species mapping (``columns``, ``missing``, and for a head ``prior``...)."""
+    return json.loads((Path(run_dir) / SPECIES_MAPPING_FILE).read_text())
+
+
+def hop_seconds(overlap: float) -> float:
+    """Seconds between BirdNET windows overlapping by ``overlap`` seconds; ValueError outside [0, 3)."""
+    return bn.hop_samples(overlap) / bn.SAMPLE_RATE
+
+
+def reporting(chunks: Iterable[np.ndarray], progress: Callable[[float], None] | None) -> Iterator[np.ndarray]:
+    """The chunks, calling ``progress`` with the seconds of 48 kHz audio consumed after each."""
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        yield chunk
+        if progress is not None:
+            progress(done / bn.SAMPLE_RATE)
+
+
+class WindowScorer:
+    """Base of BirdNET scorers: subclasses set ``overlap`` and implement ``score_stream``."""
+
+    overlap: float = 0.0
+
+    def with_overlap(self, overlap: float):
+        """This scorer with BirdNET's windows overlapping by ``overlap`` seconds (0 to <3), sharing
+        its interpreter (and head): cheap, and safe to use beside the original from other threads."""
+        bn.hop_samples(overlap)  # validates
+        twin = copy.copy(self)
+        twin.overlap = float(overlap)
+        return twin
+
+    def score_stream(self, chunks: Iterable[np.ndarray], *,
+                     progress: Callable[[float], None] | None = None) -> Scores:
+        raise NotImplementedError
+
+    def score_many(self, waves: Iterable[np.ndarray]) -> Iterator[Scores]:
+        for wave in waves:
+            yield self.score_stream([wave])
+
+    def score(self, wave: np.ndarray) -> Scores:
+        return self.score_stream([wave])

@@ -1,0 +1,74 @@
+"""The ``birdnet_head`` kind (``--backbone birdnet``): a trained head over frozen BirdNET V2.4 embeddings."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from birdcore.models.base import ModelKind
+from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.scoring import hop_seconds, read_mapping
+from birdcore.models.saving import MODEL_FILE, load_keras
+
+LEARNING_RATE = 3e-4  # chosen on validation over 5 splits (BENCHMARKS.md)
+POOLING = "attention"  # chosen on xc-pr20 validation data (BENCHMARKS.md)
+
+
+class BirdNETHead(ModelKind):
+    name = "birdnet_head"
+    description = "BirdNET V2.4 embeddings + trained head"
+    supports_overlap = True
+
+    def configure(self, cfg, *, given=frozenset()) -> None:
+        bn.birdnet_config(cfg)
+        cfg.model.backbone = "birdnet"
+        if "learning_rate" not in given:
+            cfg.train.learning_rate = LEARNING_RATE
+        if "pooling" not in given:
+            cfg.model.pooling = POOLING
+
+    def check_config(self, cfg) -> None:
+        bn.check_config(cfg)
+
+    def prepare_inputs(self, run, cfg, data, *, cache_root) -> dict:
+        from birdcore.models.birdnet_head.embeddings import prepare_birdnet_inputs
+
+        return prepare_birdnet_inputs(run, cfg, data, cache_root=Path(cache_root))
+
+    def build(self, cfg, n_species: int):
+        from birdcore.models.birdnet_head.head import build_head
+
+        return build_head(cfg, n_species)
+
+    def training_batches(self, cfg, data, targets, primary, *, noise_bank=None):
+        from birdcore.models.birdnet_head.head import EmbeddingBatches
+
+        rows = data.rows("train")
+        return EmbeddingBatches(load=lambda i: data.load_train(int(rows[i])), targets=targets[rows],
+                                windows=max(1, math.ceil(cfg.train.train_seconds / cfg.audio.segment_seconds)),
+                                batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                                steps_per_epoch=cfg.train.steps_per_epoch,
+                                interleaved=2 if data.train_item is not None else 1)
+
+    def data_scorer(self, model, cfg, inputs, *, batch_segments=32):
+        from birdcore.models.birdnet_head.head import EmbeddingScorer
+
+        return EmbeddingScorer(model, batch_segments=batch_segments)
+
+    def manifest(self, cfg, inputs) -> dict:
+        return {"license": bn.LICENSE_NOTE}
+
+    def load_model(self, run_dir):
+        return load_keras(Path(run_dir) / MODEL_FILE)
+
+    def run_scorer(self, run, *, batch_segments=32, threads=None, overlap=0.0):
+        from birdcore.models.birdnet_head.embeddings import prior_sources
+        from birdcore.models.birdnet_head.head import BirdNETHeadScorer
+
+        hop_seconds(overlap)  # validates
+        mapping = read_mapping(run.path)
+        sources = mapping.get("prior_sources") or prior_sources(mapping["columns"])  # older runs: own columns
+        return BirdNETHeadScorer(run.model, sources=sources if mapping.get("prior") else None, overlap=overlap,
+                                 birdnet=bn.BirdNET(embeddings=True, threads=threads))
+
+    def segment_hop_seconds(self, cfg, overlap: float = 0.0) -> float:
+        return hop_seconds(overlap)

@@ -1,0 +1,27 @@
+"""Saving and loading Keras models of runs (``model.keras``, checkpoints).
+
+A ``.keras`` file loads in safe mode (no arbitrary code) with only the project's registered layers
+(``birdcore.features.layers``, ``birdcore.models.layers``), under any Keras backend.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from birdcore.features import layers as _features  # noqa: F401  (registers the custom layers for loading)
+from birdcore.io.atomic import replacing
+from birdcore.models import layers as _models  # noqa: F401
+
+MODEL_FILE = "model.keras"
+
+
+def save_keras(model: keras.Model, path: Path) -> None:
+    """Save a ``.keras`` file atomically."""
+    with replacing(Path(path), suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def load_keras(path: Path, *, compile: bool = False) -> keras.Model:
+    """A saved model, in safe mode; ``compile`` restores its optimizer state too (resuming)."""
+    return keras.models.load_model(path, safe_mode=True, compile=compile)
