@@ -57,3 +57,29 @@ def test_a_run_trained_under_jax_is_served_by_tensorflow_with_the_same_scores(sy
     np.testing.assert_allclose(np.stack([s.recording for s in under_tf]), under_jax, atol=1e-4)
     # segment scores are stored as float16 in scores.npz
     np.testing.assert_allclose(np.concatenate([s.segments for s in under_tf]), segments_jax, atol=1e-3)
+
+
+BLOCK_TENSORFLOW = ("import sys, runpy; sys.modules['tensorflow'] = None; "  # any import of it fails
+                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def test_the_birdnet_head_trains_and_scores_under_jax_without_importing_tensorflow(tmp_path):
+    """The README's GPU machine has JAX and no TensorFlow: ``--backbone birdnet`` must train there and
+    its run must score audio, with no TensorFlow import anywhere on that path."""
+    from birdcore.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", n_species=3, recordings_per_species=4, seconds=(3.0, 4.0),
+                                  sample_rate=48000, seed=5)
+    train = [sys.executable, "-c", BLOCK_TENSORFLOW, str(ROOT / "train_job.py"), "--data-dir", str(data),
+             "--backbone", "birdnet", "--epochs", "1", "--out", str(tmp_path / "runs"), "--name", "h",
+             "--cache-dir", str(tmp_path / "cache"), "--workers", "1"]
+    res = subprocess.run(train, cwd=tmp_path, env=jax_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((tmp_path / "runs" / "h" / "run.json").read_text())
+    assert manifest["model_kind"] == "birdnet_head" and manifest["keras_backend"] == "jax"
+    clip = sorted((data / "train_audio").rglob("*.wav"))[0]
+    predict = [sys.executable, "-c", BLOCK_TENSORFLOW, str(ROOT / "birdcore" / "predict.py"),
+               str(tmp_path / "runs" / "h"), str(clip), "--json", "--top", "3"]
+    res = subprocess.run(predict, cwd=tmp_path, env=jax_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(json.loads(res.stdout.strip().splitlines()[-1])["top"]) == 3

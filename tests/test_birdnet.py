@@ -88,16 +88,38 @@ def synth48(tmp_path_factory):
                                   seconds=(3.0, 6.0), sample_rate=48000, seed=4)
 
 
-def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, tmp_path):
+@pytest.fixture(scope="module")
+def zero_shot_run(synth48, tmp_path_factory):
+    """A ``--baseline birdnet`` run on ``synth48`` (shared by the tests that read it)."""
     from birdcore.models.base import kind_for
     from birdcore.training.train import train_run
 
+    tmp = tmp_path_factory.mktemp("zero_shot")
     cfg = tiny_config()
-    zero_shot = tiny_config()
-    zero_shot.model.kind = "birdnet_zero_shot"
-    kind_for(zero_shot.model.kind).configure(zero_shot)
-    base = train_run(data_dir=synth48, out_dir=tmp_path / "runs", name="bn", cfg=zero_shot,
-                     cache_dir=tmp_path / "cache", workers=1)
+    cfg.model.kind = "birdnet_zero_shot"
+    kind_for(cfg.model.kind).configure(cfg)
+    return train_run(data_dir=synth48, out_dir=tmp / "runs", name="bn", cfg=cfg, cache_dir=tmp / "cache", workers=1)
+
+
+@pytest.fixture(scope="module")
+def head_run(synth48, tmp_path_factory):
+    """A ``--backbone birdnet`` run (the head on BirdNET embeddings) trained on ``synth48``."""
+    from birdcore.training.train import train_run
+
+    tmp = tmp_path_factory.mktemp("head")
+    cfg = birdnet_config(tiny_config(epochs=15))
+    cfg.model.kind, cfg.model.backbone = "birdnet_head", "birdnet"
+    cfg.model.dropout = 0.1
+    cfg.train.learning_rate = 3e-3
+    cfg.train.train_seconds = 6.0
+    return train_run(data_dir=synth48, out_dir=tmp / "runs", name="head", cfg=cfg, cache_dir=tmp / "cache", workers=1)
+
+
+def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, zero_shot_run, tmp_path):
+    from birdcore.training.train import train_run
+
+    cfg = tiny_config()
+    base = zero_shot_run
     manifest = read_manifest(base)
     assert manifest["model_kind"] == "birdnet_zero_shot" and "CC BY-NC-SA" in manifest["license"]
     assert len(manifest["birdnet_missing_species"]) == 3  # synthetic species are unknown to BirdNET
@@ -110,16 +132,8 @@ def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, tmp_path):
     assert scores.recording.shape == (3,) and np.all(scores.recording < 1e-6)
 
 
-def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, tmp_path):
-    from birdcore.training.train import train_run
-
-    cfg = birdnet_config(tiny_config(epochs=15))
-    cfg.model.kind, cfg.model.backbone = "birdnet_head", "birdnet"
-    cfg.model.dropout = 0.1
-    cfg.train.learning_rate = 3e-3
-    cfg.train.train_seconds = 6.0
-    run_dir = train_run(data_dir=synth48, out_dir=tmp_path / "runs", name="head", cfg=cfg,
-                        cache_dir=tmp_path / "cache", workers=1)
+def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, head_run):
+    run_dir = head_run
     manifest = read_manifest(run_dir)
     assert manifest["model_kind"] == "birdnet_head"
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -191,3 +205,17 @@ def test_shifted_window_batches_draw_one_grid_per_example():
                 assert len(idx) >= 1 and np.all(np.diff(idx) == 2)
                 parities.add(int(idx[0]) % 2)
     assert parities == {0, 1}
+
+
+@pytest.mark.parametrize("which", ["zero_shot_run", "head_run"])
+def test_evaluate_cli_scores_birdnet_runs(which, synth48, tmp_path, capsys, request):
+    """``python -m birdcore.evaluate`` works on every kind of run, not only the waveform model's."""
+    from birdcore.cli.evaluate import main
+
+    run_dir = request.getfixturevalue(which)
+    assert main([str(run_dir), "--data-dir", str(synth48), "--json", "--cache-dir", str(tmp_path / "c"),
+                 "--workers", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n_recordings"] == 24 and result["n_species"] == 3 and 0.0 <= result["top1"] <= 1.0
+    if which == "head_run":
+        assert result["top1"] >= 0.6  # scored through BirdNET's embeddings and the trained head

@@ -118,6 +118,26 @@ def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path):
     assert manifest["created"] == "2020-01-02T03:04:05+0000"
 
 
+def test_a_run_killed_after_its_last_epoch_resumes_straight_to_scoring(synth_dir, tmp_path, caplog):
+    import keras
+
+    class StopAtTheEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # the last of 2 epochs, after its checkpoint and state are written
+                raise _Interrupt()
+
+    cfg = tiny_config(epochs=2)
+    kwargs = dict(data_dir=synth_dir, out_dir=tmp_path / "runs", name="end", cache_dir=tmp_path / "cache", workers=1)
+    with pytest.raises(_Interrupt):
+        train_run(cfg=cfg, extra_callbacks=[StopAtTheEnd()], **kwargs)
+    with caplog.at_level("INFO", logger="birdcore"):
+        final = train_run(cfg=cfg, resume=True, **kwargs)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("resuming at epoch") for m in messages), messages
+    assert any("all 2 epochs were trained before the interruption" in m for m in messages), messages
+    assert read_manifest(final)["epochs_trained"] == 2
+
+
 def test_existing_complete_run_is_never_overwritten(trained_run, synth_dir, tmp_path):
     with pytest.raises(RunFolderError, match="exists"):
         train_run(data_dir=synth_dir, out_dir=trained_run.parent, name=trained_run.name, cfg=tiny_config(),
