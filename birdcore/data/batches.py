@@ -57,11 +57,18 @@ class EpochBatches(keras.utils.PyDataset):
         return np.concatenate([rng.permutation(self.n) for _ in range(reps)])
 
     def set_epoch(self, epoch: int) -> None:
-        """Position the pipeline at ``epoch`` (used when resuming)."""
+        """Position the pipeline at ``epoch`` (used when resuming).
+
+        Keras 3's ``fit`` calls ``on_epoch_end`` once before its first epoch (``EpochIterator.reset``),
+        so fit's epoch e draws the permutation of e + 1, in a fresh run and a resumed one alike.
+        """
         self.epoch = int(epoch)
         self._order = self._permutation()
 
     def on_epoch_end(self) -> None:
+        # Called by Keras in the main thread after the worker threads have stopped (the adapter stops
+        # its enqueuer first), so no batch is being built while the order changes.  Do not move the
+        # reshuffle to on_epoch_begin: Keras calls that after the workers have started.
         self.set_epoch(self.epoch + 1)
 
     def __len__(self) -> int:

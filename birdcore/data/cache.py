@@ -7,6 +7,13 @@ source path, its size and mtime (ns), the sample rate, ``max_seconds`` and
 misses the old entry.  Entries are written atomically (temp file, fsync,
 ``os.replace``) and validated on load; a corrupt entry counts as missing.
 
+Entries are read by training's worker threads, so their ``.npy`` headers are parsed here
+(:func:`npy_header`), not by numpy: ``np.load`` evaluates a header with ``ast.literal_eval``,
+which under Python 3.11 can fail with ``SystemError: AST constructor recursion depth mismatch``
+when another thread compiles at the same moment (python/cpython#106905: the AST constructor's
+recursion counter is shared by all threads, and the GIL can change hands inside it during a
+garbage collection).  In ``model.fit`` that surfaced as ``[[{{node PyFunc}}]] [[IteratorGetNext]]``.
+
 A source that cannot be decoded is skipped (reported with its reason); a cache
 that cannot be written (disk full, read-only, no permission) stops the build
 with ``CacheWriteError``, since going on would silently train on part of the
@@ -21,6 +28,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -85,17 +93,26 @@ class DecodeCache:
         return _entry_path(self.root, os.path.abspath(source), self.sample_rate, self.max_seconds)
 
     def load(self, source: str | Path) -> np.ndarray:
-        """Read-only memory-mapped float16 audio, shape (n_samples,); KeyError if not cached.
+        """Read-only memory-mapped float16 audio, shape (n_samples,); KeyError if not cached
+        (a corrupt entry is deleted).  Safe to call from several threads at once.
 
         Each live memmap holds an open file descriptor until it is garbage collected.
         """
         try:
             entry = self.entry_path(source)
-        except OSError:
+        except OSError:  # the source is gone
             raise KeyError(str(source)) from None
-        if _entry_samples(entry) is None:
-            raise KeyError(str(source))
-        return np.load(entry, mmap_mode="r")
+        try:
+            handle = open(entry, "rb")
+        except FileNotFoundError:
+            raise KeyError(str(source)) from None
+        with handle:  # one open file: the header checked is the data mapped
+            try:
+                n, offset = _entry_header(handle)
+            except ValueError:  # partial or foreign file
+                _remove(entry)
+                raise KeyError(str(source)) from None
+            return np.memmap(handle, dtype="<f2", mode="r", offset=offset, shape=(n,))
 
     def build(
         self,
@@ -203,27 +220,82 @@ def _entry_path(root: Path, abs_source: str, sample_rate: int, max_seconds: floa
 
 
 def _entry_samples(entry: Path) -> int | None:
-    """n_samples of a valid entry; None if missing.  A corrupt entry is deleted."""
+    """n_samples of a valid entry; None if missing or unreadable.  A corrupt entry (not a complete
+    float16 1-D .npy file) is deleted; one that cannot be read just now (no permission, too many
+    open files) is kept, and the build writes a new one over it."""
     try:
         with open(entry, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-            else:
-                raise ValueError(f"unsupported npy version {version}")
-            offset = handle.tell()
-            size = os.fstat(handle.fileno()).st_size
-    except FileNotFoundError:
-        return None
-    except Exception:  # unreadable header: partial or foreign file
+            return _entry_header(handle)[0]
+    except ValueError:  # partial or foreign file
         _remove(entry)
         return None
-    if dtype != np.dtype("<f2") or len(shape) != 1 or shape[0] <= 0 or size != offset + 2 * shape[0]:
-        _remove(entry)
+    except OSError:
         return None
-    return int(shape[0])
+
+
+def _entry_header(handle) -> tuple[int, int]:
+    """(n_samples, data offset) of the entry open in ``handle``; ValueError if it is not a cache entry."""
+    dtype, shape, _, offset = npy_header(handle)
+    if dtype != np.dtype("<f2") or len(shape) != 1 or shape[0] <= 0:
+        raise ValueError(f"not a float16 1-D entry: {dtype} {shape}")
+    return shape[0], offset
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_FIELD = re.compile(r"'(descr|fortran_order|shape)'\s*:\s*('[^']*'|True|False|\([\d\s,]*\))\s*,?")
+
+
+def npy_header(handle) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """(dtype, shape, fortran_order, data offset) of the ``.npy`` file open in ``handle`` (read from
+    its start), checked against the file's size.  ValueError if it is not a complete ``.npy`` file of a
+    plain dtype (no pickled objects, no structured dtype).
+
+    Parses the header without ``ast.literal_eval`` (which ``np.load`` uses), so that threads can call it
+    at the same time under Python 3.11 (see the module docstring).
+    """
+    start = handle.read(8)
+    if len(start) != 8 or start[:6] != _NPY_MAGIC:
+        raise ValueError("not a .npy file")
+    major = start[6]
+    if major not in (1, 2, 3):
+        raise ValueError(f"unsupported .npy version {major}.{start[7]}")
+    size_bytes = 2 if major == 1 else 4
+    raw = handle.read(size_bytes)
+    if len(raw) != size_bytes:
+        raise ValueError("truncated .npy header")
+    header_len = int.from_bytes(raw, "little")
+    header = handle.read(header_len)
+    if len(header) != header_len:
+        raise ValueError("truncated .npy header")
+    text = header.decode("utf-8" if major == 3 else "latin1").strip()
+    fields = dict(_NPY_FIELD.findall(text))
+    if not (text.startswith("{") and text.endswith("}")) or _NPY_FIELD.sub("", text[1:-1]).strip() \
+            or set(fields) != {"descr", "fortran_order", "shape"}:
+        raise ValueError(f"unexpected .npy header {text[:200]!r}")
+    dims = fields["shape"][1:-1].split(",")
+    if len(dims) == 1 and dims[0].strip():  # "(3)" is a number, not a shape
+        raise ValueError(f"unexpected .npy header {text[:200]!r}")
+    try:
+        dtype = np.dtype(fields["descr"][1:-1])
+        shape = tuple(int(d) for d in dims if d.strip())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"unexpected .npy header {text[:200]!r}: {exc}") from None
+    if dtype.hasobject or dtype.fields is not None:
+        raise ValueError(f"unsupported .npy dtype {dtype} (objects or fields)")
+    offset = 8 + size_bytes + header_len
+    size = os.fstat(handle.fileno()).st_size
+    if size != offset + dtype.itemsize * math.prod(shape):
+        raise ValueError(f"a .npy file of {size} bytes for {dtype} {shape} after a {offset}-byte header")
+    return dtype, shape, fields["fortran_order"] == "True", offset
+
+
+def load_npy_mmap(path: str | Path) -> np.memmap:
+    """A read-only memory map of the ``.npy`` file at ``path``, like ``np.load(path, mmap_mode="r")``
+    but safe to call from several threads under Python 3.11 (header read by :func:`npy_header`).
+    OSError if it cannot be opened, ValueError if it is not a complete ``.npy`` file of a plain dtype."""
+    with open(path, "rb") as handle:
+        dtype, shape, fortran, offset = npy_header(handle)
+        return np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def _decode_job(abs_source: str, entry: str, sample_rate: int, max_seconds: float | None):
