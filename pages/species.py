@@ -1,10 +1,10 @@
 """Per-species test scores: table, score distributions, ROC / PR curves, confusions, ranked recordings."""
-from pathlib import Path
 
 import streamlit as st
 
 import ui
 from birdcore.analysis.scores import confusions, positive_negative_scores, ranked_recordings, species_summary
+from birdcore.data.metadata import audio_root
 from birdcore.evaluation.metrics import pr_points
 from birdcore.analysis.plots import pr_figure, roc_figure, score_distributions_figure
 
@@ -53,12 +53,12 @@ st.subheader("Test recordings ranked by score")
 ranked = ranked_recordings(table, code)
 st.dataframe(ranked, hide_index=True, height=300)
 
-data_dir = Path(ui.run_json(run_dir, "data_report.json").get("data_dir", ""))
-audio_root = data_dir / "train_audio"
-if audio_root.is_dir():
+data_dir = ui.run_json(run_dir, "data_report.json").get("data_dir")
+audio_dir = audio_root(data_dir) if data_dir else None
+if audio_dir is not None and audio_dir.is_dir():
     st.markdown("**Listen to the top-ranked recordings**")
     for rec in ranked.head(5).itertuples():
-        files = sorted(audio_root.glob(f"{rec.recording_id}.*"))
+        files = sorted(audio_dir.glob(f"{rec.recording_id}.*"))
         if files:
             st.caption(f"#{rec.rank} {rec.recording_id} (score {rec.score:.3f}, "
                        f"{'positive' if rec.is_positive else 'negative'})")

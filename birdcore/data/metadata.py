@@ -10,7 +10,8 @@
   ``scientific_name``, ``common_name``).  2021's bare filenames and its
   ``train_short_audio/`` folder are accepted too.
 
-:func:`read_metadata` turns either into one table with the same columns.
+:func:`read_metadata` turns either into one table with the same columns;
+:func:`audio_root` is the folder the audio paths start from.
 """
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ COLUMNS = ("recording_id", "path", "primary", "secondary", "xc_id", "duration",
 
 class DatasetError(Exception):
     """A dataset folder or metadata file that cannot be used (one-line message)."""
+
+
+def audio_root(data_dir: str | Path) -> Path:
+    """The folder holding a dataset's audio: ``data_dir/train_audio``, or BirdCLEF 2021's
+    ``data_dir/train_short_audio`` when only that one exists (the result need not exist)."""
+    root = Path(data_dir).expanduser()
+    if not (root / "train_audio").is_dir() and (root / "train_short_audio").is_dir():
+        return root / "train_short_audio"
+    return root / "train_audio"
 
 
 def read_metadata(data_dir: str | Path) -> pd.DataFrame:
@@ -61,14 +71,12 @@ def read_metadata(data_dir: str | Path) -> pd.DataFrame:
         raise DatasetError(f"{csv}: {int((primary == '').sum())} row(s) without a species code")
     sci = _column(raw, names["sci"])
     common = _column(raw, names["common"])
-    audio_root = root / "train_audio"
-    if not audio_root.is_dir() and (root / "train_short_audio").is_dir():
-        audio_root = root / "train_short_audio"
+    audio_dir = audio_root(root)
     rel = [
         f"{code}/{name}" if layout == "kaggle2020" or "/" not in name else name
         for code, name in zip(primary, raw["filename"].str.strip())
     ]
-    paths = [audio_root / r for r in rel]
+    paths = [audio_dir / r for r in rel]
 
     lookup = _label_lookup(primary, sci, common)
     secondary = [
