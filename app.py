@@ -13,8 +13,9 @@ import ui  # noqa: E402
 
 st.set_page_config(page_title="birdclef", page_icon=":material/flutter_dash:", layout="wide")
 
+classify = st.Page("pages/classify.py", title="Classify a clip", icon=":material/mic:", default=True)
 pages = [
-    st.Page("pages/classify.py", title="Classify a clip", icon=":material/mic:", default=True),
+    classify,
     st.Page("pages/overview.py", title="Run overview", icon=":material/dashboard:"),
     st.Page("pages/species.py", title="Species", icon=":material/flutter_dash:"),
     st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
@@ -24,7 +25,7 @@ st.session_state[ui.NAV_KEY] = True
 nav = st.navigation(pages)
 ui.follow_deep_link()
 st.sidebar.caption(f"Runs folder: `{ui.runs_dir()}`")
-ui.run_picker()
+ui.run_picker(prefer_real=nav is classify)  # a visitor's first model is not a synthetic demo run
 with st.sidebar:
     ui.training_progress()
 nav.run()

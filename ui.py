@@ -16,6 +16,7 @@ NAV_KEY = "birdclef_navigation"  # set by app.py: the page runs inside its navig
 DEEP_LINK_KEY = "birdclef_deep_link"
 NO_RUNS = "No trained runs yet: make one with `python train_job.py --demo` (about a minute on a laptop)."
 RUN_KEY = "run_dir"
+PICKED_KEY = "run_picked"  # True once the visitor has chosen a run in the sidebar
 
 
 def inside_app(page_file: str) -> None:
@@ -47,11 +48,20 @@ def available_runs() -> list[Path]:
     return list_runs(runs_dir())
 
 
-def run_label(path: Path) -> str:
+def _manifest(path: Path) -> dict:
     try:
-        manifest = json.loads((path / "run.json").read_text())
+        return json.loads((path / "run.json").read_text())
     except (OSError, ValueError):
-        return path.name
+        return {}
+
+
+def is_synthetic(path: Path) -> bool:
+    """The run was trained on generated calls (``"synthetic": true`` in its run.json)."""
+    return bool(_manifest(path).get("synthetic"))
+
+
+def run_label(path: Path) -> str:
+    manifest = _manifest(path)
     tags = []
     if manifest.get("synthetic"):
         tags.append("synthetic")
@@ -61,8 +71,11 @@ def run_label(path: Path) -> str:
     return f"{path.name} ({', '.join(tags)})" if tags else path.name
 
 
-def run_picker() -> Path | None:
-    """Sidebar select box of complete runs, newest first; the choice is shared by all pages."""
+def run_picker(*, prefer_real: bool = False) -> Path | None:
+    """Sidebar select box of complete runs, newest first; the choice is shared by all pages.
+
+    Until one is chosen the newest run is selected or, with ``prefer_real`` (the classify page,
+    where visitors land), the newest one trained on real recordings when there is one."""
     runs = available_runs()
     if not runs:
         st.sidebar.info("No runs yet.")
@@ -70,9 +83,12 @@ def run_picker() -> Path | None:
         return None
     names = [str(p) for p in runs]
     current = st.session_state.get(RUN_KEY)
-    index = names.index(current) if current in names else 0
+    if current in names:
+        index = names.index(current)
+    else:
+        index = next((i for i, p in enumerate(runs) if not is_synthetic(p)), 0) if prefer_real else 0
     choice = st.sidebar.selectbox("Run", names, index=index, format_func=lambda s: run_label(Path(s)),
-                                  key="run_picker")
+                                  key="run_picker", on_change=lambda: st.session_state.update({PICKED_KEY: True}))
     st.session_state[RUN_KEY] = choice
     return Path(choice)
 

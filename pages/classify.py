@@ -20,7 +20,10 @@ models = (["run"] if run_dir is not None else []) + (["birdnet"] if ui.birdnet_a
 if not models:
     st.stop()
 labels = {"run": f"Selected run: {run_dir.name}" if run_dir else "", "birdnet": "BirdNET V2.4 (6,522 species, zero-shot)"}
-model = st.radio("Model", models, format_func=labels.get, horizontal=True)
+run_synthetic = run_dir is not None and ui.is_synthetic(run_dir)
+# A synthetic run only answers with made-up species: unless the visitor picked it, start on BirdNET.
+start = "birdnet" if run_synthetic and "birdnet" in models and not st.session_state.get(ui.PICKED_KEY) else models[0]
+model = st.radio("Model", models, index=models.index(start), format_func=labels.get, horizontal=True)
 if model == "run":
     ui.synthetic_banner(run_dir)
 else:
@@ -94,8 +97,7 @@ if keep is not None:
 if not result.top:
     st.warning("No species of this model is left after your filter; widen it to see results.")
     st.stop()
-synthetic = model == "run" and bool(ui.run_json(run_dir, "run.json").get("synthetic"))
-links = model == "run" and not synthetic  # BirdNET labels carry no eBird codes
+links = model == "run" and not run_synthetic  # BirdNET labels carry no eBird codes
 
 st.audio(data)
 st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=len(wave) / clf.run.sample_rate,

@@ -63,6 +63,7 @@ def wav_bytes(seconds=2.5, sr=16000, seed=0):
 
 def test_classify_upload_shows_species_with_scores(runs):
     at = app_at()
+    at.radio[0].set_value("run").run()  # the run is synthetic: BirdNET is preselected (tests/test_app_defaults.py)
     assert "synthetic" in texts(at)
     at.file_uploader[0].set_value(("chirp.wav", wav_bytes(), "audio/wav")).run()
     assert not at.exception, [e.value for e in at.exception]

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import ui
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +46,48 @@ def add_run(folder: Path, trained_run: Path, name: str, *, synthetic: bool, age_
     stamp = (run / "run.json").stat().st_mtime - age_s
     os.utime(run / "run.json", (stamp, stamp))  # runs are listed newest first by run.json's time
     return run
+
+
+def test_classify_starts_on_a_real_run_though_a_synthetic_one_is_newer(runs_folder, trained_run):
+    real = add_run(runs_folder, trained_run, "real-birds", synthetic=False, age_s=3600)
+    add_run(runs_folder, trained_run, "demo", synthetic=True, age_s=0)
+    at = app_at()
+    assert at.sidebar.selectbox[0].value == str(real)
+    assert at.radio[0].value == "run"
+
+
+def test_classify_starts_on_birdnet_when_every_run_is_synthetic(runs_folder, trained_run):
+    demo = add_run(runs_folder, trained_run, "demo", synthetic=True, age_s=0)
+    at = app_at()
+    assert at.sidebar.selectbox[0].value == str(demo)
+    assert at.radio[0].value == "birdnet"
+
+
+def test_picking_a_run_in_the_sidebar_is_remembered(runs_folder, trained_run):
+    real = add_run(runs_folder, trained_run, "real-birds", synthetic=False, age_s=3600)
+    demo = add_run(runs_folder, trained_run, "demo", synthetic=True, age_s=0)
+    at = AppTest.from_string("import ui\nui.run_picker(prefer_real=True)").run()
+    assert at.sidebar.selectbox[0].value == str(real) and ui.PICKED_KEY not in at.session_state
+    at.sidebar.selectbox[0].select(str(demo)).run()
+    assert at.session_state[ui.RUN_KEY] == str(demo) and at.session_state[ui.PICKED_KEY]
+
+
+def test_classify_uses_a_synthetic_run_the_visitor_picked(runs_folder, trained_run):
+    add_run(runs_folder, trained_run, "real-birds", synthetic=False, age_s=3600)
+    demo = add_run(runs_folder, trained_run, "demo", synthetic=True, age_s=0)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state[ui.RUN_KEY] = str(demo)  # what picking it in the sidebar leaves (the test above)
+    at.session_state[ui.PICKED_KEY] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio[0].value == "run" and at.radio[0].options[0] == "Selected run: demo"
+
+
+def test_analyst_pages_still_open_on_the_newest_run(runs_folder, trained_run):
+    add_run(runs_folder, trained_run, "real-birds", synthetic=False, age_s=3600)
+    demo = add_run(runs_folder, trained_run, "demo", synthetic=True, age_s=0)
+    at = app_at("pages/overview.py")
+    assert at.sidebar.selectbox[0].value == str(demo)
 
 
 @pytest.fixture
