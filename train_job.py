@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=sorted(BASELINES), default=None,
                    help="write a BirdNET V2.4 zero-shot run on the same split instead of training "
                         "(model CC BY-NC-SA 4.0)")
+    p.add_argument("--species-list", type=Path, default=None,
+                   help="with --baseline and no --data-dir: the run's species, one name per line (eBird code, "
+                        "scientific or common name) or a CSV with an ebird_code or scientific_name column; no "
+                        "recordings needed (thresholds then come from python -m birdcore.soundscapes calibrate)")
     p.add_argument("--pooling", choices=["max", "attention", "mean"], default=None, help="default max")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40; demo 12)")
     p.add_argument("--batch-size", type=int, default=None, help="recordings per batch (default 8)")
@@ -104,8 +108,13 @@ def config_from_args(args):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if not args.data_dir and not args.demo:
-        log.error("give --data-dir DIR (a Cornell-format dataset), or --demo for a synthetic one")
+    if not args.data_dir and not args.demo and not (args.baseline and args.species_list):
+        log.error("give --data-dir DIR (a Cornell-format dataset), or --demo for a synthetic one, or --baseline "
+                  "with --species-list FILE")
+        return 2
+    if args.species_list and not args.baseline:
+        log.error("--species-list makes a --baseline run for the listed species; trained runs take their species "
+                  "from --data-dir")
         return 2
     name = args.name
     import_tensorflow_quietly()
@@ -125,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         name = name or time.strftime(("demo-synthetic-" if cfg.synthetic else "run-") + "%Y%m%d-%H%M%S")
         if args.baseline and not args.name:
             name = time.strftime(f"{args.baseline}-zero-shot-%Y%m%d-%H%M%S")
+        if args.baseline and args.species_list and data_dir is None:
+            from birdcore.training.train import species_run
+
+            print(species_run(species_list=args.species_list, out_dir=args.out, name=name, cfg=cfg))
+            return 0
         from birdcore.training.train import train_run
 
         final = train_run(data_dir=data_dir, out_dir=args.out, name=name, cfg=cfg, resume=args.resume,

@@ -1,9 +1,11 @@
 """Thresholds: choose an operating point and see false positives, recall, precision and accuracy vs coverage."""
+import os
+
 import numpy as np
 import streamlit as st
 
 import ui
-from birdcore.analysis.thresholds import save_thresholds
+from birdcore.runs.thresholds import save_thresholds
 from birdcore.analysis.plots import accuracy_coverage_figure, det_figure, metrics_vs_threshold_figure, roc_figure
 
 ui.inside_app(__file__)
@@ -56,15 +58,23 @@ st.subheader("Save for the classify page")
 saved_global = (saved.get("global") or {}).get("threshold")
 st.caption(f"Saved now: target FPR {saved.get('target_fpr')}, global threshold "
            f"{'none' if saved_global is None else f'{saved_global:.4f}'}, chosen on {saved.get('chosen_on')}.")
-if st.button("Save thresholds into the run"):
-    if species is None:
-        per_species = {code: float(np.clip(exp.threshold_for_fpr(target, species=code), 0.0, 1.0))
-                       for code in table.species}
-        save_thresholds(run_dir, target_fpr=target, global_threshold=threshold, species_thresholds=per_species)
+writable = os.access(run_dir, os.W_OK)
+if not writable:
+    st.caption("Saving is off here: this dashboard's runs folder is read-only (as a deployed dashboard's is). "
+               "Save from a dashboard that can write the run.")
+if st.button("Save thresholds into the run", disabled=not writable):
+    try:
+        if species is None:
+            per_species = {code: float(np.clip(exp.threshold_for_fpr(target, species=code), 0.0, 1.0))
+                           for code in table.species}
+            save_thresholds(run_dir, target_fpr=target, global_threshold=threshold, species_thresholds=per_species)
+        else:
+            current = {c: v["threshold"] for c, v in (saved.get("species") or {}).items()}
+            current[species] = threshold
+            save_thresholds(run_dir, target_fpr=target,
+                            global_threshold=float((saved.get("global") or {}).get("threshold", threshold)),
+                            species_thresholds=current)
+    except OSError as exc:
+        st.error(f"Could not save into {run_dir.name}: {exc.strerror or exc}.")
     else:
-        current = {c: v["threshold"] for c, v in (saved.get("species") or {}).items()}
-        current[species] = threshold
-        save_thresholds(run_dir, target_fpr=target,
-                        global_threshold=float((saved.get("global") or {}).get("threshold", threshold)),
-                        species_thresholds=current)
-    st.success("Saved. The classify page now uses these thresholds.")
+        st.success("Saved. The classify page now uses these thresholds.")

@@ -290,3 +290,53 @@ def _finish(calls: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if peak > 0:
         wave = wave * (0.9 / peak) * float(rng.uniform(0.6, 1.0))
     return wave.astype(np.float32)
+
+
+def make_synthetic_soundscapes(out_dir: Path, *, species: list[str], n_files: int = 2, seconds: float = 60.0,
+                               sample_rate: int = 16000, call_prob: float = 0.3, seed: int = 0,
+                               row_seconds: float = 5.0) -> dict:
+    """Field-like soundscapes: calls of ``species`` placed in known 5 s rows over quiet noise.
+
+    Writes ``out_dir/audio/SYN<k>_<date>.wav`` (the id a prefix of the name, as in the competition)
+    and the labels in every format the soundscape evaluation reads:
+    ``summary.csv`` (Cornell 2020 example_test_audio_summary), ``labels2021.csv`` (BirdCLEF 2021),
+    ``test.csv`` (Cornell 2020 rows to predict) and ``raven/SYN<k>.Table.1.selections.txt``.
+    A row holds at most one species; its calls stay inside the row.  Returns
+    ``{"dir", "rows": [(file_id, end_s, species or None), ...]}``.
+    """
+    import soundfile as sf
+
+    out_dir = Path(out_dir)
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    (out_dir / "raven").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n_rows = int(seconds // row_seconds)
+    rows, summary, labels21, test, = [], [], [], []
+    for k in range(n_files):
+        file_id = f"SYN{k + 1}"
+        n = int(round(n_rows * row_seconds * sample_rate))
+        wave = _background(n, rng) * 0.01
+        selections = []
+        for r in range(n_rows):
+            code = str(rng.choice(species)) if rng.random() < call_prob else None
+            if code is not None:
+                length = row_seconds - 1.0
+                call = _calls(_species(code), seconds=length, sample_rate=sample_rate, rng=rng)
+                call = call / (np.abs(call).max() + 1e-12) * 0.5
+                start = int((r * row_seconds + 0.5) * sample_rate)
+                wave[start:start + len(call)] += call
+                selections.append((r * row_seconds + 0.5, r * row_seconds + 0.5 + length, code))
+            end = int((r + 1) * row_seconds)
+            rows.append((file_id, end, code))
+            summary.append(f"{file_id}_{end},{code or 'nocall'},{file_id},{end}")
+            labels21.append(f"{file_id}_SYN_{end},SYN,{file_id},{end},{code or 'nocall'}")
+            test.append(f"site_1,{file_id}_{end},{end},{file_id}")
+        sf.write(out_dir / "audio" / f"{file_id}_20260601.wav", np.clip(wave, -1, 1).astype(np.float32), sample_rate)
+        with open(out_dir / "raven" / f"{file_id}.Table.1.selections.txt", "w", encoding="utf-8") as fh:
+            fh.write("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tSpecies\n")
+            for i, (a, b, code) in enumerate(selections, start=1):
+                fh.write(f"{i}\tSpectrogram 1\t1\t{a:.3f}\t{b:.3f}\t{code}\n")
+    (out_dir / "summary.csv").write_text("filename_seconds,birds,filename,seconds\n" + "\n".join(summary) + "\n")
+    (out_dir / "labels2021.csv").write_text("row_id,site,audio_id,seconds,birds\n" + "\n".join(labels21) + "\n")
+    (out_dir / "test.csv").write_text("site,row_id,seconds,audio_id\n" + "\n".join(test) + "\n")
+    return {"dir": out_dir, "rows": rows}

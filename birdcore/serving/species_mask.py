@@ -13,12 +13,13 @@ yearly edition it carries, newest first) and matched by scientific name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
+
+from birdcore.data.species_lists import names_from_text, read_species_list  # noqa: F401  (the readers of lists)
+from birdcore.data.taxonomy import scientific_names as ebird_scientific_names
 
 
 @dataclass
@@ -56,50 +57,6 @@ def combine(masks: Iterable[SpeciesMask | None]) -> SpeciesMask | None:
     return out
 
 
-@lru_cache(maxsize=1)
-def _ebird_code_tables() -> tuple:
-    """One eBird-code -> scientific-name converter per eBird/Clements edition, newest first."""
-    try:
-        import birdnames
-    except ImportError:  # an install without the taxonomy: codes then match only a run's own codes
-        return ()
-    editions = birdnames.TAXONOMIES[birdnames.TAXONOMIES["authority"] == "ebird"]["year"]
-    return tuple(birdnames.Converter(from_type="ebird_code", to_type="scientific_name", from_authority="ebird",
-                                     to_authority="ebird", from_year=int(year))
-                 for year in sorted(editions.astype(int), reverse=True))
-
-
-def ebird_scientific_names(code: str) -> list[str]:
-    """Scientific names the eBird/Clements taxonomy gives ``code`` (newest edition first; [] if unknown).
-
-    Older editions count too, so a code retired by a later split or rename still resolves.
-    """
-    names: list[str] = []
-    for table in _ebird_code_tables():
-        name = table(code.strip())
-        if isinstance(name, str) and name not in names:
-            names.append(name)
-    return names
-
-
-def read_species_list(path: str | Path) -> list[str]:
-    """Names from a text file, one per line; blank lines and ``#`` comments are skipped.
-
-    A line may be a scientific name, an eBird code, a common name, or BirdNET's
-    ``Scientific name_Common name`` (BirdNET-Analyzer's species-list format).
-    Raises ``ValueError`` naming the file when it cannot be read or lists nothing.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the species list ({exc.__class__.__name__})") from None
-    names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    names = [n for n in names if n]
-    if not names:
-        raise ValueError(f"{path}: the species list is empty")
-    return names
-
-
 def from_names(species: pd.DataFrame, names: Iterable[str], *, source: str = "species list") -> SpeciesMask:
     """Keep the run's species (``ebird_code``, ``common_name``, ``sci_name``; C rows) named in ``names``.
 
@@ -108,20 +65,13 @@ def from_names(species: pd.DataFrame, names: Iterable[str], *, source: str = "sp
     the run does not use) on the scientific name the eBird taxonomy gives it.  Raises ``ValueError``
     listing names that match no species of the run (a typo should not pass silently).
     """
-    index: dict[str, int] = {}
-    for i, row in enumerate(species[["ebird_code", "common_name", "sci_name"]].itertuples(index=False)):
-        for value in row:
-            if isinstance(value, str) and value.strip():
-                index.setdefault(value.strip().lower(), i)
+    match = name_matcher(species)
     keep = np.zeros(len(species), bool)
     unmatched = []
     for name in names:
-        key = name.strip().lower()
-        if not key:
+        if not name.strip():
             continue
-        i = index.get(key, index.get(key.split("_", 1)[0].strip()))
-        if i is None:
-            i = next((index[n.lower()] for n in ebird_scientific_names(key) if n.lower() in index), None)
+        i = match(name)
         if i is None:
             unmatched.append(name.strip())
         else:
@@ -130,3 +80,24 @@ def from_names(species: pd.DataFrame, names: Iterable[str], *, source: str = "sp
         shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
         raise ValueError(f"{source}: {len(unmatched)} name(s) match no species of this model: {shown}")
     return SpeciesMask(keep, f"{source}: {int(keep.sum())} species")
+
+
+def name_matcher(species: pd.DataFrame):
+    """A function giving the column (row of ``species``: ``ebird_code``, ``common_name``,
+    ``sci_name``) that a species name denotes, or None: case-insensitive on any of the three
+    columns, on the scientific name before ``_`` in BirdNET's ``Scientific_Common`` form, or (an
+    eBird code the run does not use) on the scientific name the eBird taxonomy gives it."""
+    index: dict[str, int] = {}
+    for i, row in enumerate(species[["ebird_code", "common_name", "sci_name"]].itertuples(index=False)):
+        for value in row:
+            if isinstance(value, str) and value.strip():
+                index.setdefault(value.strip().lower(), i)
+
+    def match(name: str) -> int | None:
+        key = name.strip().lower()
+        i = index.get(key, index.get(key.split("_", 1)[0].strip()))
+        if i is None:
+            i = next((index[n.lower()] for n in ebird_scientific_names(key) if n.lower() in index), None)
+        return i
+
+    return match

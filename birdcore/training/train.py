@@ -117,6 +117,60 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
     return final
 
 
+def species_run(*, species_list: Path, out_dir: Path, name: str, cfg: RunConfig) -> Path:
+    """A run for the species of a list, with no recordings: for a kind that is not trained (BirdNET
+    zero-shot).  It has the run files a model needs to score audio (config, species, thresholds at
+    the kind's customary 0.5, the kind's own files) and no recording-level metrics: they are absent
+    from run.json, not zero.  Thresholds can then be chosen on soundscapes
+    (``python -m birdcore.soundscapes calibrate``)."""
+    from birdcore.data.species_lists import species_table
+    from birdcore.io.atomic import atomic_write_text
+    from birdcore.runs.thresholds import DEFAULT_THRESHOLD
+
+    kind = kind_for(cfg.model.kind)
+    if kind.trains:
+        raise ValueError(f"a {kind.description} needs recordings to train on: give --data-dir")
+    kind.check_config(cfg)
+    species = species_table(species_list)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run = RunBuilder.open(Path(out_dir), name, resume=False)
+    try:
+        atomic_write_json(run.file("config.json"), {"config": cfg.to_dict(), "versions": library_versions(),
+                                                    "species_list": str(Path(species_list).resolve()),
+                                                    "started": started})
+        atomic_write_text(run.file("species.csv"), species.rename_axis("index").reset_index().to_csv(index=False))
+        inputs = kind.prepare_inputs(run, cfg, SpeciesOnly(species), cache_root=default_cache_dir())
+        atomic_write_json(run.file("thresholds.json"), {
+            "target_fpr": None, "chosen_on": "none (no recordings): the customary confidence",
+            "global": {"threshold": DEFAULT_THRESHOLD}, "species": {}})
+        atomic_write_json(run.file("data_report.json"), {"species_list": str(Path(species_list).resolve()),
+                                                         "n_species": int(len(species)), "n_usable": 0})
+        log.info("%d species from %s", len(species), species_list)
+        final = run.finish({
+            "created": started, "synthetic": False, "model_kind": kind.name, "backbone": cfg.model.backbone,
+            "weights": cfg.model.weights, "pooling": cfg.model.pooling, "n_species": int(len(species)),
+            "sample_rate": cfg.audio.sample_rate, "segment_seconds": cfg.audio.segment_seconds,
+            "epochs_trained": 0, "best_epoch": 0, "tuned": False, "savedmodel": False,
+            "keras_backend": keras.backend.backend(), "species_list": Path(species_list).name,
+            **kind.manifest(cfg, inputs),
+        })
+    finally:
+        run.release()
+    log.info("run complete: %s", final)
+    return final
+
+
+class SpeciesOnly:
+    """Stands in for a ``Dataset`` where a kind only needs the species (no recordings)."""
+
+    def __init__(self, species):
+        self.species = species
+
+    @property
+    def codes(self) -> list[str]:
+        return self.species["ebird_code"].tolist()
+
+
 def _fit(run: RunBuilder, kind: ModelKind, cfg: RunConfig, data, targets, primary, *, noise_bank, inputs, resume,
          batch_segments, extra_callbacks):
     """Train (or resume training) the kind's model; returns the best checkpoint and its epoch (1-based)."""
