@@ -103,6 +103,18 @@ def selected_run(*, hint: bool = True) -> Path | None:
     return None
 
 
+NO_SCORES = ("This run has no recording-level test scores: it was made from a species list, without "
+             "recordings (`train_job.py --baseline birdnet --species-list FILE`). Score it on soundscapes "
+             "(the Soundscapes page, `python -m birdcore.soundscapes`), or classify clips with it.")
+
+
+def require_scores(run_dir: Path) -> None:
+    """Stop the page with a one-line note when the run has no test scores (``scores.npz``)."""
+    if not (Path(run_dir) / "scores.npz").is_file():
+        st.info(NO_SCORES)
+        st.stop()
+
+
 def run_page(title: str) -> Path:
     """Title, the selected run (or the fresh-machine hint and a stop) and its synthetic banner."""
     st.title(title)

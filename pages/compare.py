@@ -24,12 +24,14 @@ for col, letter, run in zip(cols, "AB", (run_a, run_b)):
         st.subheader(f"{letter}: {run.name}")
         if man.get("synthetic"):
             st.caption("synthetic data")
-        st.metric("Top-1", f"{m.get('top1', 0):.3f}")
-        st.metric("Top-5", f"{m.get('top5', 0):.3f}")
+        for label, key in (("Top-1", "top1"), ("Top-5", "top5")):
+            st.metric(label, "n/a" if m.get(key) is None else f"{m[key]:.3f}")
         auc = m.get("macro_auc")
         st.metric("Macro ROC-AUC", "n/a" if auc is None else f"{auc:.3f}")
         st.caption(run_summary(man))
 
+ui.require_scores(run_a)
+ui.require_scores(run_b)
 table_a, table_b = ui.score_table(run_a), ui.score_table(run_b)
 per_rec = compare_runs(table_a, table_b)
 summary = compare_summary(per_rec)

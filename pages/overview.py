@@ -21,6 +21,7 @@ for col, (label, key) in zip(cols, [("Top-1", "top1"), ("Top-5", "top5"), ("Macr
 
 st.markdown(f"**Model** {run_summary(manifest)}")
 
+ui.require_scores(run_dir)
 table = ui.score_table(run_dir)
 errors = top1_errors(table)
 st.subheader("Misclassified test recordings")

@@ -10,6 +10,7 @@ from birdcore.analysis.plots import pr_figure, roc_figure, score_distributions_f
 
 ui.inside_app(__file__)
 run_dir = ui.run_page("Species")
+ui.require_scores(run_dir)
 table = ui.score_table(run_dir)
 names = ui.species_names(run_dir)
 summary = species_summary(table, metrics=ui.run_json(run_dir, "metrics.json"),

@@ -10,6 +10,7 @@ from birdcore.analysis.plots import accuracy_coverage_figure, det_figure, metric
 
 ui.inside_app(__file__)
 run_dir = ui.run_page("Thresholds")
+ui.require_scores(run_dir)
 table = ui.score_table(run_dir)
 exp = ui.explorer(run_dir)
 saved = ui.run_json(run_dir, "thresholds.json")

@@ -208,14 +208,17 @@ def test_shifted_window_batches_draw_one_grid_per_example():
 
 
 @pytest.mark.parametrize("which", ["zero_shot_run", "head_run"])
-def test_evaluate_cli_scores_birdnet_runs(which, synth48, tmp_path, capsys, request):
+def test_evaluate_cli_scores_birdnet_runs(which, tmp_path, capsys, request):
     """``python -m birdcore.evaluate`` works on every kind of run, not only the waveform model's."""
     from birdcore.cli.evaluate import main
+    from birdcore.data.synthetic import make_synthetic_dataset
 
+    other = make_synthetic_dataset(tmp_path / "other", n_species=3, recordings_per_species=2, seconds=(3.0, 4.0),
+                                   sample_rate=48000, seed=40)  # new recordings of synth48's species
     run_dir = request.getfixturevalue(which)
-    assert main([str(run_dir), "--data-dir", str(synth48), "--json", "--cache-dir", str(tmp_path / "c"),
+    assert main([str(run_dir), "--data-dir", str(other), "--json", "--cache-dir", str(tmp_path / "c"),
                  "--workers", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["n_recordings"] == 24 and result["n_species"] == 3 and 0.0 <= result["top1"] <= 1.0
+    assert result["n_recordings"] == 6 and result["n_species"] == 3 and 0.0 <= result["top1"] <= 1.0
     if which == "head_run":
-        assert result["top1"] >= 0.6  # scored through BirdNET's embeddings and the trained head
+        assert result["top1"] >= 0.5  # scored through BirdNET's embeddings and the trained head

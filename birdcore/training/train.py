@@ -188,9 +188,9 @@ def _fit(run: RunBuilder, kind: ModelKind, cfg: RunConfig, data, targets, primar
     stopped_early = state.get("wait", 0) >= cfg.train.early_stopping_patience
     if state:
         if initial_epoch >= cfg.train.epochs or stopped_early:
-            why = (f"all {cfg.train.epochs} epochs" if initial_epoch >= cfg.train.epochs
-                   else f"{initial_epoch} epochs (then early stopping)")
-            log.info("resuming: %s were trained before the interruption; going on to scoring", why)
+            why = (f"finished ({cfg.train.epochs} of {cfg.train.epochs} epochs)" if initial_epoch >= cfg.train.epochs
+                   else f"stopped early (after {initial_epoch} epochs)")
+            log.info("resuming: training had %s before the interruption; going on to scoring", why)
         else:
             log.info("resuming at epoch %d of %d", initial_epoch + 1, cfg.train.epochs)
     keeper = RunKeeper(run, epochs=cfg.train.epochs, patience=cfg.train.early_stopping_patience, state=state)
