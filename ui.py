@@ -179,11 +179,10 @@ def classify_clip(clf, run_dir: Path | None, data: bytes, name: str, progress, *
 def species_filter(run_dir: Path | None, lat: float, lon: float, day):
     """The range-model filter of a run's species (or BirdNET's own, ``run_dir=None``) at a place and
     date (``None``: any time of year)."""
-    from birdcore.serving.birdnet_range import ANY_WEEK, Place, week_of
+    from birdcore.serving.birdnet_range import place_on
 
-    week = ANY_WEEK if day is None else week_of(day)
     return _species_filter(None if run_dir is None else str(run_dir),
-                           None if run_dir is None else _stamp(run_dir), Place(lat, lon, week))
+                           None if run_dir is None else _stamp(run_dir), place_on(lat, lon, day))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -279,6 +278,101 @@ def _curve(path: str, stamp: float, species: str | None):
 def threshold_curve(run_dir: Path, species: str | None):
     """Metrics against threshold, computed once per run and species (not on every slider move)."""
     return _curve(str(run_dir), _stamp(run_dir), species)
+
+
+# ---- the Soundscapes page: labelled field recordings scored once per run, labels and overlap
+
+
+def _path_stamp(path: Path) -> float:
+    """Changes when a labels file, or a folder of Raven tables, is edited (cache key)."""
+    try:
+        paths = [path, *sorted(path.glob("*.txt"))] if path.is_dir() else [path]
+        return max(p.stat().st_mtime for p in paths)
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _soundscape_rows(labels: str, stamp: float, audio_dir: str | None):
+    from birdcore.data.soundscapes import read_rows
+
+    return read_rows(Path(labels), audio_dir=Path(audio_dir) if audio_dir else None)
+
+
+def soundscape_rows(labels: Path, audio_dir: Path | None):
+    """``data.soundscapes.read_rows`` once per labels file (as last edited) and audio folder;
+    raises its ``SoundscapeError``."""
+    return _soundscape_rows(str(labels), _path_stamp(Path(labels)), str(audio_dir) if audio_dir else None)
+
+
+SOUNDSCAPE_SCORES_KEPT = 8  # row scores kept per process (each a few MB for hours of audio)
+
+
+@st.cache_resource(show_spinner=False)
+def _soundscape_store() -> dict:
+    """Row scores per (run, labels, audio folder, overlap), shared by every session of the process.
+    A plain store instead of a cached function: scoring reports its progress on the page, which a
+    cached function cannot (Streamlit would replay those messages on every later hit)."""
+    import threading
+    from collections import OrderedDict
+
+    return {"lock": threading.Lock(), "scores": OrderedDict()}
+
+
+def _soundscape_scores(key: tuple, overlap: float, min_overlap: float, progress):
+    from birdcore.evaluation.soundscape_scoring import score_rows
+
+    store, full = _soundscape_store(), (*key, float(overlap), float(min_overlap))
+    with store["lock"]:
+        if full in store["scores"]:
+            store["scores"].move_to_end(full)
+            return store["scores"][full]
+    path, _, labels, labels_stamp, audio_dir = key
+    rows = _soundscape_rows(labels, labels_stamp, audio_dir)
+    run = classifier(Path(path)).run
+    with quiet_native_stderr():
+        scored = score_rows(run, rows, overlap=overlap, min_overlap=min_overlap, on_file=progress)
+    with store["lock"]:
+        store["scores"][full] = scored
+        while len(store["scores"]) > SOUNDSCAPE_SCORES_KEPT:
+            store["scores"].popitem(last=False)
+    return scored
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _soundscape_view(key: tuple, settings_json: str, _scored):
+    from birdcore.analysis.soundscapes import SoundscapeView
+    from birdcore.evaluation.soundscapes import SoundscapeSettings
+
+    settings = SoundscapeSettings.from_dict(json.loads(settings_json))
+    return SoundscapeView.build(classifier(Path(key[0])).run, _scored, settings)
+
+
+def soundscape_view(run_dir: Path, labels: Path, audio_dir: Path | None, settings, *, progress=None):
+    """The run's ``analysis.soundscapes.SoundscapeView`` of the labelled rows, scored once per process
+    for each (run, labels as last edited, audio folder, overlap): moving a slider or saving thresholds
+    never scores again.  ``settings``: the ``SoundscapeSettings`` to score and post-process with;
+    ``progress(file, done, total)`` is called while scoring.  Returns (key, view); the key names the
+    view for ``soundscape_report`` and ``soundscape_curve``.  Raises ``ValueError`` when no file could
+    be scored."""
+    model_stamp = (run_dir / "run.json").stat().st_mtime
+    key = (str(run_dir), model_stamp, str(labels), _path_stamp(Path(labels)), str(audio_dir) if audio_dir else None)
+    settings_json = json.dumps(settings.to_dict(), sort_keys=True)
+    scored = _soundscape_scores(key, settings.overlap, settings.min_overlap, progress)
+    view_key = (key, settings_json)
+    return view_key, _soundscape_view(key, settings_json, scored)
+
+
+@st.cache_data(show_spinner="Computing the metrics…", max_entries=32)
+def soundscape_report(view_key: tuple, thresholds_json: str, _view) -> dict:
+    """``_view.report`` at a thresholds.json dict (JSON text), once per view and thresholds."""
+    return _view.report(json.loads(thresholds_json))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def soundscape_curve(view_key: tuple, _view):
+    """``_view.curve()``: the metrics against a global threshold, once per view."""
+    return _view.curve()
 
 
 STATE_LABELS = {"running": "training", "stopped": "stopped", "elsewhere": "on another machine"}

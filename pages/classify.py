@@ -6,10 +6,11 @@ import streamlit as st
 
 import ui
 from birdcore.io.audio import AudioError
-from birdcore.serving.classify import restrict
+from birdcore.serving.classify import AUDIO_SUFFIXES, narrow
 from birdcore.analysis.plots import segment_heatmap_figure, spectrogram_figure
 from birdcore.serving.detections import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
-from birdcore.serving.species_mask import combine, from_names
+from birdcore.data.species_lists import names_from_text
+from birdcore.serving.species_mask import from_names
 
 OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9
 
@@ -53,7 +54,7 @@ with st.expander("Narrow the species (optional): a place and date, or your own l
 
 upload_tab, record_tab = st.tabs(["Upload a file", "Record"])
 with upload_tab:
-    upload = st.file_uploader("Audio file", type=["mp3", "ogg", "wav", "flac", "m4a", "webm"],
+    upload = st.file_uploader("Audio file", type=[s.lstrip(".") for s in AUDIO_SUFFIXES],
                               help="Decoded in memory; nothing you upload is stored.")
 with record_tab:
     recording = st.audio_input("Record from the microphone", sample_rate=48000)
@@ -81,19 +82,16 @@ except AudioError as exc:
     st.error(f"Could not read {exc}")
     st.stop()
 bar.empty()
-dropped = []
 list_filter = place_filter = None
-if listed.strip():
+if listed_names := names_from_text(listed):
     try:
-        list_filter = from_names(clf.run.species, listed.splitlines(), source="your list")
+        list_filter = from_names(clf.run.species, listed_names, source="your list")
     except ValueError as exc:
         st.error(f"{exc}. Showing all species instead.")
 if use_place:
     place_filter = ui.species_filter(run_dir if model == "run" else None, lat, lon, day)
 masks = [m for m in (list_filter, place_filter) if m is not None]
-keep = combine(masks)
-if keep is not None:
-    result, dropped = restrict(result, clf.run, keep, top=5)
+result, dropped, _ = narrow(result, clf.run, masks, top=5)
 if not result.top:
     st.warning("No species of this model is left after your filter; widen it to see results.")
     st.stop()
@@ -103,15 +101,13 @@ st.audio(data)
 st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=len(wave) / clf.run.sample_rate,
                                    title=f"{name} ({result.seconds:.1f} s)"))
 
-occurrence = {} if place_filter is None else {
-    code: (None if v != v else round(float(v), 3)) for code, v in zip(clf.run.codes, place_filter.occurrence)}
+occurrence = {} if place_filter is None else place_filter.occurrence_by_code(clf.run.codes)
 rows = []
 for p in result.top:
-    decision = "no threshold" if p.threshold is None else ("detected" if p.detected else "below threshold")
     rows.append({"species": p.common_name, "scientific name": p.sci_name,
                  **({} if p.ebird_code == p.sci_name else {"code": p.ebird_code}),
                  "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
-                 "decision": decision,
+                 "decision": p.decision,
                  **({"occurrence here": occurrence.get(p.ebird_code)} if place_filter is not None else {}),
                  **({"eBird": f"https://ebird.org/species/{p.ebird_code}"} if links else {})})
 st.subheader("Top species")

@@ -6,7 +6,8 @@ with libsndfile, channels are averaged block by block, and the signal is
 resampled incrementally with ``soxr.ResampleStream`` at the same quality as
 :func:`birdcore.io.audio.decode_audio`, so the concatenation of the chunks equals
 ``decode_audio(path, sample_rate=...)`` (to float tolerance) while only about
-one chunk is held in memory at a time.
+one chunk is held in memory at a time.  :func:`stream_bytes` does the same for a
+file's bytes held in memory (an upload), without writing them anywhere.
 
 Every failure is raised as :class:`birdcore.io.audio.AudioError` with the same
 one-line reasons as ``decode_audio``.  A failure in the middle of a file is
@@ -14,6 +15,7 @@ raised when the iteration reaches it, after the chunks before it were yielded.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import Iterator
@@ -22,7 +24,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from birdcore.io.audio import AudioError, DecoderMessages, _os_reason, _soundfile_reason, check_file, decode_audio
+from birdcore.io.audio import (AudioError, DecoderMessages, _os_reason, _soundfile_reason, check_file, decode_audio,
+                               decode_bytes)
 
 _RESAMPLE_QUALITY = "HQ"  # the quality decode_audio uses
 
@@ -55,14 +58,43 @@ def stream_audio(path: str | os.PathLike, *, sample_rate: int, chunk_seconds: fl
     return _stream(path, int(sample_rate), float(chunk_seconds))
 
 
+def stream_bytes(data: bytes, *, sample_rate: int, name: str = "upload",
+                 chunk_seconds: float = 60.0) -> Iterator[np.ndarray]:
+    """:func:`stream_audio` for in-memory file bytes (an upload): the same chunks, read from memory,
+    so the upload never reaches the disk.  Errors name ``name``, which never touches the filesystem.
+
+    Formats libsndfile cannot read (m4a, webm, ...) go through ``decode_bytes`` whole, whose
+    fallback decoder (ffmpeg, where installed) needs a temporary file, deleted at once.
+    """
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
+    if not (chunk_seconds > 0 and math.isfinite(chunk_seconds)):
+        raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds!r}")
+    return _stream_bytes(bytes(data), str(name), int(sample_rate), float(chunk_seconds))
+
+
+def _stream_bytes(data: bytes, label: str, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    if not data:
+        raise AudioError(label, "empty file")
+    yield from _stream_source(io.BytesIO(data), label, sample_rate, chunk_seconds,
+                              whole=lambda: decode_bytes(data, sample_rate=sample_rate, name=label))
+
+
 def _stream(path, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
     label = str(path)
     check_file(path, label)
+    yield from _stream_source(path, label, sample_rate, chunk_seconds,
+                              whole=lambda: decode_audio(path, sample_rate=sample_rate))
+
+
+def _stream_source(source, label: str, sample_rate: int, chunk_seconds: float, *, whole) -> Iterator[np.ndarray]:
+    """Chunks of ``source`` (a path or a file object) read block-wise with libsndfile; a format it
+    does not recognise is decoded in one piece by ``whole()`` and yielded in chunks."""
     decoder = DecoderMessages(label)  # libmpg123's complaints: one log line for the whole file
     try:
-        handle = _open(path, label, decoder)
+        handle = _open(source, label, decoder)
         if handle is None:
-            yield from _whole_file(path, sample_rate, chunk_seconds)
+            yield from _in_chunks(whole(), sample_rate, chunk_seconds)
             return
         with handle:
             yield from _read_blocks(handle, label, sample_rate, chunk_seconds, decoder)
@@ -73,11 +105,12 @@ def _stream(path, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray
         decoder.report()
 
 
-def _open(path, label: str, decoder: DecoderMessages) -> sf.SoundFile | None:
-    """The file opened with libsndfile; None for a format libsndfile does not recognise."""
+def _open(source, label: str, decoder: DecoderMessages) -> sf.SoundFile | None:
+    """The file (a path or a file object) opened with libsndfile; None for a format libsndfile
+    does not recognise."""
     try:
         with decoder.capture():
-            return sf.SoundFile(path)
+            return sf.SoundFile(source)
     except sf.LibsndfileError as exc:
         if "not recognised" in (exc.error_string or "").lower():
             return None
@@ -141,9 +174,8 @@ def _resample(resampler, mono: np.ndarray, label: str, rate: int, *, last: bool)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _whole_file(path, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
-    """Fallback for formats libsndfile does not stream: decode whole, yield in chunks."""
-    wave = decode_audio(path, sample_rate=sample_rate)
+def _in_chunks(wave: np.ndarray, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    """Fallback for formats libsndfile does not stream: the whole decoded wave, yielded in chunks."""
     step = max(1, int(round(chunk_seconds * sample_rate)))
     for start in range(0, wave.size, step):
         yield wave[start:start + step]

@@ -66,6 +66,12 @@ def week_of(day: dt.date) -> int:
     return max(1, min(48, math.ceil(day.timetuple().tm_yday / days * 48)))
 
 
+def place_on(lat: float, lon: float, day: dt.date | None = None) -> Place:
+    """The ``Place`` of a latitude, longitude and date (``None``: any time of year); ValueError
+    naming the coordinate that is out of range."""
+    return Place(lat, lon, ANY_WEEK if day is None else week_of(day))
+
+
 class RangeModel:
     """BirdNET's species-range model; thread-safe.  One call takes about 3 ms on one core."""
 
@@ -110,6 +116,11 @@ class RangeFilter(SpeciesMask):
     threshold: float = DEFAULT_THRESHOLD
     occurrence: np.ndarray = None
     unknown: list[str] = field(default_factory=list)
+
+    def occurrence_by_code(self, codes: list[str], *, digits: int = 3) -> dict[str, float | None]:
+        """Each run species' occurrence here, rounded, by code (``codes``: the run's, in order);
+        None for species BirdNET does not know."""
+        return {code: None if math.isnan(v) else round(float(v), digits) for code, v in zip(codes, self.occurrence)}
 
     def summary(self) -> str:
         text = (f"{self.n_kept} of {len(self.keep)} species expected at {self.place.describe()} "

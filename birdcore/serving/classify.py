@@ -6,30 +6,30 @@ for the picture, so what the visitor sees is what the model sees.
 """
 from __future__ import annotations
 
-import tempfile
+import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from birdcore.io.audio import AudioError, decode_bytes
-from birdcore.io.stream import stream_audio
+from birdcore.io.stream import stream_bytes
 from birdcore.config import FeatureConfig
 from birdcore.features.layers import LogMelFrontend
 from birdcore.runs.loading import LoadedRun
 from birdcore.serving.detections import Prediction, top_kept, top_species
+from birdcore.serving.species_mask import SpeciesMask, combine
 
 MAX_SPECTROGRAM_SECONDS = 120.0
 AUDIO_SUFFIXES = (".mp3", ".ogg", ".flac", ".wav", ".m4a", ".webm")
 
 
-def _duration_seconds(path: str) -> float | None:
-    """Duration from the file header, or None when libsndfile cannot tell."""
+def _duration_seconds(data: bytes) -> float | None:
+    """Duration from the file header in ``data``, or None when libsndfile cannot tell."""
     try:
         import soundfile as sf
 
-        info = sf.info(path)
+        info = sf.info(io.BytesIO(data))
         return info.frames / info.samplerate if info.samplerate else None
     except Exception:  # noqa: BLE001 - any header problem: no progress fraction, scoring reports the error
         return None
@@ -90,8 +90,8 @@ class ClipClassifier:
                         progress: Callable[[float], None] | None = None) -> tuple[ClipResult, np.ndarray]:
         """Score uploaded bytes; returns the result and the first ``MAX_SPECTROGRAM_SECONDS`` of audio.
 
-        The upload is streamed in chunks (bounded memory for hour-long field
-        recordings) from a temporary file with a generated name, deleted afterwards; ``progress``
+        The upload is decoded from memory in chunks (``stream_bytes``: bounded memory for the
+        decoded audio of hour-long field recordings; nothing is written to disk); ``progress``
         receives the fraction done.  ``overlap``: seconds by which BirdNET's 3 s windows overlap
         (BirdNET runs only; ValueError otherwise), for finer detection times.  Raises ``AudioError``
         naming the upload.
@@ -101,17 +101,10 @@ class ClipClassifier:
         if not data:
             raise AudioError(name, "empty file")
         head = decode_bytes(data, sample_rate=self.run.sample_rate, name=name, max_seconds=MAX_SPECTROGRAM_SECONDS)
-        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in AUDIO_SUFFIXES else ".audio"
-        with tempfile.NamedTemporaryFile(prefix="birdclef-upload-", suffix=suffix) as tmp:
-            tmp.write(data)
-            tmp.flush()
-            total = _duration_seconds(tmp.name)
-            report = None if progress is None or not total else (lambda done: progress(min(1.0, done / total)))
-            try:
-                scores = scorer.score_stream(stream_audio(tmp.name, sample_rate=self.run.sample_rate),
-                                             progress=report)
-            except AudioError as exc:
-                raise AudioError(name, exc.reason) from None
+        total = _duration_seconds(data)
+        report = None if progress is None or not total else (lambda done: progress(min(1.0, done / total)))
+        scores = scorer.score_stream(stream_bytes(data, sample_rate=self.run.sample_rate, name=name),
+                                     progress=report)
         seconds = total or len(head) / self.run.sample_rate
         return ClipResult(name=name, seconds=seconds, recording=scores.recording, segments=scores.segments,
                           top=top_species(self.run, scores.recording, top=top),
@@ -135,3 +128,15 @@ def restrict(result: ClipResult, run: LoadedRun, keep, *, top: int = 5) -> tuple
     dropped = [p for p in top_species(run, only_dropped, top=top) if p.score > best]
     return ClipResult(name=result.name, seconds=result.seconds, recording=recording, segments=segments,
                       top=kept_top, segment_seconds=result.segment_seconds, hop_seconds=result.hop_seconds), dropped
+
+
+def narrow(result: ClipResult, run: LoadedRun, masks, *,
+           top: int = 5) -> tuple[ClipResult, list[Prediction], SpeciesMask | None]:
+    """``result`` restricted to the species every given mask keeps (``restrict``; None entries and
+    an empty list leave it as it is), the higher-scoring species the masks removed, and the
+    combined mask (None when there was none).  The classify page and the API narrow alike."""
+    keep = combine(masks)
+    if keep is None:
+        return result, [], None
+    narrowed, dropped = restrict(result, run, keep, top=top)
+    return narrowed, dropped, keep

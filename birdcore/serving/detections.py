@@ -38,6 +38,13 @@ class Prediction:
     def detected(self) -> bool | None:
         return None if self.threshold is None else self.score >= self.threshold
 
+    @property
+    def decision(self) -> str:
+        """"detected", "below threshold", or "no threshold" (a run without thresholds)."""
+        if self.threshold is None:
+            return "no threshold"
+        return "detected" if self.detected else "below threshold"
+
 
 @dataclass
 class Detection:
@@ -50,18 +57,21 @@ class Detection:
     score: float
 
 
+def threshold_for(run, code: str) -> float | None:
+    """The run's decision threshold for a species: its own, else the run's global one, else None."""
+    fallback = (run.thresholds.get("global") or {}).get("threshold")
+    return (run.thresholds.get("species") or {}).get(code, {}).get("threshold", fallback)
+
+
 def top_species(run, recording_scores: np.ndarray, *, top: int = 5) -> list[Prediction]:
     """The ``top`` highest-scoring species of a (C,) recording-score vector, with the run's thresholds
-    (per species, else the run's global threshold)."""
-    thresholds = run.thresholds.get("species", {})
-    fallback = (run.thresholds.get("global") or {}).get("threshold")
+    (``threshold_for``)."""
     order = np.argsort(-recording_scores)[:top]
     out = []
     for i in order:
         row = run.species.iloc[int(i)]
-        thr = thresholds.get(row["ebird_code"], {}).get("threshold", fallback)
         out.append(Prediction(row["ebird_code"], row["common_name"], row["sci_name"],
-                              float(recording_scores[i]), thr))
+                              float(recording_scores[i]), threshold_for(run, row["ebird_code"])))
     return out
 
 
