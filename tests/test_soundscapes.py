@@ -155,8 +155,9 @@ def test_held_out_decisions_never_see_the_file_they_decide():
 def test_post_processing_choice_prefers_the_simplest_of_equals():
     labels, scores = _labels(np.random.default_rng(3))
     grid = [PostProcessing(), PostProcessing(top_k=4)]  # top 4 of 4 species changes nothing
-    best, results = choose_postprocessing(labels, scores, Goal("f1"), grid)
+    best, per_species, results = choose_postprocessing(labels, scores, Goal("f1"), grid, per_species=(False,))
     assert best == PostProcessing() and results[0]["objective"] == results[1]["objective"]
+    assert per_species is False and len(results) == 2
 
 
 def _cli(*args):

@@ -136,6 +136,8 @@ def test_a_run_killed_after_its_last_epoch_resumes_straight_to_scoring(synth_dir
     assert not any(m.startswith("resuming at epoch") for m in messages), messages
     assert any("training had finished (1 of 1 epochs) before the interruption" in m for m in messages), messages
     assert read_manifest(final)["epochs_trained"] == 1
+    assert not (final / "checkpoints").exists() and not (final / "train_state.json").exists()
+    assert train_run(cfg=cfg, resume=True, **kwargs) == final  # resuming a finished job: nothing to do
 
 
 def test_existing_complete_run_is_never_overwritten(trained_run, synth_dir, tmp_path):

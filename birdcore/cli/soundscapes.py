@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "per hour)")
     cal.add_argument("--overlap", type=float, default=None,
                      help="seconds by which BirdNET's 3 s windows overlap (default: the run's saved setting, else 0)")
-    cal.add_argument("--global-only", action="store_true", help="one threshold for every species")
+    cal.add_argument("--global-only", action="store_true",
+                     help="one threshold for every species (otherwise per-species thresholds are tried too, and kept "
+                          "only when they win leave-one-file-out)")
     cal.add_argument("--dry-run", action="store_true", help="report the choice without saving it")
     cal.add_argument("--json", action="store_true", help="the choice as one JSON object on the last line")
     where = cal.add_argument_group("location filter", "also try BirdNET's range model at this place and time")
@@ -157,7 +159,8 @@ def _print_choice(chosen: dict, *, saved: bool, run_dir: Path) -> None:
 
     post = PostProcessing.from_dict(chosen["settings"]["postprocessing"])
     held = chosen["held_out"]
-    print(f"goal {chosen['goal']}: post-processing {post.describe()}; global threshold "
+    print(f"goal {chosen['goal']}: post-processing {post.describe()}; "
+          f"{'per-species and ' if chosen['per_species_thresholds'] else ''}global threshold "
           f"{chosen['global_threshold']:.3f}, "
           f"{sum(t != chosen['global_threshold'] for t in chosen['species_thresholds'].values())} species with their own")
     print(f"  held out (one file at a time): row-wise F1 {_fmt(held['row_f1'])}  precision {_fmt(held['precision'])}  "

@@ -5,9 +5,10 @@ reaches P) or ``fph=N`` (the lowest global threshold with at most N false positi
 Thresholds are global plus per species; a species with fewer than ``min_positives`` positive rows
 keeps the global threshold (for ``fph`` every species does: a per-hour budget is one number).
 
-Post-processing is chosen by leave-one-file-out: for each candidate setting, every file is decided
-with thresholds calibrated on the other files, and the pooled held-out decisions are scored
-(row F1 for ``f1``, recall for the other goals).  The simplest best setting wins ties.
+Post-processing, and whether per-species thresholds are used at all, are chosen by
+leave-one-file-out: for each candidate, every file is decided with thresholds calibrated on the
+other files, and the pooled held-out decisions are scored (row F1 for ``f1``, recall for the other
+goals).  The simplest best candidate wins ties.
 """
 from __future__ import annotations
 
@@ -162,15 +163,19 @@ def default_grid(*, location: bool = False) -> list[PostProcessing]:
 
 
 def choose_postprocessing(labels: Labels, scores: np.ndarray, goal: Goal, grid: list[PostProcessing], *,
-                          masks: dict | None = None, per_species: bool = True) -> tuple[PostProcessing, list[dict]]:
-    """The setting with the best leave-one-file-out objective, and every setting's result."""
-    results = []
-    for post in grid:
+                          masks: dict | None = None, per_species: tuple[bool, ...] = (False, True)
+                          ) -> tuple[PostProcessing, bool, list[dict]]:
+    """The post-processing and threshold scheme (global only, or per species too) with the best
+    leave-one-file-out objective, and every candidate's result.  Candidates run simplest first
+    (global thresholds before per-species ones), and the first of equals wins."""
+    results, candidates = [], [(post, ps) for ps in per_species for post in grid]
+    for post, ps in candidates:
         processed = apply(post, scores, labels.files, masks)
-        predicted = held_out_decisions(labels, processed, goal, per_species=per_species)
-        results.append({**post.to_dict(), "objective": round(objective(goal, labels, predicted), 5),
+        predicted = held_out_decisions(labels, processed, goal, per_species=ps)
+        results.append({**post.to_dict(), "per_species": ps,
+                        "objective": round(objective(goal, labels, predicted), 5),
                         "row_f1": round(SM.row_f1(labels.truth, predicted, labels.unknown), 5),
                         "precision": _precision(labels.truth, predicted),
                         "fp_per_hour": SM.fp_per_hour(labels.truth, predicted, float(labels.row_hours.sum()))})
-    best = max(range(len(grid)), key=lambda i: (results[i]["objective"], -i))
-    return grid[best], results
+    best = max(range(len(candidates)), key=lambda i: (results[i]["objective"], -i))
+    return candidates[best][0], candidates[best][1], results

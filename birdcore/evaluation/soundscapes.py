@@ -10,9 +10,11 @@ the dashboard's Soundscapes page:
   file kept), so classify, predict and the dashboard use them;
 - ``submission``: ``row_id,birds`` for the rows of a ``test.csv``.
 
-A run's soundscape settings (``soundscape.json``, optional: a run without it uses
-``SoundscapeSettings()``): the post-processing, BirdNET's window overlap, the least overlap of a
-window with a row, and the place of the location filter.
+A run's soundscape settings (``soundscape.json``, optional): the post-processing, BirdNET's window
+overlap, the least overlap of a window with a row, and the place of the location filter.  A run
+without the file uses the defaults that won, leave one file out, on the development soundscapes
+(BENCHMARKS.md, "Field soundscapes"): smoothing 0.2, and BirdNET's windows overlapping by 1.5 s
+for kinds whose windows can overlap.
 """
 from __future__ import annotations
 
@@ -39,11 +41,15 @@ SETTINGS_FILE = "soundscape.json"
 SETTINGS_FORMAT = 1
 
 
+DEFAULT_POSTPROCESSING = PostProcessing(smoothing=0.2)  # the development winner (BENCHMARKS.md)
+DEFAULT_OVERLAP = 1.5  # seconds, for kinds whose windows can overlap (the development winner)
+
+
 @dataclass
 class SoundscapeSettings:
     """How a run scores soundscapes; saved in the run as ``soundscape.json``."""
 
-    postprocessing: PostProcessing = field(default_factory=PostProcessing)
+    postprocessing: PostProcessing = field(default_factory=lambda: DEFAULT_POSTPROCESSING)
     overlap: float = 0.0  # seconds by which BirdNET's 3 s windows overlap (BirdNET runs)
     min_overlap: float = MIN_OVERLAP_SECONDS  # least overlap of a window with a 5 s row, seconds
     place: dict | None = None  # {"lat", "lon", "week"} of the location filter, or None
@@ -59,11 +65,25 @@ class SoundscapeSettings:
                    float(data.get("min_overlap", MIN_OVERLAP_SECONDS)), data.get("place"))
 
 
-def read_settings(run_dir: Path | None) -> tuple[SoundscapeSettings, dict]:
-    """A run's saved settings and the whole ``soundscape.json`` (defaults and {} without one)."""
-    path = Path(run_dir) / SETTINGS_FILE if run_dir is not None else None
+def default_settings(kind) -> SoundscapeSettings:
+    """The development defaults for a run of this kind (``models.base.ModelKind``) without
+    ``soundscape.json``."""
+    return SoundscapeSettings(overlap=DEFAULT_OVERLAP if kind.supports_overlap else 0.0)
+
+
+def read_settings(run) -> tuple[SoundscapeSettings, dict]:
+    """A run's saved settings and the whole ``soundscape.json`` (the defaults and {} without one);
+    ``run``: a ``LoadedRun`` or a run folder."""
+    if isinstance(run, (str, Path)):
+        from birdcore.models.base import kind_for, kind_name
+        from birdcore.runs.folder import read_manifest
+
+        folder, kind = Path(run), kind_for(kind_name(read_manifest(Path(run))))
+    else:
+        folder, kind = (None if run.path == Path(".") else Path(run.path)), run.kind
+    path = folder / SETTINGS_FILE if folder is not None else None
     if path is None or not path.is_file():
-        return SoundscapeSettings(), {}
+        return default_settings(kind), {}
     data = json.loads(path.read_text())
     return SoundscapeSettings.from_dict(data.get("settings")), data
 
@@ -99,7 +119,7 @@ def evaluate(run, rows: SoundscapeRows, *, settings: SoundscapeSettings | None =
     ``scored`` reuses row scores already computed with the same overlap."""
     if not rows.labelled:
         raise ValueError(f"{rows.source}: these rows have no labels (a test.csv?); use submit")
-    settings = settings or read_settings(run.path if run.path != Path(".") else None)[0]
+    settings = settings or read_settings(run)[0]
     scored = scored or score_rows(run, rows, overlap=settings.overlap, min_overlap=settings.min_overlap)
     labels, missing = labels_for(scored, run)
     scores = processed_scores(run, scored, settings)
@@ -114,22 +134,25 @@ def evaluate(run, rows: SoundscapeRows, *, settings: SoundscapeSettings | None =
 def calibrate(run, rows: SoundscapeRows, *, goal: Goal, overlap: float | None = None,
               min_overlap: float = MIN_OVERLAP_SECONDS, place: dict | None = None,
               grid: list[PostProcessing] | None = None, per_species: bool = True, save: bool = True) -> dict:
-    """Choose post-processing (leave one file out) and thresholds for ``goal`` on ``rows``, and save
+    """Choose post-processing and the threshold scheme (leave one file out; ``per_species`` False
+    allows global thresholds only) and thresholds for ``goal`` on ``rows``, and save
     them into the run (unless ``save`` is False).  Returns what was chosen, with every setting's
     held-out result and the in-sample metrics."""
     if not rows.labelled:
         raise ValueError(f"{rows.source}: calibration needs labelled rows")
-    overlap = read_settings(run.path)[0].overlap if overlap is None else float(overlap)
+    overlap = read_settings(run)[0].overlap if overlap is None else float(overlap)
     scored = score_rows(run, rows, overlap=overlap, min_overlap=min_overlap)
     labels, missing = labels_for(scored, run)
     masks = place_masks(run, place, scored.files)
     grid = grid or default_grid(location=masks is not None)
-    post, results = choose_postprocessing(labels, scored.scores, goal, grid, masks=masks, per_species=per_species)
+    post, use_species, results = choose_postprocessing(labels, scored.scores, goal, grid, masks=masks,
+                                                       per_species=(False, True) if per_species else (False,))
     scores = apply(post, scored.scores, labels.files, masks)
-    global_t, thr = calibrate_thresholds(labels, scores, goal, per_species=per_species)
+    global_t, thr = calibrate_thresholds(labels, scores, goal, per_species=use_species)
     settings = SoundscapeSettings(post, overlap, min_overlap, place)
     metrics = evaluate(run, rows, settings=settings, thresholds=thr, scored=scored)
-    chosen = {"goal": str(goal), "settings": settings.to_dict(), "global_threshold": global_t,
+    chosen = {"goal": str(goal), "settings": settings.to_dict(), "per_species_thresholds": use_species,
+              "global_threshold": global_t,
               "species_thresholds": {c: float(t) for c, t in zip(scored.codes, thr)},
               "held_out": max(results, key=lambda r: r["objective"]), "grid": results,
               "in_sample": {k: v for k, v in metrics.items() if k != "per_species"},
@@ -148,14 +171,15 @@ def save_calibration(run_dir: Path, chosen: dict, *, labels_source: str, n_files
                     extra={"goal": chosen["goal"]})
     atomic_write_json(Path(run_dir) / SETTINGS_FILE, {
         "format": SETTINGS_FORMAT, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "chosen_on": source,
-        **{k: chosen[k] for k in ("goal", "settings", "global_threshold", "held_out", "grid", "in_sample")}})
+        **{k: chosen[k] for k in ("goal", "settings", "per_species_thresholds", "global_threshold", "held_out", "grid",
+                                  "in_sample")}})
 
 
 def submission(run, rows: SoundscapeRows, *, settings: SoundscapeSettings | None = None) -> pd.DataFrame:
     """The competition's ``row_id,birds`` for every row of ``rows`` (a test.csv): the run's species
     whose post-processed score reaches their threshold, space-separated, or ``nocall``.  Rows of
     files that could not be scored are ``nocall``, and are logged."""
-    settings = settings or read_settings(run.path)[0]
+    settings = settings or read_settings(run)[0]
     scored = score_rows(run, rows, overlap=settings.overlap, min_overlap=settings.min_overlap)
     scores = processed_scores(run, scored, settings)
     predicted = SM.decisions(scores, threshold_vector(run.thresholds, scored.codes))

@@ -24,7 +24,7 @@ from birdcore.evaluation.scoring import evaluate_splits, format_summary
 from birdcore.io.atomic import atomic_write_json
 from birdcore.models.base import ModelKind, kind_for
 from birdcore.models.saving import MODEL_FILE, load_keras, save_keras
-from birdcore.runs.folder import RunBuilder, library_versions
+from birdcore.runs.folder import RunBuilder, library_versions, read_manifest
 from birdcore.runs.history import HISTORY_FILE, read_history
 from birdcore.training.callbacks import CHECKPOINT_DIR, STATE_FILE, RunKeeper, ValidationScorer
 from birdcore.training.devices import compile_model, configure_precision, distribution_strategy, is_tuning_worker
@@ -41,6 +41,12 @@ def train_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resum
     ``extra_callbacks`` are Keras callbacks added after the run's own (monitoring hooks).
     """
     keras.utils.set_random_seed(cfg.train.seed)
+    done = Path(out_dir) / name
+    if resume and (done / "run.json").is_file():  # the job finished before: nothing to resume
+        read_manifest(done)  # a run this software reads, or RunFolderError
+        _drop_checkpoints(done)
+        log.info("%s is already complete; nothing to resume", done)
+        return done
     run = RunBuilder.open(Path(out_dir), name, resume=resume)
     try:
         return _train(run, data_dir=data_dir, cfg=cfg, resume=resume, cache_dir=cache_dir, workers=workers,
@@ -111,8 +117,8 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         "tuned": tuning is not None, "savedmodel": exported, "keras_backend": keras.backend.backend(),
         **kind.manifest(cfg, inputs),
     }
-    _drop_checkpoints(run)
     final = run.finish(manifest)
+    _drop_checkpoints(final)  # after the rename: a kill before it leaves a complete run, never a lost state
     log.info("run complete: %s", final)
     return final
 
@@ -205,9 +211,9 @@ def _fit(run: RunBuilder, kind: ModelKind, cfg: RunConfig, data, targets, primar
     return load_keras(best_path if best_path.exists() else last), int(keeper.state["best_epoch"]) + 1
 
 
-def _drop_checkpoints(run: RunBuilder) -> None:
-    """The resume state is no longer needed once the run is complete (the best model is model.keras)."""
+def _drop_checkpoints(run_dir: Path) -> None:
+    """The resume state is not needed once the run is complete (the best model is model.keras)."""
     import shutil
 
-    shutil.rmtree(run.file(CHECKPOINT_DIR), ignore_errors=True)
-    run.file(STATE_FILE).unlink(missing_ok=True)
+    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
+    (Path(run_dir) / STATE_FILE).unlink(missing_ok=True)

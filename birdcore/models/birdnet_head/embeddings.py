@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from birdcore.data.cache import load_npy_mmap
 from birdcore.io.atomic import atomic_write_json, write_npy
 from birdcore.models.birdnet import runtime as bn
 from birdcore.models.birdnet.scoring import SPECIES_MAPPING_FILE
@@ -65,7 +66,7 @@ class EmbeddingStore:
     def load(self, audio_entry: Path) -> np.ndarray | None:
         p = self.path(audio_entry)
         try:
-            arr = np.load(p, mmap_mode="r")
+            arr = load_npy_mmap(p)  # not np.load: its header parser is not thread-safe on 3.11
         except FileNotFoundError:
             return None
         except (OSError, ValueError):  # a partial or foreign file: drop it, it is recomputed
