@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from birdcore.config import RunConfig
-from birdcore.models.keras_audio.model import WeightsUnavailable, build_backbone, build_model, image_shape
+from birdcore.features.frontend import image_shape
+from birdcore.models.keras_audio.model import WeightsUnavailable, build_backbone, build_model
 
 from conftest import tiny_config
 

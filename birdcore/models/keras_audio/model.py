@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 
 from birdcore.features import layers as L
+from birdcore.features.frontend import frontend_pipeline, image_shape
 from birdcore.models import layers as ML
 from birdcore.config import RunConfig
 
@@ -30,27 +31,6 @@ INCEPTION_MIN_SIZE = 75
 
 class WeightsUnavailable(RuntimeError):
     """Pretrained weights could not be obtained (e.g. no internet for ImageNet)."""
-
-
-def frontend_pipeline(cfg: RunConfig) -> list[keras.layers.Layer]:
-    """The named, ordered preprocessing pipeline from waveform to backbone input."""
-    f, a = cfg.features, cfg.augment
-    return [
-        L.LogMelFrontend(sample_rate=cfg.audio.sample_rate, n_mels=f.n_mels, fft_length=f.fft_length,
-                         window_lengths=f.window_lengths, hop_length=f.hop_length, fmin=f.fmin, fmax=f.fmax,
-                         top_db=f.top_db, name="logmel"),
-        L.DbFloorRaise(max_raise=a.db_floor_max, enabled=a.db_floor and a.db_floor_max > 0, name="aug_db_floor"),
-        L.AxisMask(axis=1, max_fraction=a.freq_mask_max, enabled=a.freq_mask and a.freq_mask_max > 0,
-                   name="aug_freq_mask"),
-        L.AxisMask(axis=2, max_fraction=a.time_mask_max, enabled=a.time_mask and a.time_mask_max > 0,
-                   name="aug_time_mask"),
-        L.ToSymmetric(name="to_symmetric"),
-    ]
-
-
-def image_shape(cfg: RunConfig) -> tuple[int, int, int]:
-    """(n_mels, n_frames, 3) of one segment's spectrogram image."""
-    return (cfg.features.n_mels, 1 + cfg.audio.segment_samples // cfg.features.hop_length, 3)
 
 
 def _inception(shape, weights: str) -> keras.Model:
