@@ -1,29 +1,32 @@
 # make run           install into .venv and start the dashboard (streamlit run app.py)
+# make api           install into .venv and start the classification API (python -m birdcore.serve)
 # make test          install into .venv and run the test suite
 # make demo          install, train a small model on generated data (about a minute on CPU)
 # make browser-deps  Debian packages for the browser end-to-end test (chromium, chromium-driver)
+# make proxy-deps    Debian packages for running the nginx example in the deployment test (nginx, openssl)
+# The install and start steps are scripts/*.sh, which the Dockerfile runs too (README, "Deploy").
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test demo browser-deps clean
+.PHONY: install run api test demo browser-deps proxy-deps clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-birdnet.txt
-	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-deps -r requirements-birdnet.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-birdnet.txt scripts/install.sh
+	VENV=$(VENV) bash scripts/install.sh --dev
 	touch $@
 
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m streamlit run app.py
+	PYTHON=$(abspath $(PY)) bash scripts/start-dashboard.sh
+
+api: install
+	PYTHON=$(abspath $(PY)) bash scripts/start-api.sh
 
 test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) train_job.py --demo
+	PYTHON=$(abspath $(PY)) bash scripts/start-trainer.sh --demo
 
 browser-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
@@ -31,6 +34,14 @@ browser-deps:
 	else \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+proxy-deps:
+	@if command -v nginx >/dev/null && command -v openssl >/dev/null; then \
+		echo "nginx and openssl present"; \
+	else \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx openssl; \
 	fi
 
 clean:

