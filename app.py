@@ -1,6 +1,7 @@
 """birdclef dashboard: ``streamlit run app.py``.
 
-Pages: classify a clip, run overview, per-species test scores, thresholds, and run comparison.
+Pages: classify a clip, run overview, per-species test scores, thresholds, labelled soundscapes, and run
+comparison.
 The runs folder is ``runs/`` unless ``BIRDCLEF_RUNS`` names another.
 """
 import os
@@ -19,6 +20,7 @@ pages = [
     st.Page("pages/overview.py", title="Run overview", icon=":material/dashboard:"),
     st.Page("pages/species.py", title="Species", icon=":material/flutter_dash:"),
     st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
+    st.Page("pages/soundscapes.py", title="Soundscapes", icon=":material/graphic_eq:"),
     st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
 ]
 st.session_state[ui.NAV_KEY] = True

@@ -48,3 +48,15 @@ def trained_run(tmp_path_factory, synth_dir):
     cache = tmp_path_factory.mktemp("cache")
     return train_run(data_dir=synth_dir, out_dir=out, name="tiny", cfg=tiny_config(epochs=8), cache_dir=cache,
                      workers=1)
+
+
+@pytest.fixture(scope="session")
+def labelled_soundscapes(trained_run, tmp_path_factory):
+    """Two 60 s soundscapes of ``trained_run``'s species with known rows, in every label format
+    (``make_synthetic_soundscapes``: {"dir", "rows": [(file, end_s, species or None)]})."""
+    from birdcore.data.synthetic import make_synthetic_soundscapes
+    from birdcore.runs.loading import load_run
+
+    codes = load_run(trained_run).codes
+    return make_synthetic_soundscapes(tmp_path_factory.mktemp("labelled_soundscapes"), species=codes, n_files=2,
+                                      seconds=60.0, sample_rate=16000, seed=3)
