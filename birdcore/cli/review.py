@@ -1,0 +1,172 @@
+"""``python -m birdcore.review COMMAND --db DB ...``: verify detections, measure precision, set thresholds.
+
+Examples:
+    python -m birdcore.review import detections.csv --db review.sqlite --run runs/NAME
+    python -m birdcore.review sample --db review.sqlite --per-species 50 --strategy stratified --seed 1
+    python -m birdcore.review report --db review.sqlite --target-precision 0.9 --json
+    python -m birdcore.review thresholds --db review.sqlite --run runs/NAME --target-precision 0.9
+    python -m birdcore.review import-labels --db review.sqlite --labels labels.csv
+    python -m birdcore.review export --db review.sqlite --raven verified/   (or --labels verified.csv)
+
+DB is a SQLite file (created when missing) or a SQLAlchemy URL such as
+postgresql+psycopg://user@host/birds for a team's shared database.  Reviews are made on the
+dashboard's Review page; `import-labels` records existing annotations as reviews.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from birdcore.cli.common import HelpFormatter, fail, log, setup_logging
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m birdcore.review", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, formatter_class=HelpFormatter)
+        p.add_argument("--db", required=True, help="review database: a SQLite file or a SQLAlchemy URL")
+        p.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
+        return p
+
+    imp = add("import", "detections from python -m birdcore.predict --out")
+    imp.add_argument("detections", type=Path, help="the detections CSV")
+    imp.add_argument("--run", default="", help="the run that produced them (a run folder or 'birdnet')")
+    lab = add("import-labels", "existing annotations as reviews of the detections they cover")
+    lab.add_argument("--labels", type=Path, required=True,
+                     help="labels the soundscape evaluation reads (2020/2021 CSV, Raven tables)")
+    lab.add_argument("--audio-dir", type=Path, default=None, help="audio folder, if the labels need one")
+    lab.add_argument("--reviewer", default=None, help="name recorded with the reviews (default: labels:<file>)")
+    smp = add("sample", "choose detections to review, per species")
+    smp.add_argument("--per-species", type=int, required=True, help="detections per species")
+    smp.add_argument("--strategy", choices=["stratified", "random", "top"], default="stratified",
+                     help="stratified over score bins (precision at every threshold), random, or the top scores")
+    smp.add_argument("--seed", type=int, default=0, help="seed of the draw (same seed, same sample)")
+    smp.add_argument("--bins", type=int, default=5, help="score bins for stratified sampling")
+    rep = add("report", "precision per species from the reviews")
+    rep.add_argument("--target-precision", type=_probability, default=None,
+                     help="also give the threshold that reaches this precision")
+    rep.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    thr = add("thresholds", "write the thresholds for a target precision into a run")
+    thr.add_argument("--run", type=Path, required=True, help="the run folder whose thresholds.json to update")
+    thr.add_argument("--target-precision", type=_probability, required=True, help="precision to reach")
+    exp = add("export", "verified detections as Raven tables or soundscape labels")
+    where = exp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--raven", type=Path, help="folder for one selection table per audio file")
+    where.add_argument("--labels", type=Path, help="CSV of 5 s rows (BirdCLEF 2021 layout)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        from birdcore.review.store import open_store
+
+        store = open_store(args.db)
+        return COMMANDS[args.command](store, args)
+    except Exception as exc:  # user-facing: one line, no traceback
+        return fail(exc, args.verbose)
+
+
+def _import(store, args) -> int:
+    from birdcore.review.exchange import read_detections
+
+    added, known = store.import_detections(read_detections(args.detections), run=str(args.run))
+    log.info("%s: %d detections added, %d already in %s", args.detections, added, known, args.db)
+    return 0
+
+
+def _import_labels(store, args) -> int:
+    from birdcore.review.exchange import reviews_from_labels
+
+    found = reviews_from_labels(store.detections(), args.labels, audio_dir=args.audio_dir)
+    reviewer = args.reviewer or f"labels:{args.labels.name}"
+    for row in found.itertuples(index=False):
+        store.add_review(row.detection_id, row.verdict, reviewer=reviewer)
+    log.info("%s: %d detections covered by the labels recorded as reviews (%d yes, %d no)", args.labels,
+             len(found), int((found["verdict"] == "yes").sum()), int((found["verdict"] == "no").sum()))
+    return 0
+
+
+def _sample(store, args) -> int:
+    from birdcore.review.sampling import draw
+
+    detections = store.detections()
+    if detections.empty:
+        raise ValueError(f"{args.db}: no detections yet; import a detections CSV first")
+    taken = set(store.samples()["detection_id"]) | set(store.verdicts()["id"])
+    rows = draw(detections, per_species=args.per_species, strategy=args.strategy, seed=args.seed, bins=args.bins,
+                exclude=taken)
+    store.add_samples(rows)
+    per = {}
+    for r in rows:
+        per[r["species"]] = per.get(r["species"], 0) + 1
+    log.info("%d detections of %d species added to the review queue (%s, seed %d)", len(rows), len(per),
+             args.strategy, args.seed)
+    return 0
+
+
+def _report(store, args) -> int:
+    from birdcore.review.precision import species_report
+
+    rows = species_report(store.detections(), store.verdicts(), target=args.target_precision)
+    for r in rows:
+        prec = "n/a" if r["precision"] is None else f"{r['precision']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        thr = "" if args.target_precision is None else (
+            f"  threshold {r['threshold']:.3f}" if r["threshold"] is not None else "  threshold n/a")
+        print(f"{r['species']:<14} detections {r['n_detections']:>6}  reviewed {r['n_reviewed']:>4}  "
+              f"precision {prec}{thr}" + (f"  ({r['note']})" if r["note"] else ""))
+    if args.json:
+        keys = ("species", "n_reviewed", "precision", "ci_low", "ci_high", "threshold", "n_detections", "note")
+        print(json.dumps({"target_precision": args.target_precision,
+                          "species": [{k: r.get(k) for k in keys} for r in rows]}))
+    sys.stdout.flush()
+    return 0
+
+
+def _thresholds(store, args) -> int:
+    from birdcore.review.precision import species_report
+    from birdcore.runs.loading import load_run
+    from birdcore.runs.thresholds import save_thresholds
+
+    run = load_run(args.run)
+    rows = species_report(store.detections(), store.verdicts(), target=args.target_precision)
+    chosen = {r["species"]: r["threshold"] for r in rows if r["threshold"] is not None and r["species"] in run.codes}
+    if not chosen:
+        raise ValueError(f"no species of {args.run} reaches precision {args.target_precision:g} with enough reviews; "
+                         "nothing written")
+    glob = (run.thresholds.get("global") or {}).get("threshold", 0.5)
+    save_thresholds(args.run, target_fpr=None, global_threshold=float(glob), species_thresholds=chosen,
+                    source=f"reviews in {args.db} (target precision {args.target_precision:g})",
+                    extra={"target_precision": args.target_precision})
+    skipped = [r["species"] for r in rows if r["species"] not in chosen]
+    log.info("%s: thresholds of %d species written (the previous file kept as thresholds.previous.json)%s",
+             args.run, len(chosen), f"; kept for {len(skipped)} others: {', '.join(skipped[:8])}" if skipped else "")
+    return 0
+
+
+def _export(store, args) -> int:
+    from birdcore.review.exchange import export_labels, export_raven
+
+    verdicts = store.verdicts()
+    if args.raven is not None:
+        log.info("%s: %d selection tables of verified detections", args.raven, export_raven(verdicts, args.raven))
+    else:
+        log.info("%s: %d rows of verified labels", args.labels, export_labels(verdicts, args.labels))
+    return 0
+
+
+COMMANDS = {"import": _import, "import-labels": _import_labels, "sample": _sample, "report": _report,
+            "thresholds": _thresholds, "export": _export}
