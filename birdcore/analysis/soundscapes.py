@@ -139,12 +139,8 @@ class SoundscapeView:
         thr = self.thresholds(thresholds)
         truth, unknown = self.labels.truth, self.labels.unknown
         predicted = SM.decisions(self.scores, thr)
-        tp = int((truth & predicted).sum())
-        n_pred, n_pos = int(predicted.sum()), int(truth.sum() + unknown.sum())
         return {"row_f1": SM.row_f1(truth, predicted, unknown), "macro_f1": SM.macro_f1(truth, predicted),
-                "precision": tp / n_pred if n_pred else None, "recall": tp / n_pos if n_pos else None,
-                "fp_per_hour": SM.fp_per_hour(truth, predicted, self.hours),
-                "detections": n_pred, "true_positives": tp, "false_positives": n_pred - tp, "positives": n_pos}
+                "fp_per_hour": SM.fp_per_hour(truth, predicted, self.hours), **SM.pooled(truth, unknown, predicted)}
 
     def species_at(self, thresholds) -> pd.DataFrame:
         """Per species with positives or detections at ``thresholds``: species, name, threshold,

@@ -112,12 +112,21 @@ def per_species(truth: np.ndarray, scores: np.ndarray, predicted: np.ndarray, th
                                        "recall", "fp_per_hour"])
 
 
+def pooled(truth: np.ndarray, unknown: np.ndarray, predicted: np.ndarray) -> dict:
+    """Counts and rates over every (row, species) pair: detections, true_positives, false_positives,
+    positives (labelled pairs, species the run lacks included), precision and recall (None when
+    they cannot be computed)."""
+    tp = int((truth & predicted).sum())
+    n_pred, n_pos = int(predicted.sum()), int(truth.sum() + unknown.sum())
+    return {"detections": n_pred, "true_positives": tp, "false_positives": n_pred - tp, "positives": n_pos,
+            "precision": tp / n_pred if n_pred else None, "recall": tp / n_pos if n_pos else None}
+
+
 def report(truth: np.ndarray, unknown: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, codes: list[str], *,
            hours: float, n_files: int) -> dict:
     """All the metrics above in one dict (``per_species`` as a list of dicts)."""
     predicted = decisions(scores, thresholds)
-    tp = int((truth & predicted).sum())
-    n_pred, n_pos = int(predicted.sum()), int(truth.sum() + unknown.sum())
+    counts = pooled(truth, unknown, predicted)
     return {
         "row_f1": row_f1(truth, predicted, unknown),
         "nocall_f1": row_f1(truth, np.zeros_like(predicted), unknown),  # answering nocall everywhere
@@ -125,8 +134,8 @@ def report(truth: np.ndarray, unknown: np.ndarray, scores: np.ndarray, threshold
         "cmap": cmap(truth, scores),
         "padded_cmap": padded_cmap(truth, scores),
         "macro_auc": macro_auc(truth, scores),
-        "precision": tp / n_pred if n_pred else None,
-        "recall": tp / n_pos if n_pos else None,
+        "precision": counts["precision"],
+        "recall": counts["recall"],
         "fp_per_hour": fp_per_hour(truth, predicted, hours),
         "n_rows": int(len(truth)), "n_rows_with_birds": int(((truth.sum(axis=1) + unknown) > 0).sum()),
         "n_files": int(n_files), "hours": round(hours, 4),
