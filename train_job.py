@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --baseline and no --data-dir: the run's species, one name per line (eBird code, "
                         "scientific or common name) or a CSV with an ebird_code or scientific_name column; no "
                         "recordings needed (thresholds then come from python -m birdcore.soundscapes calibrate)")
+    p.add_argument("--reviews", default=None, metavar="DB",
+                   help="--backbone birdnet: a review database (python -m birdcore.review) whose verified clips join "
+                        "the training split, yes as positives and no as hard negatives")
     p.add_argument("--pooling", choices=["max", "attention", "mean"], default=None, help="default max")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40; demo 12)")
     p.add_argument("--batch-size", type=int, default=None, help="recordings per batch (default 8)")
@@ -98,6 +101,8 @@ def config_from_args(args):
     kind_for(m.kind).configure(cfg, given=given)
     if args.noise_dir:
         cfg.augment.background_noise_dir = str(args.noise_dir)
+    if args.reviews:
+        cfg.train.review_db = str(args.reviews)
     if args.no_augment:
         a = cfg.augment
         a.start_removal = a.time_mask = a.freq_mask = a.db_floor = a.same_species_mix = a.background_noise = False

@@ -115,6 +115,9 @@ class TrainConfig:
     seed: int = 1234
     mixed_precision: str = "auto"  # "auto" (float16 on GPU) | "on" (float16) | "bf16" | "off"
     steps_per_epoch: int | None = None  # None: one pass over the training recordings
+    # birdnet_head: a review database (``python -m birdcore.review``) whose verified clips join the
+    # training split: yes (or a corrected species) as positives, no as hard negatives
+    review_db: str | None = None
 
 
 @dataclass

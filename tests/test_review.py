@@ -203,3 +203,33 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main(["sample", "--db", str(tmp_path / "r.sqlite"), "--per-species", "5"]) == 2
     err = capsys.readouterr().err
     assert "x.csv: not a detections CSV" in err and "no detections yet" in err and "Traceback" not in err
+
+
+def test_verified_clips_become_head_training_examples(tmp_path):
+    """yes → a positive of its species, a corrected species → a positive of that one, no → all zeros;
+    the head's training batches then draw from them beside the training split."""
+    import soundfile as sf
+
+    from birdcore.data.synthetic import make_call
+    from birdcore.models.birdnet_head.embeddings import review_examples
+    from birdcore.models.birdnet_head.head import EmbeddingBatches
+
+    wave = make_call("synchi1", seconds=9.0, sample_rate=48000, rng=np.random.default_rng(0))
+    sf.write(tmp_path / "clip.wav", wave, 48000)
+    store = open_store(tmp_path / "r.sqlite")
+    table = pd.DataFrame({"file": str(tmp_path / "clip.wav"), "start_s": [0.0, 3.0, 6.0, 6.0],
+                          "end_s": [3.0, 6.0, 9.0, 9.0], "species": ["aaa", "aaa", "bbb", "zzz"],
+                          "score": [0.9, 0.4, 0.3, 0.2]})
+    store.import_detections(table, run="r")
+    ids = store.detections()["id"].tolist()
+    store.add_review(ids[0], "yes", reviewer="ana")
+    store.add_review(ids[1], "no", reviewer="ana")
+    store.add_review(ids[2], "no", reviewer="ana", corrected_species="aaa")
+    store.add_review(ids[3], "yes", reviewer="ana")  # a species outside the run: skipped
+    examples = review_examples(str(tmp_path / "r.sqlite"), ["aaa", "bbb"], None)
+    assert len(examples) == 3 and all(x.shape == (1, 1024) for x, _ in examples)
+    np.testing.assert_array_equal(np.stack([t for _, t in examples]), [[1, 0], [0, 0], [1, 0]])
+    batches = EmbeddingBatches(load=lambda i: examples[i][0], targets=np.stack([t for _, t in examples]), windows=1,
+                               batch_size=3, seed=0)
+    x, y = batches[0]
+    assert x["embeddings"].shape == (3, 1, 1024) and sorted(y["recording"].sum(axis=1)) == [0, 1, 1]

@@ -90,8 +90,10 @@ class ModelKind:
         """The untrained Keras model (outputs ``recording`` (B, C) and ``segments`` (B, S, C))."""
         raise NotImplementedError(f"{self.name} has no trainable model")
 
-    def training_batches(self, cfg, data, targets: np.ndarray, primary: np.ndarray, *, noise_bank=None):
-        """A ``keras.utils.PyDataset`` of training batches drawn from the training split."""
+    def training_batches(self, cfg, data, targets: np.ndarray, primary: np.ndarray, *, noise_bank=None,
+                         inputs: dict | None = None):
+        """A ``keras.utils.PyDataset`` of training batches drawn from the training split (and the
+        extra examples ``prepare_inputs`` put in ``inputs``, for kinds that take them)."""
         raise NotImplementedError(f"{self.name} is not trained")
 
     def data_scorer(self, model, cfg, inputs: dict, *, batch_segments: int = 32):

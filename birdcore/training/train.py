@@ -201,7 +201,7 @@ def _fit(run: RunBuilder, kind: ModelKind, cfg: RunConfig, data, targets, primar
             log.info("resuming at epoch %d of %d", initial_epoch + 1, cfg.train.epochs)
     keeper = RunKeeper(run, epochs=cfg.train.epochs, patience=cfg.train.early_stopping_patience, state=state)
     if initial_epoch < cfg.train.epochs and not stopped_early:
-        batches = kind.training_batches(cfg, data, targets, primary, noise_bank=noise_bank)
+        batches = kind.training_batches(cfg, data, targets, primary, noise_bank=noise_bank, inputs=inputs)
         batches.set_epoch(initial_epoch)
         callbacks = [ValidationScorer(data, data.rows("val"), targets, primary, cfg=cfg, batch_segments=batch_segments,
                                       inputs=inputs), keeper, *extra_callbacks]

@@ -64,7 +64,7 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
     tuner = kt.BayesianOptimization(HyperModel(), objective=kt.Objective("val_top1", direction="max"),
                                     max_trials=t.max_trials, seed=cfg.train.seed, overwrite=False,
                                     directory=str(run.path), project_name="tuning")
-    batches = kind.training_batches(cfg, data, targets, primary, noise_bank=noise_bank)
+    batches = kind.training_batches(cfg, data, targets, primary, noise_bank=noise_bank, inputs=inputs)
     scorer = ValidationScorer(data, data.rows("val"), targets, primary, cfg=cfg, batch_segments=batch_segments,
                               inputs=inputs)
     log.info("tuning: up to %d trials of %d epochs (state in %s/tuning)", t.max_trials, t.epochs_per_trial, run.path)

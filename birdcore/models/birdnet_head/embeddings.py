@@ -129,3 +129,43 @@ def prepare_birdnet_inputs(run, cfg, data, *, cache_root: Path) -> dict:
         entries = [data.cache.entry_path(p) for p in data.df["path"]]
         data.train_item = lambda i: np.asarray(shifted.load(entries[i]), dtype=np.float32)
     return mapping
+
+
+def review_examples(db: str, codes: list[str], sources: list[list[int]] | None, *,
+                    held_out: set[str] = frozenset()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Training examples from the verified clips of a review database: (head input (W, F), target
+    (C,)) per clip whose species (or corrected species) is one of ``codes``: a ``yes`` is a positive
+    of its species, a corrected species a positive of that one, a ``no`` a hard negative (all 0).
+    Each file is decoded once at 48 kHz; a file that cannot be read is logged and skipped, and so are
+    the clips of ``held_out`` files (resolved paths of the validation and test recordings)."""
+    from birdcore.io.audio import AudioError, decode_audio
+    from birdcore.review.store import open_store
+
+    verdicts = open_store(db).verdicts()
+    verdicts = verdicts[verdicts["verdict"].isin(["yes", "no"]) | verdicts["corrected_species"].notna()]
+    index = {c: i for i, c in enumerate(codes)}
+    model, out, skipped = bn.BirdNET(embeddings=True), [], 0
+    for file, clips in verdicts.groupby("file", sort=False):
+        if str(Path(file).resolve()) in held_out:
+            log.warning("reviewed clips of %s skipped: the file is a validation or test recording", file)
+            continue
+        try:
+            wave = decode_audio(file, sample_rate=bn.SAMPLE_RATE)
+        except AudioError as exc:
+            log.warning("reviewed clips of %s skipped: %s", file, exc)
+            continue
+        for clip in clips.itertuples(index=False):
+            positive = clip.corrected_species if isinstance(clip.corrected_species, str) else (
+                clip.species if clip.verdict == "yes" else None)
+            if clip.species not in index and positive not in index:
+                skipped += 1
+                continue
+            target = np.zeros(len(codes), np.float32)
+            if positive in index:
+                target[index[positive]] = 1.0
+            piece = wave[int(clip.start_s * bn.SAMPLE_RATE):int(np.ceil(clip.end_s * bn.SAMPLE_RATE))]
+            out.append((features(model.analyze(piece), sources), target))
+    log.info("%s: %d reviewed clips join the training split (%d positive, %d hard negatives)%s", db, len(out),
+             sum(int(t.any()) for _, t in out), sum(int(not t.any()) for _, t in out),
+             f"; {skipped} of species outside this run skipped" if skipped else "")
+    return out

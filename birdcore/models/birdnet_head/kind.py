@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from birdcore.models.base import ModelKind
 from birdcore.models.birdnet import runtime as bn
 from birdcore.models.birdnet.scoring import hop_seconds, read_mapping
@@ -30,20 +32,32 @@ class BirdNETHead(ModelKind):
         bn.check_config(cfg)
 
     def prepare_inputs(self, run, cfg, data, *, cache_root) -> dict:
-        from birdcore.models.birdnet_head.embeddings import prepare_birdnet_inputs
+        from birdcore.models.birdnet_head.embeddings import prepare_birdnet_inputs, review_examples
 
-        return prepare_birdnet_inputs(run, cfg, data, cache_root=Path(cache_root))
+        inputs = prepare_birdnet_inputs(run, cfg, data, cache_root=Path(cache_root))
+        if cfg.train.review_db:
+            held_out = {str(Path(p).resolve()) for p in data.df.loc[data.df["split"].isin(["val", "test"]), "path"]}
+            inputs["review_examples"] = review_examples(cfg.train.review_db, data.codes, inputs["prior_sources"]
+                                                        if cfg.model.birdnet_prior else None, held_out=held_out)
+        return inputs
 
     def build(self, cfg, n_species: int):
         from birdcore.models.birdnet_head.head import build_head
 
         return build_head(cfg, n_species)
 
-    def training_batches(self, cfg, data, targets, primary, *, noise_bank=None):
+    def training_batches(self, cfg, data, targets, primary, *, noise_bank=None, inputs=None):
         from birdcore.models.birdnet_head.head import EmbeddingBatches
 
         rows = data.rows("train")
-        return EmbeddingBatches(load=lambda i: data.load_train(int(rows[i])), targets=targets[rows],
+        extra = (inputs or {}).get("review_examples") or []
+        load = lambda i: data.load_train(int(rows[i])) if i < len(rows) else extra[i - len(rows)][0]  # noqa: E731
+        if extra:
+            targets = np.concatenate([targets[rows], np.stack([t for _, t in extra])])
+            rows_targets = targets
+        else:
+            rows_targets = targets[rows]
+        return EmbeddingBatches(load=load, targets=rows_targets,
                                 windows=max(1, math.ceil(cfg.train.train_seconds / cfg.audio.segment_seconds)),
                                 batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                                 steps_per_epoch=cfg.train.steps_per_epoch,
@@ -55,7 +69,8 @@ class BirdNETHead(ModelKind):
         return EmbeddingScorer(model, batch_segments=batch_segments)
 
     def manifest(self, cfg, inputs) -> dict:
-        return {"license": bn.LICENSE_NOTE}
+        extra = inputs.get("review_examples")
+        return {"license": bn.LICENSE_NOTE, **({"review_examples": len(extra)} if extra is not None else {})}
 
     def load_model(self, run_dir):
         return load_keras(Path(run_dir) / MODEL_FILE)

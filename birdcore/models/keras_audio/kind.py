@@ -20,6 +20,8 @@ class KerasAudio(ModelKind):
     uses_noise_bank = True
 
     def check_config(self, cfg) -> None:
+        if cfg.train.review_db:
+            raise ValueError("reviewed clips train the head of --backbone birdnet runs; this is a waveform model")
         if cfg.model.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {cfg.model.backbone!r} for a Keras waveform model "
                              f"({' | '.join(BACKBONES)}); BirdNET runs are model.kind birdnet_head or birdnet_zero_shot")
@@ -31,7 +33,7 @@ class KerasAudio(ModelKind):
 
         return build_model(cfg, n_species)
 
-    def training_batches(self, cfg, data, targets, primary, *, noise_bank=None):
+    def training_batches(self, cfg, data, targets, primary, *, noise_bank=None, inputs=None):
         from birdcore.features.augment import WaveAugmenter
         from birdcore.models.keras_audio.batches import TrainingBatches
 
