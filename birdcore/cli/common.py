@@ -77,3 +77,36 @@ def import_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")
+
+
+def date_arg(text: str):
+    """argparse type of ``--date``: a ``datetime.date`` from YYYY-MM-DD."""
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def add_place_args(group) -> None:
+    """``--lat``, ``--lon`` and ``--date`` or ``--week``: the place and time of the location filter."""
+    group.add_argument("--lat", type=float, default=None, help="latitude of the recordings, degrees")
+    group.add_argument("--lon", type=float, default=None, help="longitude of the recordings, degrees")
+    when = group.add_mutually_exclusive_group()
+    when.add_argument("--date", type=date_arg, default=None, help="recording date, YYYY-MM-DD (sets the week)")
+    when.add_argument("--week", type=int, default=-1, help="BirdNET week 1..48 (4 per month); -1 = any time of year")
+
+
+def place_from_args(args):
+    """The ``birdnet_range.Place`` of ``--lat/--lon/--date/--week``, or None without ``--lat/--lon``;
+    ValueError for half a place or a date without one."""
+    if args.lat is None and args.lon is None:
+        if args.date is not None or args.week != -1:
+            raise ValueError("--date/--week need --lat and --lon (the location filter works on a place)")
+        return None
+    if args.lat is None or args.lon is None:
+        raise ValueError("the location filter needs both --lat and --lon")
+    from birdcore.serving.birdnet_range import Place, week_of
+
+    return Place(args.lat, args.lon, week_of(args.date) if args.date is not None else args.week)

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from birdcore.cli.common import HelpFormatter, fail, import_tensorflow_quietly, log, setup_logging
+from birdcore.cli.common import (HelpFormatter, add_place_args, fail, import_tensorflow_quietly, log,
+                                 place_from_args, setup_logging)
 from birdcore.serving.detections import (Prediction, ResultsCsv, raven_names, segment_detections, top_kept,
                          write_raven_table)
 
@@ -144,11 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_argument_group(
         "location filter", "keep only the species BirdNET's range model expects at this place and time "
                            "(model licensed CC BY-NC-SA 4.0); species BirdNET does not know are kept")
-    where.add_argument("--lat", type=float, default=None, help="latitude of the recordings, degrees")
-    where.add_argument("--lon", type=float, default=None, help="longitude of the recordings, degrees")
-    when = where.add_mutually_exclusive_group()
-    when.add_argument("--date", type=_date, default=None, help="recording date, YYYY-MM-DD (sets the week)")
-    when.add_argument("--week", type=int, default=-1, help="BirdNET week 1..48 (4 per month); -1 = any time of year")
+    add_place_args(where)
     where.add_argument("--range-threshold", type=_probability, default=0.03,
                        help="lowest occurrence probability of a kept species")
     where.add_argument("--sites", type=Path, default=None,
@@ -157,15 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "given, else no location filter")
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     return parser
-
-
-def _date(text: str):
-    import datetime as dt
-
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
 class FileMasks:
@@ -224,16 +212,12 @@ class FileMasks:
 def location_filter(run, args):
     """The ``RangeFilter`` asked for by ``--lat/--lon/--date/--week``, or None without ``--lat/--lon``.
     Raises ValueError for a half-given or out-of-range place."""
-    if args.lat is None and args.lon is None:
-        if args.date is not None or args.week != -1:
-            raise ValueError("--date/--week need --lat and --lon (the location filter works on a place)")
+    place = place_from_args(args)
+    if place is None:
         return None
-    if args.lat is None or args.lon is None:
-        raise ValueError("the location filter needs both --lat and --lon")
-    from birdcore.serving.birdnet_range import Place, species_filter, week_of
+    from birdcore.serving.birdnet_range import species_filter
 
-    week = week_of(args.date) if args.date is not None else args.week
-    return species_filter(run.species, Place(args.lat, args.lon, week), threshold=args.range_threshold)
+    return species_filter(run.species, place, threshold=args.range_threshold)
 
 
 def _probability(text: str) -> float:

@@ -16,29 +16,13 @@ import json
 import sys
 from pathlib import Path
 
-from birdcore.cli.common import HelpFormatter, fail, import_tensorflow_quietly, log, setup_logging
+from birdcore.cli.common import (HelpFormatter, add_place_args, fail, import_tensorflow_quietly, log,
+                                 place_from_args, setup_logging)
 
 
 def _place(args) -> dict | None:
-    if args.lat is None and args.lon is None:
-        if args.date is not None or args.week != -1:
-            raise ValueError("--date/--week need --lat and --lon (the location filter works on a place)")
-        return None
-    if args.lat is None or args.lon is None:
-        raise ValueError("the location filter needs both --lat and --lon")
-    from birdcore.serving.birdnet_range import week_of
-
-    week = week_of(args.date) if args.date is not None else args.week
-    return {"lat": args.lat, "lon": args.lon, "week": week}
-
-
-def _date(text: str):
-    import datetime as dt
-
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+    place = place_from_args(args)
+    return None if place is None else {"lat": place.lat, "lon": place.lon, "week": place.week}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,11 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--dry-run", action="store_true", help="report the choice without saving it")
     cal.add_argument("--json", action="store_true", help="the choice as one JSON object on the last line")
     where = cal.add_argument_group("location filter", "also try BirdNET's range model at this place and time")
-    where.add_argument("--lat", type=float, default=None, help="latitude of the recordings, degrees")
-    where.add_argument("--lon", type=float, default=None, help="longitude of the recordings, degrees")
-    when = where.add_mutually_exclusive_group()
-    when.add_argument("--date", type=_date, default=None, help="recording date, YYYY-MM-DD")
-    when.add_argument("--week", type=int, default=-1, help="BirdNET week 1..48; -1 = any time of year")
+    add_place_args(where)
 
     sm = sub.add_parser("submit", help="the competition's row_id,birds for a test.csv", formatter_class=HelpFormatter)
     common(sm, labels=False)
