@@ -60,3 +60,22 @@ def labelled_soundscapes(trained_run, tmp_path_factory):
     codes = load_run(trained_run).codes
     return make_synthetic_soundscapes(tmp_path_factory.mktemp("labelled_soundscapes"), species=codes, n_files=2,
                                       seconds=60.0, sample_rate=16000, seed=3)
+
+
+@pytest.fixture(scope="session")
+def listed_run(tmp_path_factory):
+    """A zero-shot BirdNET run made from a species list with the CLI (no recordings, no test scores),
+    in its own runs folder (``listed_run.parent``)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tmp = tmp_path_factory.mktemp("listed")
+    listing = tmp / "species.txt"
+    listing.write_text("amerob\nNorthern Cardinal\nSpinus tristis\n")
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, str(root / "train_job.py"), "--baseline", "birdnet", "--species-list",
+                          str(listing), "--out", str(tmp / "runs"), "--name", "listed"], cwd=tmp,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return tmp / "runs" / "listed"

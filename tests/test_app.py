@@ -296,25 +296,9 @@ def test_sidebar_lists_unfinished_runs_with_their_progress(runs):
     assert len(at.selectbox) >= 1 and all("job" not in o for o in at.sidebar.selectbox[0].options)  # not pickable
 
 
-@pytest.fixture(scope="module")
-def listed_runs(tmp_path_factory):
-    """A runs folder holding a zero-shot run made from a species list (no recordings, no test scores)."""
-    import subprocess
-    import sys
-
-    tmp = tmp_path_factory.mktemp("listed")
-    listing = tmp / "species.txt"
-    listing.write_text("amerob\nnorcar\n")
-    res = subprocess.run([sys.executable, str(ROOT / "train_job.py"), "--baseline", "birdnet", "--species-list",
-                          str(listing), "--out", str(tmp / "runs"), "--name", "listed"], cwd=tmp,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return tmp / "runs"
-
-
 @pytest.mark.parametrize("page", ["pages/overview.py", "pages/species.py", "pages/thresholds.py"])
-def test_a_run_without_recordings_says_so_instead_of_failing(page, listed_runs, monkeypatch):
+def test_a_run_without_recordings_says_so_instead_of_failing(page, listed_run, monkeypatch):
     """A zero-shot run made from a species list has no test scores; the analysis pages say why."""
-    monkeypatch.setenv("BIRDCLEF_RUNS", str(listed_runs))
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(listed_run.parent))
     at = app_at(page)
     assert "no recording-level test scores" in texts(at)

@@ -205,14 +205,8 @@ def test_bad_input_is_one_line_without_a_traceback(trained_run, tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr and "goal 'precision=2'" in res.stderr
 
 
-def test_a_zero_shot_run_from_a_species_list_needs_no_recordings(tmp_path):
-    listing = tmp_path / "species.txt"
-    listing.write_text("amerob\nNorthern Cardinal\nSpinus tristis\n")
-    res = subprocess.run([sys.executable, str(ROOT / "train_job.py"), "--baseline", "birdnet", "--species-list",
-                          str(listing), "--out", str(tmp_path / "runs"), "--name", "z"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    run_dir = tmp_path / "runs" / "z"
+def test_a_zero_shot_run_from_a_species_list_needs_no_recordings(listed_run):
+    run_dir = listed_run  # train_job.py --baseline birdnet --species-list FILE (conftest)
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["model_kind"] == "birdnet_zero_shot" and "test" not in manifest
     assert not (run_dir / "metrics.json").exists()  # recording-level metrics are absent, not zero
