@@ -1,7 +1,7 @@
 """birdclef dashboard: ``streamlit run app.py``.
 
-Pages: classify a clip, run overview, per-species test scores, thresholds, labelled soundscapes, and run
-comparison.
+Pages: classify a clip, run overview, per-species test scores, thresholds, labelled soundscapes, run
+comparison, and the review of detections.
 The runs folder is ``runs/`` unless ``BIRDCLEF_RUNS`` names another.
 """
 import os
@@ -22,6 +22,7 @@ pages = [
     st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
     st.Page("pages/soundscapes.py", title="Soundscapes", icon=":material/graphic_eq:"),
     st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
+    st.Page("pages/review.py", title="Review detections", icon=":material/fact_check:"),
 ]
 st.session_state[ui.NAV_KEY] = True
 nav = st.navigation(pages)

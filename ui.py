@@ -390,3 +390,42 @@ def training_progress() -> None:
     st.markdown("**Unfinished runs**")
     for r in runs:
         st.caption(f"`{r.name}` · {STATE_LABELS.get(r.state, r.state)} · {r.describe()}")
+
+
+# ---- the Review page: a review database (path or URL) and the clips of its detections
+
+
+def review_store(db: str):
+    """The existing review database at a path or URL (``review.clips.open_review_store``), opened
+    once per process (again when the file is replaced); raises ``StoreError`` naming it."""
+    from birdcore.review.clips import open_review_store
+
+    text = str(db).strip()
+    if "://" in text:
+        return _review_store(text, None)
+    try:
+        info = Path(text).expanduser().stat()
+    except OSError:
+        return open_review_store(text)  # raises the one-line StoreError
+    return _review_store(text, (info.st_dev, info.st_ino))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _review_store(db: str, stamp):
+    from birdcore.review.clips import open_review_store
+
+    return open_review_store(db)
+
+
+def review_clip(path: Path, start_s: float, end_s: float, context_s: float):
+    """``review.clips.detection_clip`` and its ``spectrogram``, computed once per file (as last
+    written), span and context; raises ``AudioError`` / ValueError."""
+    return _review_clip(str(path), _path_stamp(Path(path)), float(start_s), float(end_s), float(context_s))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _review_clip(path: str, stamp: float, start_s: float, end_s: float, context_s: float):
+    from birdcore.review.clips import detection_clip, spectrogram
+
+    clip = detection_clip(path, start_s, end_s, context_s=context_s)
+    return clip, spectrogram(clip)

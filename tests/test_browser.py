@@ -111,3 +111,58 @@ def test_a_deep_link_on_a_fresh_server_opens_that_page_in_the_app(server, browse
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Run overview" in body and "Runs folder" in body and "Classify a clip" in body
     assert "No trained runs yet" not in body and "Traceback" not in body
+
+
+@pytest.fixture
+def review_server(tmp_path):
+    """The dashboard with a review database (made by the CLI, as in test_app_review) and no run."""
+    from test_app_review import make_review_db
+
+    db = make_review_db(tmp_path / "review")
+    port = free_port()
+    env = {**os.environ, "BIRDCLEF_RUNS": str(tmp_path / "no_runs"), "BIRDCLEF_REVIEW_DB": str(db),
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
+        yield f"http://127.0.0.1:{port}/", db
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_one_review_with_the_keyboard(review_server, browser, tmp_path):
+    """The Review page by its URL: type a name, press Y (Streamlit's button shortcut), and the verdict
+    is in the database while the next detection shows."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from birdcore.review.store import open_store
+
+    url, db = review_server
+    store = open_store(db)
+    first, second = (int(i) for i in store.queue()["id"].iloc[:2])
+    browser.get(url + "review")
+    wait = WebDriverWait(browser, 120)
+    wait.until(EC.presence_of_element_located((By.XPATH, f"//*[text()[contains(., 'detection {first} ·')]]")))
+    name = wait.until(EC.element_to_be_clickable((By.XPATH, "//input[@aria-label='Your name']")))
+    name.send_keys("ana", Keys.ENTER)
+    wait.until(EC.element_to_be_clickable((By.XPATH, "//button[.//*[text()='Yes']]")))  # enabled once named
+    wait.until_not(EC.presence_of_element_located((By.XPATH, "//*[text()[contains(., 'Type your name')]]")))
+    browser.execute_script("document.activeElement.blur()")  # shortcuts are ignored while typing in a field
+    ActionChains(browser).send_keys("y").perform()
+    wait.until(EC.presence_of_element_located((By.XPATH, f"//*[text()[contains(., 'detection {second} ·')]]")))
+    verdicts = store.verdicts()
+    assert verdicts[["id", "verdict", "reviewer"]].values.tolist() == [[first, "yes", "ana"]]
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "1 of 6 sampled detections reviewed" in body and "Traceback" not in body
+    assert browser.find_elements(By.CSS_SELECTOR, "audio") and browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+    browser.save_screenshot(str(tmp_path / "review.png"))
