@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=sorted(BASELINES), default=None,
                    help="write a BirdNET V2.4 zero-shot run on the same split instead of training "
                         "(model CC BY-NC-SA 4.0)")
+    p.add_argument("--engine", choices=["litert", "keras"], default=None,
+                   help="--baseline/--backbone birdnet: what runs BirdNET, litert (TFLite, CPU) or keras (the "
+                        "converted Keras model, any backend, GPU where there is one); default "
+                        "$BIRDCLEF_BIRDNET_ENGINE, else the faster here (keras on TensorFlow; litert with JAX "
+                        "on a CPU)")
     p.add_argument("--species-list", type=Path, default=None,
                    help="with --baseline and no --data-dir: the run's species, one name per line (eBird code, "
                         "scientific or common name) or a CSV with an ebird_code or scientific_name column; no "
@@ -123,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = args.name
     import_tensorflow_quietly()
+    if args.engine:
+        from birdcore.models.birdnet.engines import use_engine
+
+        use_engine(args.engine)
     try:
         cfg = config_from_args(args)
         data_dir = args.data_dir

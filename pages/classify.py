@@ -14,6 +14,20 @@ from birdcore.serving.species_mask import from_names
 
 OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9
 
+
+@st.cache_resource(show_spinner="Loading BirdNET…")
+def _engine_classifier(path: str | None, stamp: float | None, engine: str):
+    """The classifier of a BirdNET run (``path``; None: BirdNET over all its species) on ``engine``,
+    loaded once per process and engine."""
+    from birdcore.cli.common import quiet_native_stderr
+    from birdcore.models.birdnet.engines import engine_scope
+    from birdcore.runs.loading import birdnet_run, load_run
+    from birdcore.serving.classify import ClipClassifier
+
+    with quiet_native_stderr(), engine_scope(engine):
+        return ClipClassifier(birdnet_run() if path is None else load_run(Path(path)))
+
+
 ui.inside_app(__file__)
 st.title("Which bird is singing?")
 run_dir = ui.selected_run()
@@ -69,6 +83,18 @@ data = clip.getvalue()
 clf = ui.classifier(run_dir) if model == "run" else ui.birdnet_classifier()
 overlap = 0.0
 if clf.supports_overlap:
+    from birdcore.models.birdnet.engines import ENGINES, current_engine
+
+    default_engine = current_engine()
+    engine = st.radio(
+        "BirdNET engine", ENGINES, index=ENGINES.index(default_engine), horizontal=True,
+        format_func={"litert": "LiteRT (TFLite, CPU)", "keras": "Keras (TensorFlow or JAX; GPU if present)"}.get,
+        help="What runs BirdNET: the same scores either way (typically within 1e-5, at most about 5e-4). "
+             "On this project's CPU the Keras model on TensorFlow is the faster; it also uses a GPU where there is "
+             "one. The BirdNET model, in either form, is licensed CC BY-NC-SA 4.0 (non-commercial use).")
+    if engine != default_engine:
+        clf = _engine_classifier(str(run_dir) if model == "run" else None,
+                                 ui._stamp(run_dir) if model == "run" else None, engine)
     overlap = st.select_slider(
         "Window overlap (s)", options=OVERLAPS, value=0.0, format_func=lambda s: f"{s:g} s",
         help="BirdNET listens in 3 s windows. Overlapping them gives finer detection times in the timeline "

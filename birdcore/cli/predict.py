@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=float, default=0.0,
                         help="seconds by which BirdNET's 3 s windows overlap (0 to <3; BirdNET runs only): finer "
                              "detection times, more work")
+    parser.add_argument("--engine", choices=["litert", "keras"], default=None,
+                        help="what runs BirdNET (BirdNET runs only): litert (the TFLite file, CPU) or keras (the "
+                             "converted Keras model: TensorFlow or JAX, a GPU where there is one); same scores. "
+                             "Default: $BIRDCLEF_BIRDNET_ENGINE, else the faster here (keras on TensorFlow; litert "
+                             "with JAX on a CPU)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
     parser.add_argument("--jobs", type=_positive_int, default=1,
                         help="worker processes scoring files in parallel, each with cores/N threads; for "
@@ -240,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     import_tensorflow_quietly()
     results = None
     try:
+        if args.engine:
+            from birdcore.models.birdnet.engines import use_engine
+
+            use_engine(args.engine)
         run = _load(str(args.run_dir))
         run.segment_hop_seconds(args.overlap)  # refuses an overlap this run cannot use, before any work
         masks = FileMasks(run, args)
@@ -306,9 +315,13 @@ def _load(run_ref: str):
 _WORKER: dict = {}
 
 
-def _worker_init(run_ref: str, threads: int, verbose: bool, overlap: float = 0.0) -> None:
-    """Per worker process: quiet logging, ``threads`` compute threads, and its own model."""
+def _worker_init(run_ref: str, threads: int, verbose: bool, overlap: float = 0.0, engine: str | None = None) -> None:
+    """Per worker process: quiet logging, ``threads`` compute threads, and its own model (BirdNET on ``engine``)."""
     setup_logging(verbose)
+    if engine:
+        from birdcore.models.birdnet.engines import use_engine
+
+        use_engine(engine)
     import_tensorflow_quietly()
     import keras
 
@@ -342,7 +355,7 @@ def _scored(run, todo: list[Path], args, progress: "Progress"):
     log.info("scoring with %d worker processes, %d thread%s each", jobs, threads, "s" if threads > 1 else "")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init,
-                               initargs=(str(args.run_dir), threads, args.verbose, args.overlap))
+                               initargs=(str(args.run_dir), threads, args.verbose, args.overlap, args.engine))
     try:
         yield from pool.map(_worker_score, todo)
     finally:

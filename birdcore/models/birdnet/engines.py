@@ -1,29 +1,57 @@
 """Which engine runs BirdNET V2.4: ``litert`` (the TFLite file, CPU) or ``keras`` (the converted
 Keras model, ``keras_model``: any Keras backend, a GPU where there is one).
 
-Both give the same outputs (sigmoid scores within ~1e-6 typically, see BENCHMARKS.md) through the
-same API (``run``, ``analyze``, ``analyze_stream``, ``labels``, ``with_embeddings``), so BirdNET kinds
-ask ``birdnet_engine(...)`` and never name an engine.  The engine is chosen, in order, by
-``use_engine(name)`` (the CLI's ``--engine``, the classify page's setting), the environment
-variable ``BIRDCLEF_BIRDNET_ENGINE``, else ``DEFAULT_ENGINE`` (the faster on this project's CPU,
-measured by ``bench/bench_birdnet_engines.py``).
+Both give the same outputs (sigmoid scores within ~2e-6 typically, 5e-4 at most on xc-ca10;
+BENCHMARKS.md) through the same API (``run``, ``analyze``, ``analyze_stream``, ``labels``,
+``with_embeddings``), so BirdNET kinds ask ``birdnet_engine(...)`` and never name an engine.  The
+engine is chosen, in order, by ``engine_scope(name)`` (the classify page's setting),
+``use_engine(name)`` (the CLI's ``--engine``), the environment variable ``BIRDCLEF_BIRDNET_ENGINE``,
+else ``default_engine()`` (the faster here, as measured by ``bench/bench_birdnet_engines.py``).
 
 The BirdNET model, in either form, is licensed CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``).
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
 from birdcore.models.birdnet import runtime as bn
 
 ENGINES = ("litert", "keras")
-DEFAULT_ENGINE = "litert"  # bench/bench_birdnet_engines.py: LiteRT (XNNPACK) is faster on 2 CPU cores
 ENV_VAR = "BIRDCLEF_BIRDNET_ENGINE"
 
+
+def _keras_backend() -> str:
+    """The Keras backend a process will use, without importing Keras ($KERAS_BACKEND, keras.json)."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+    try:
+        return json.loads(config.read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def default_engine() -> str:
+    """The faster engine here (bench/bench_birdnet_engines.py, 2 CPU cores, BENCHMARKS.md): the Keras
+    model on TensorFlow (oneDNN) scores 2.4x as fast as LiteRT with XNNPACK; on JAX's CPU backend
+    it is 0.4x, so with the JAX backend Keras is the default only where JAX has a GPU."""
+    backend = _keras_backend()
+    if backend == "tensorflow":
+        return "keras"
+    if backend == "jax":
+        import jax
+
+        return "keras" if any(d.platform == "gpu" for d in jax.devices()) else "litert"
+    return "litert"
+
 _chosen: str | None = None
+_scoped = threading.local()  # engine_scope's choice, for this thread only
 
 
 def check_engine(name: str) -> str:
@@ -40,12 +68,27 @@ def use_engine(name: str | None) -> None:
     _chosen = None if name is None else check_engine(name)
 
 
+@contextmanager
+def engine_scope(name: str | None):
+    """Within the block, BirdNET runners made by this thread use engine ``name`` (None: no change);
+    for a server building one model per engine (the classify page) without touching other threads."""
+    previous = getattr(_scoped, "engine", None)
+    _scoped.engine = previous if name is None else check_engine(name)
+    try:
+        yield
+    finally:
+        _scoped.engine = previous
+
+
 def current_engine() -> str:
-    """The engine ``birdnet_engine`` uses now (``use_engine``, else $BIRDCLEF_BIRDNET_ENGINE, else the default)."""
+    """The engine ``birdnet_engine`` uses now: ``engine_scope``'s, else ``use_engine``'s, else
+    $BIRDCLEF_BIRDNET_ENGINE, else the default."""
+    if getattr(_scoped, "engine", None) is not None:
+        return _scoped.engine
     if _chosen is not None:
         return _chosen
     env = os.environ.get(ENV_VAR)
-    return check_engine(env) if env else DEFAULT_ENGINE
+    return check_engine(env) if env else default_engine()
 
 
 def birdnet_engine(engine: str | None = None, *, embeddings: bool = False, threads: int | None = None,

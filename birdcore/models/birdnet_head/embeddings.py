@@ -15,6 +15,7 @@ import numpy as np
 from birdcore.data.cache import load_npy_mmap
 from birdcore.io.atomic import atomic_write_json, write_npy
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.engines import birdnet_engine
 from birdcore.models.birdnet.scoring import SPECIES_MAPPING_FILE
 
 log = logging.getLogger("birdcore")
@@ -93,7 +94,7 @@ def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0,
     if todo:
         from tqdm import tqdm
 
-        model = bn.BirdNET(embeddings=True)
+        model = birdnet_engine(embeddings=True)
         log.info("BirdNET embeddings%s: computing %d recordings (%d cached)",
                  f" (windows every {bn.WINDOW_SECONDS - overlap:g} s)" if overlap else "", len(todo),
                  len(wanted) - len(todo))
@@ -144,7 +145,7 @@ def review_examples(db: str, codes: list[str], sources: list[list[int]] | None, 
     verdicts = open_store(db).verdicts()
     verdicts = verdicts[verdicts["verdict"].isin(["yes", "no"]) | verdicts["corrected_species"].notna()]
     index = {c: i for i, c in enumerate(codes)}
-    model, out, skipped = bn.BirdNET(embeddings=True), [], 0
+    model, out, skipped = birdnet_engine(embeddings=True), [], 0
     for file, clips in verdicts.groupby("file", sort=False):
         if str(Path(file).resolve()) in held_out:
             log.warning("reviewed clips of %s skipped: the file is a validation or test recording", file)

@@ -17,6 +17,7 @@ from birdcore.data.batches import EpochBatches
 from birdcore.models import layers as L
 from birdcore.models.base import Scores
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.engines import birdnet_engine
 from birdcore.models.birdnet.scoring import WindowScorer, reporting
 from birdcore.models.birdnet_head.embeddings import features
 from birdcore.config import RunConfig
@@ -109,7 +110,7 @@ class BirdNETHeadScorer(WindowScorer):
 
     def __init__(self, model: keras.Model, *, sources: list[list[int]] | None = None, overlap: float = 0.0,
                  birdnet: bn.BirdNET | None = None):
-        self.birdnet = birdnet or bn.BirdNET(embeddings=True)
+        self.birdnet = birdnet or birdnet_engine(embeddings=True)
         self.head = EmbeddingScorer(model)
         self.sources, self.overlap = sources, overlap
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from birdcore.models.base import ModelKind
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.engines import birdnet_engine
 from birdcore.models.birdnet.scoring import hop_seconds, read_mapping
 from birdcore.models.saving import MODEL_FILE, load_keras
 
@@ -83,7 +84,7 @@ class BirdNETHead(ModelKind):
         mapping = read_mapping(run.path)
         sources = mapping.get("prior_sources") or prior_sources(mapping["columns"])  # older runs: own columns
         return BirdNETHeadScorer(run.model, sources=sources if mapping.get("prior") else None, overlap=overlap,
-                                 birdnet=bn.BirdNET(embeddings=True, threads=threads))
+                                 birdnet=birdnet_engine(embeddings=True, threads=threads))
 
     def segment_hop_seconds(self, cfg, overlap: float = 0.0) -> float:
         return hop_seconds(overlap)

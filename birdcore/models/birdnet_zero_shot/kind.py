@@ -10,6 +10,7 @@ import logging
 from birdcore.io.atomic import atomic_write_json
 from birdcore.models.base import ModelKind
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.engines import birdnet_engine
 from birdcore.models.birdnet.scoring import SPECIES_MAPPING_FILE, hop_seconds, read_mapping
 
 log = logging.getLogger("birdcore")
@@ -51,7 +52,7 @@ class BirdNETZeroShot(ModelKind):
 
         hop_seconds(overlap)  # validates
         columns = run.birdnet_columns if run.birdnet_columns is not None else read_mapping(run.path)["columns"]
-        return ZeroShotScorer(columns, overlap=overlap, birdnet=bn.BirdNET(threads=threads))
+        return ZeroShotScorer(columns, overlap=overlap, birdnet=birdnet_engine(threads=threads))
 
     def segment_hop_seconds(self, cfg, overlap: float = 0.0) -> float:
         return hop_seconds(overlap)

@@ -7,6 +7,7 @@ import numpy as np
 
 from birdcore.models.base import Scores, sigmoid
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.engines import birdnet_engine
 from birdcore.models.birdnet.scoring import WindowScorer, reporting
 from birdcore.models.pooling import pool_segments
 
@@ -16,7 +17,7 @@ class ZeroShotScorer(WindowScorer):
     recording score = max over 3 s windows (``models.pooling.pool_segments``)."""
 
     def __init__(self, columns: list[int | None], *, overlap: float = 0.0, birdnet: bn.BirdNET | None = None):
-        self.birdnet = birdnet or bn.BirdNET()
+        self.birdnet = birdnet or birdnet_engine()
         self.columns = columns
         self.overlap = overlap
         self._known = np.array([c is not None for c in columns])
