@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
+
 ENTRIES = {"litert": ("litert", None), "keras-tensorflow": ("keras", "tensorflow"), "keras-jax": ("keras", "jax")}
 
 

@@ -139,6 +139,7 @@ def review_server(tmp_path):
 def test_one_review_with_the_keyboard(review_server, browser, tmp_path):
     """The Review page by its URL: type a name, press Y (Streamlit's button shortcut), and the verdict
     is in the database while the next detection shows."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -151,7 +152,8 @@ def test_one_review_with_the_keyboard(review_server, browser, tmp_path):
     store = open_store(db)
     first, second = (int(i) for i in store.queue()["id"].iloc[:2])
     browser.get(url + "review")
-    wait = WebDriverWait(browser, 120)
+    # Streamlit re-renders after each input: an element found a moment ago can be replaced (stale)
+    wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(EC.presence_of_element_located((By.XPATH, f"//*[text()[contains(., 'detection {first} ·')]]")))
     name = wait.until(EC.element_to_be_clickable((By.XPATH, "//input[@aria-label='Your name']")))
     name.send_keys("ana", Keys.ENTER)

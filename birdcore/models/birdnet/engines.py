@@ -100,6 +100,9 @@ def birdnet_engine(engine: str | None = None, *, embeddings: bool = False, threa
     return bn.BirdNET(embeddings=embeddings, threads=threads, batch=batch)
 
 
+_RUN_LOCK = threading.Lock()
+
+
 class KerasBirdNET(bn.BirdNET):
     """BirdNET V2.4 run by the converted Keras model (``keras_model.load_model``), on the current
     Keras backend; same outputs and API as ``runtime.BirdNET``; thread-safe (one batch at a time).
@@ -117,7 +120,7 @@ class KerasBirdNET(bn.BirdNET):
         self.with_embeddings = embeddings
         self.batch = int(batch)
         self.model = model if model is not None else keras_model.load_model()
-        self._lock = threading.Lock()
+        self._lock = _RUN_LOCK  # runners share the process's one model: one batch at a time
         self.labels = bn.load_labels()
 
     def run(self, batch_windows: np.ndarray) -> bn.BirdNETOutput:

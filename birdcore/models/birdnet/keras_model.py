@@ -26,7 +26,6 @@ converted model is a derivative and carries the same licence.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from pathlib import Path
@@ -39,6 +38,7 @@ CONVERTER_VERSION = 1
 PACKAGE = "birdcore"
 
 _lock = threading.Lock()
+_loaded: dict[str, object] = {}  # cached model path → the loaded model, shared in the process
 
 
 # --------------------------------------------------------------------------- reading the graph
@@ -331,19 +331,23 @@ def cached_model_path(cache_dir: Path | None = None) -> Path:
 
 
 def load_model(cache_dir: Path | None = None):
-    """The converted Keras model, from the cache or converted now and cached (a few seconds).
+    """The converted Keras model, from the cache or converted now and cached (a few seconds); loaded
+    once per process and shared (inference only: ``engines.KerasBirdNET`` runs one batch at a time).
 
     Loads in Keras safe mode.  The model is CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``).
     """
     import keras
 
+    from birdcore.io.atomic import replacing
+
     _layers()
     path = cached_model_path(cache_dir)
     with _lock:
+        if str(path) in _loaded:
+            return _loaded[str(path)]
         if not path.is_file():
             model = build_model()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.keras")
-            model.save(tmp)
-            os.replace(tmp, path)
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+            with replacing(path, suffix=".keras") as tmp:
+                model.save(tmp)
+        _loaded[str(path)] = keras.saving.load_model(path, safe_mode=True, compile=False)
+        return _loaded[str(path)]

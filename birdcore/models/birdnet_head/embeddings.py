@@ -15,7 +15,7 @@ import numpy as np
 from birdcore.data.cache import load_npy_mmap
 from birdcore.io.atomic import atomic_write_json, write_npy
 from birdcore.models.birdnet import runtime as bn
-from birdcore.models.birdnet.engines import birdnet_engine
+from birdcore.models.birdnet.engines import birdnet_engine, current_engine
 from birdcore.models.birdnet.scoring import SPECIES_MAPPING_FILE
 
 log = logging.getLogger("birdcore")
@@ -44,10 +44,13 @@ def features(out: bn.BirdNETOutput, sources: list[list[int]] | None) -> np.ndarr
 
 class EmbeddingStore:
     """Head inputs per recording (``features``), (W, F) float16 in ``root/<2 hex>/<key>.npy``, keyed by
-    the decoded-audio cache entry (so source changes invalidate it), the overlap and the species mapping."""
+    the decoded-audio cache entry (so source changes invalidate it), the overlap, the species mapping
+    and the BirdNET engine that computed them (``engines``: their embeddings differ slightly)."""
 
-    def __init__(self, root: Path, *, overlap: float = 0.0, sources: list[list[int]] | None = None):
+    def __init__(self, root: Path, *, overlap: float = 0.0, sources: list[list[int]] | None = None,
+                 engine: str | None = None):
         self.root = Path(root)
+        self.engine = engine or current_engine()
         self.overlap = float(overlap)
         self.sources = sources
         self.width = bn.EMBEDDING_SIZE + (len(sources) if sources is not None else 0)
@@ -60,8 +63,9 @@ class EmbeddingStore:
         return str(self.sources)
 
     def path(self, audio_entry: Path) -> Path:
+        engine = "" if self.engine == "litert" else f"|{self.engine}"  # LiteRT: the key of earlier stores
         key = hashlib.sha1(f"{Path(audio_entry).name}|{self.overlap}|{self._mapping_key()}|{bn.MODEL_FILE}|"
-                           f"{EMBEDDING_FORMAT}".encode()).hexdigest()
+                           f"{EMBEDDING_FORMAT}{engine}".encode()).hexdigest()
         return self.root / key[:2] / f"{key}.npy"
 
     def load(self, audio_entry: Path) -> np.ndarray | None:
@@ -87,14 +91,15 @@ def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0,
     """Fill the store with head inputs for the recordings ``rows`` (default: all usable ones) of
     ``data`` (a ``train.Dataset`` whose decode cache is at 48 kHz); returns the store, and with
     ``overlap`` 0 points ``data.item`` at it."""
-    store = EmbeddingStore(Path(cache_root) / "birdnet-embeddings", overlap=overlap, sources=sources)
+    engine = current_engine()
+    store = EmbeddingStore(Path(cache_root) / "birdnet-embeddings", overlap=overlap, sources=sources, engine=engine)
     entries = [data.cache.entry_path(p) for p in data.df["path"]]
     wanted = range(len(entries)) if rows is None else [int(i) for i in rows]
     todo = [i for i in wanted if store.load(entries[i]) is None]
     if todo:
         from tqdm import tqdm
 
-        model = birdnet_engine(embeddings=True)
+        model = birdnet_engine(engine, embeddings=True)
         log.info("BirdNET embeddings%s: computing %d recordings (%d cached)",
                  f" (windows every {bn.WINDOW_SECONDS - overlap:g} s)" if overlap else "", len(todo),
                  len(wanted) - len(todo))
