@@ -86,18 +86,22 @@ class _Interrupt(Exception):
     pass
 
 
-def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path):
+def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path, caplog):
     import keras
 
     class StopAfter(keras.callbacks.Callback):
+        def __init__(self, at):
+            super().__init__()
+            self.at = at
+
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == self.at:  # after the epoch's checkpoint and state are written
                 raise _Interrupt()
 
     cfg = tiny_config(epochs=4)
     kwargs = dict(data_dir=synth_dir, out_dir=tmp_path / "runs", name="r", cache_dir=tmp_path / "cache", workers=1)
     with pytest.raises(_Interrupt):
-        train_run(cfg=cfg, extra_callbacks=[StopAfter()], **kwargs)
+        train_run(cfg=cfg, extra_callbacks=[StopAfter(1)], **kwargs)
     partial = tmp_path / "runs" / ".r.partial"
     assert partial.is_dir() and not (tmp_path / "runs" / "r").exists()
     assert json.loads((partial / "train_state.json").read_text())["epoch"] == 1
@@ -109,35 +113,23 @@ def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path):
     saved = json.loads((partial / "config.json").read_text())
     saved["started"] = "2020-01-02T03:04:05+0000"  # stands for the first start, hours before a resume
     (partial / "config.json").write_text(json.dumps(saved))
-    final = train_run(cfg=cfg, resume=True, **kwargs)
+    with caplog.at_level("INFO", logger="birdcore"):
+        with pytest.raises(_Interrupt):  # killed again, this time after the last epoch
+            train_run(cfg=cfg, resume=True, extra_callbacks=[StopAfter(3)], **kwargs)
+        assert any(r.getMessage() == "resuming at epoch 3 of 4" for r in caplog.records)
+        caplog.clear()
+        final = train_run(cfg=cfg, resume=True, **kwargs)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("resuming at epoch") for m in messages), messages  # not "epoch 5 of 4"
+    assert any("training had finished (4 of 4 epochs) before the interruption" in m for m in messages), messages
+    assert not (final / "checkpoints").exists() and not (final / "train_state.json").exists()
+    assert train_run(cfg=cfg, resume=True, **kwargs) == final  # resuming a finished job: nothing to do
     history = pd.read_csv(final / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3, 4]
     assert (history["seconds"] > 0).all()
     manifest = read_manifest(final)
     assert manifest["epochs_trained"] == 4
     assert manifest["created"] == "2020-01-02T03:04:05+0000"
-
-
-def test_a_run_killed_after_its_last_epoch_resumes_straight_to_scoring(synth_dir, tmp_path, caplog):
-    import keras
-
-    class StopAtTheEnd(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0:  # the last (only) epoch, after its checkpoint and state are written
-                raise _Interrupt()
-
-    cfg = tiny_config(epochs=1)
-    kwargs = dict(data_dir=synth_dir, out_dir=tmp_path / "runs", name="end", cache_dir=tmp_path / "cache", workers=1)
-    with pytest.raises(_Interrupt):
-        train_run(cfg=cfg, extra_callbacks=[StopAtTheEnd()], **kwargs)
-    with caplog.at_level("INFO", logger="birdcore"):
-        final = train_run(cfg=cfg, resume=True, **kwargs)
-    messages = [r.getMessage() for r in caplog.records]
-    assert not any(m.startswith("resuming at epoch") for m in messages), messages
-    assert any("training had finished (1 of 1 epochs) before the interruption" in m for m in messages), messages
-    assert read_manifest(final)["epochs_trained"] == 1
-    assert not (final / "checkpoints").exists() and not (final / "train_state.json").exists()
-    assert train_run(cfg=cfg, resume=True, **kwargs) == final  # resuming a finished job: nothing to do
 
 
 def test_existing_complete_run_is_never_overwritten(trained_run, synth_dir, tmp_path):
