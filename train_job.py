@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from birdcore.cli.common import HelpFormatter, add_common_data_args, fail, import_tensorflow_quietly, log, setup_logging
+from birdcore.cli.common import HelpFormatter, add_common_data_args, add_engine_arg, fail, import_tensorflow_quietly, log, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,11 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=sorted(BASELINES), default=None,
                    help="write a BirdNET V2.4 zero-shot run on the same split instead of training "
                         "(model CC BY-NC-SA 4.0)")
-    p.add_argument("--engine", choices=["litert", "keras"], default=None,
-                   help="--baseline/--backbone birdnet: what runs BirdNET, litert (TFLite, CPU) or keras (the "
-                        "converted Keras model, any backend, GPU where there is one); default "
-                        "$BIRDCLEF_BIRDNET_ENGINE, else the faster here (keras on TensorFlow; litert with JAX "
-                        "on a CPU)")
+    add_engine_arg(p, applies="--baseline/--backbone birdnet")
     p.add_argument("--species-list", type=Path, default=None,
                    help="with --baseline and no --data-dir: the run's species, one name per line (eBird code, "
                         "scientific or common name) or a CSV with an ebird_code or scientific_name column; no "

@@ -1,5 +1,6 @@
 """End to end in a real browser: `streamlit run app.py` on localhost, headless Chromium uploads a clip
 and sees species with scores.  Needs Debian's chromium and chromium-driver (.ci/run installs them)."""
+import contextlib
 import os
 import shutil
 import socket
@@ -39,12 +40,11 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> Non
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-@pytest.fixture
-def server(tmp_path, trained_run):
-    runs = tmp_path / "runs"
-    shutil.copytree(trained_run, runs / trained_run.name)
+@contextlib.contextmanager
+def dashboard(env_extra: dict):
+    """The dashboard started as `streamlit run app.py` on a free port with ``env_extra``; its URL."""
     port = free_port()
-    env = {**os.environ, "BIRDCLEF_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -57,6 +57,14 @@ def server(tmp_path, trained_run):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def server(tmp_path, trained_run):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / trained_run.name)
+    with dashboard({"BIRDCLEF_RUNS": str(runs)}) as url:
+        yield url
 
 
 @pytest.fixture
@@ -119,21 +127,8 @@ def review_server(tmp_path):
     from test_app_review import make_review_db
 
     db = make_review_db(tmp_path / "review")
-    port = free_port()
-    env = {**os.environ, "BIRDCLEF_RUNS": str(tmp_path / "no_runs"), "BIRDCLEF_REVIEW_DB": str(db),
-           "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
-        yield f"http://127.0.0.1:{port}/", db
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with dashboard({"BIRDCLEF_RUNS": str(tmp_path / "no_runs"), "BIRDCLEF_REVIEW_DB": str(db)}) as url:
+        yield url, db
 
 
 def test_one_review_with_the_keyboard(review_server, browser, tmp_path):

@@ -110,3 +110,15 @@ def place_from_args(args):
     from birdcore.serving.birdnet_range import Place, week_of
 
     return Place(args.lat, args.lon, week_of(args.date) if args.date is not None else args.week)
+
+
+def add_engine_arg(parser, *, applies: str) -> None:
+    """``--engine litert|keras``: what runs BirdNET (``models.birdnet.engines``); ``applies`` says to
+    which runs it applies, for the help text."""
+    from birdcore.models.birdnet.engines import ENGINES
+
+    parser.add_argument("--engine", choices=list(ENGINES), default=None,
+                        help=f"{applies}: what runs BirdNET, litert (the TFLite file, CPU) or keras (the converted "
+                             "Keras model: TensorFlow or JAX, a GPU where there is one); same scores. Default: "
+                             "$BIRDCLEF_BIRDNET_ENGINE, else the faster here (keras on TensorFlow; litert with JAX "
+                             "on a CPU)")

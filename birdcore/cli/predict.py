@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdcore.cli.common import (HelpFormatter, add_place_args, fail, import_tensorflow_quietly, log,
+from birdcore.cli.common import (HelpFormatter, add_engine_arg, add_place_args, fail, import_tensorflow_quietly, log,
                                  place_from_args, setup_logging)
 from birdcore.serving.detections import (Prediction, ResultsCsv, raven_names, segment_detections, top_kept,
                          write_raven_table)
@@ -135,11 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=float, default=0.0,
                         help="seconds by which BirdNET's 3 s windows overlap (0 to <3; BirdNET runs only): finer "
                              "detection times, more work")
-    parser.add_argument("--engine", choices=["litert", "keras"], default=None,
-                        help="what runs BirdNET (BirdNET runs only): litert (the TFLite file, CPU) or keras (the "
-                             "converted Keras model: TensorFlow or JAX, a GPU where there is one); same scores. "
-                             "Default: $BIRDCLEF_BIRDNET_ENGINE, else the faster here (keras on TensorFlow; litert "
-                             "with JAX on a CPU)")
+    add_engine_arg(parser, applies="BirdNET runs only")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
     parser.add_argument("--jobs", type=_positive_int, default=1,
                         help="worker processes scoring files in parallel, each with cores/N threads; for "

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 import numpy as np
-from keras import ops
 
 
 def n_windows(n: int, window: int, hop: int) -> int:
@@ -43,6 +42,8 @@ def frame_segments(waveform, segment_samples: int):
             Padding added to batch recordings of different lengths is all zeros,
             so it never takes part in pooling.
     """
+    from keras import ops  # here, so that numpy-only users (BirdNET's windows) never import Keras
+
     n = ops.shape(waveform)[1]
     # static lengths (numpy, JAX, known TF shapes) stay Python ints: JAX needs static pad and reshape sizes
     if isinstance(n, int):
