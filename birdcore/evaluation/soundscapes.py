@@ -152,8 +152,8 @@ def calibrate(run, rows: SoundscapeRows, *, goal: Goal, overlap: float | None = 
     settings = SoundscapeSettings(post, overlap, min_overlap, place)
     metrics = evaluate(run, rows, settings=settings, thresholds=thr, scored=scored)
     chosen = {"goal": str(goal), "settings": settings.to_dict(), "per_species_thresholds": use_species,
-              "global_threshold": global_t,
-              "species_thresholds": {c: float(t) for c, t in zip(scored.codes, thr)},
+              "global_threshold": round(float(global_t), 6),
+              "species_thresholds": {c: round(float(t), 6) for c, t in zip(scored.codes, thr)},
               "held_out": max(results, key=lambda r: r["objective"]), "grid": results,
               "in_sample": {k: v for k, v in metrics.items() if k != "per_species"},
               "species_not_in_run": missing, "files_not_scored": scored.failed}
