@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from birdcore.data.soundscapes import read_rows  # noqa: E402
 from birdcore.evaluation import soundscape_metrics as SM  # noqa: E402
 from birdcore.evaluation.calibration import Goal, default_grid, held_out_decisions  # noqa: E402
-from birdcore.evaluation.postprocess import PostProcessing, apply  # noqa: E402
+from birdcore.evaluation.postprocess import apply  # noqa: E402
 from birdcore.evaluation.soundscape_scoring import score_rows  # noqa: E402
 from birdcore.evaluation.soundscapes import labels_for, place_masks  # noqa: E402
 from birdcore.runs.loading import load_run_ref  # noqa: E402

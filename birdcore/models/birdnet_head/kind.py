@@ -80,7 +80,6 @@ class BirdNETHead(ModelKind):
         from birdcore.models.birdnet_head.embeddings import prior_sources
         from birdcore.models.birdnet_head.head import BirdNETHeadScorer
 
-        hop_seconds(overlap)  # validates
         mapping = read_mapping(run.path)
         sources = mapping.get("prior_sources") or prior_sources(mapping["columns"])  # older runs: own columns
         return BirdNETHeadScorer(run.model, sources=sources if mapping.get("prior") else None, overlap=overlap,

@@ -50,7 +50,6 @@ class BirdNETZeroShot(ModelKind):
     def run_scorer(self, run, *, batch_segments=32, threads=None, overlap=0.0):
         from birdcore.models.birdnet_zero_shot.scorer import ZeroShotScorer
 
-        hop_seconds(overlap)  # validates
         columns = run.birdnet_columns if run.birdnet_columns is not None else read_mapping(run.path)["columns"]
         return ZeroShotScorer(columns, overlap=overlap, birdnet=birdnet_engine(threads=threads))
 

@@ -64,7 +64,6 @@ class KerasAudio(ModelKind):
     def run_scorer(self, run, *, batch_segments=32, threads=None, overlap=0.0):
         from birdcore.models.keras_audio.scorer import Scorer
 
-        self.segment_hop_seconds(run.config, overlap)
         return Scorer(run.model, batch_segments=batch_segments)
 
     def frontend(self, run):

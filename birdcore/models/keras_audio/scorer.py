@@ -160,7 +160,6 @@ class Scorer:
                 flush(final=False)
         if pending:
             flush(final=True)
-        outputs = [o for o in outputs if len(o[0])]
         parts = [np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))]
         mask = np.concatenate(masks)
         return Scores(segments=sigmoid(parts[0]), recording=self.pool(parts, mask))
