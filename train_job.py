@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --baseline and no --data-dir: the run's species, one name per line (eBird code, "
                         "scientific or common name) or a CSV with an ebird_code or scientific_name column; no "
                         "recordings needed (thresholds then come from python -m birdcore.soundscapes calibrate)")
+    p.add_argument("--fine-tune", type=int, default=None, metavar="N",
+                   help="--backbone birdnet: also train BirdNET's last N blocks (of 17; 0: the frozen head), at "
+                        "model.backbone_lr_scale (0.1) times the head's learning rate; model.keras is then the "
+                        "whole network (default 0)")
     p.add_argument("--reviews", default=None, metavar="DB",
                    help="--backbone birdnet: a review database (python -m birdcore.review) whose verified clips join "
                         "the training split, yes as positives and no as hard negatives")
@@ -73,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 BACKBONE_KINDS = {"birdnet": "birdnet_head"}  # --backbone values that are their own kind of model
+FINE_TUNE_KINDS = {"birdnet": "birdnet_finetune"}  # --backbone values whose backbone --fine-tune N > 0 trains
 BASELINES = {"birdnet": "birdnet_zero_shot"}  # --baseline values: kinds that are not trained
 
 
@@ -94,12 +99,22 @@ def config_from_args(args):
             setattr(obj, attr, value)
     if args.seed is not None:
         cfg.split.seed = cfg.train.seed = args.seed
+    if args.fine_tune is not None:
+        if args.fine_tune < 0:
+            raise ValueError(f"--fine-tune N: N is a number of blocks (≥ 0), got {args.fine_tune}")
+        if args.fine_tune and (args.baseline or (args.backbone or m.backbone) not in FINE_TUNE_KINDS):
+            raise ValueError(f"--fine-tune is for a trained --backbone {' or '.join(FINE_TUNE_KINDS)}")
+        m.fine_tune = args.fine_tune
     if args.baseline:
         m.kind = BASELINES[args.baseline]
     elif args.backbone:
         m.kind = BACKBONE_KINDS.get(args.backbone, "keras_audio")
+        if m.fine_tune and args.backbone in FINE_TUNE_KINDS:
+            m.kind = FINE_TUNE_KINDS[args.backbone]
     given = {name for name, value in (("learning_rate", args.lr), ("pooling", args.pooling)) if value is not None}
     kind_for(m.kind).configure(cfg, given=given)
+    if args.fine_tune:
+        kind_for(m.kind).check_config(cfg)  # N too large: said now, before any data is read
     if args.noise_dir:
         cfg.augment.background_noise_dir = str(args.noise_dir)
     if args.reviews:

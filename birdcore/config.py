@@ -77,6 +77,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     # the kind of model (``birdcore.models.base.KINDS``): "keras_audio" | "birdnet_head" | "birdnet_zero_shot"
+    # | "birdnet_finetune"
     kind: str = "keras_audio"
     backbone: str = "inception_v3"  # keras_audio: "inception_v3" | "small_cnn" (demo and tests); BirdNET kinds: "birdnet"
     weights: str = "imagenet"  # "imagenet" | "none" | path to a weights file
@@ -92,6 +93,9 @@ class ModelConfig:
     # backbone "birdnet": a species BirdNET lacks gets, as its prior, the max logit of BirdNET's
     # species of the same genus (e.g. other Amazona parrots), instead of no prior
     birdnet_relatives: bool = False
+    # kind "birdnet_finetune" (``--fine-tune N``): BirdNET's last N blocks (of 17) train with the head
+    fine_tune: int = 0
+    backbone_lr_scale: float = 0.1  # their learning rate, as a fraction of the head's (train.learning_rate)
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """What every kind of model provides, the shared result types, and the registry of kinds.
 
-A *kind* is one way a run turns audio into species scores.  Three exist:
+A *kind* is one way a run turns audio into species scores.  Four exist:
 
 - ``keras_audio``: a Keras waveform model (log-mel frontend → InceptionV3 or a small CNN), trained;
 - ``birdnet_head``: a trained head over frozen BirdNET V2.4 embeddings of 3 s windows;
-- ``birdnet_zero_shot``: BirdNET V2.4's own scores, restricted to the run's species; no training.
+- ``birdnet_zero_shot``: BirdNET V2.4's own scores, restricted to the run's species; no training;
+- ``birdnet_finetune``: BirdNET V2.4's last blocks trained together with the head (``--fine-tune N``).
 
 The kind's name is the same in ``config.json`` (``model.kind``) and in ``run.json``
 (``model_kind``).  Training, tuning, evaluation, loading, classify, predict and the dashboard
@@ -90,6 +91,11 @@ class ModelKind:
         """The untrained Keras model (outputs ``recording`` (B, C) and ``segments`` (B, S, C))."""
         raise NotImplementedError(f"{self.name} has no trainable model")
 
+    def optimizer(self, cfg):
+        """The Keras optimizer to train with, or None for the default (``training.devices.compile_model``:
+        Adam at ``cfg.train.learning_rate``)."""
+        return None
+
     def training_batches(self, cfg, data, targets: np.ndarray, primary: np.ndarray, *, noise_bank=None,
                          inputs: dict | None = None):
         """A ``keras.utils.PyDataset`` of training batches drawn from the training split (and the
@@ -100,6 +106,10 @@ class ModelKind:
         """A scorer whose ``score_many`` takes recordings as ``data.load(i)`` gives them (waveforms,
         or embeddings after ``prepare_inputs``) and yields ``Scores``: validation and test scoring."""
         raise NotImplementedError
+
+    def serving_model(self, model, cfg):
+        """The model saved as the run's ``model.keras``, from the trained one; default: the same."""
+        return model
 
     def export(self, model, run_dir) -> bool:
         """Write serving artifacts beyond ``model.keras`` (a SavedModel, say); True when written."""
@@ -142,6 +152,7 @@ KINDS: dict[str, str] = {
     "keras_audio": "birdcore.models.keras_audio.kind:KerasAudio",
     "birdnet_head": "birdcore.models.birdnet_head.kind:BirdNETHead",
     "birdnet_zero_shot": "birdcore.models.birdnet_zero_shot.kind:BirdNETZeroShot",
+    "birdnet_finetune": "birdcore.models.birdnet_finetune.kind:BirdNETFineTune",
 }
 DEFAULT_KIND = "keras_audio"
 _loaded: dict[str, ModelKind] = {}

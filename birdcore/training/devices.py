@@ -13,10 +13,11 @@ import keras
 log = logging.getLogger("birdcore")
 
 
-def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0) -> None:
-    """Adam (AdamW when ``weight_decay`` > 0) on the recording-level binary cross-entropy."""
-    optimizer = (keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay) if weight_decay > 0
-                 else keras.optimizers.Adam(learning_rate=lr))
+def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0, optimizer=None) -> None:
+    """Adam (AdamW when ``weight_decay`` > 0), or the kind's own ``optimizer`` (``ModelKind.optimizer``),
+    on the recording-level binary cross-entropy."""
+    optimizer = optimizer or (keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
+                              if weight_decay > 0 else keras.optimizers.Adam(learning_rate=lr))
     model.compile(optimizer=optimizer,
                   loss={"recording": keras.losses.BinaryCrossentropy()})
 

