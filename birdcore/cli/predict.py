@@ -238,8 +238,7 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    import_tensorflow_quietly()
-    results = None
+    results = None  # Keras/TensorFlow are imported (quietly) by the runs that need them: not BirdNET's
     try:
         if args.engine:
             from birdcore.models.birdnet.engines import use_engine
@@ -285,12 +284,16 @@ class FileScores:
     error: str | None = None
 
 
-def score_file(scorer, path: Path, *, sample_rate: int, on_audio=None, verbose: bool = False) -> FileScores:
-    """Stream one file through ``scorer`` (bounded memory); a failure becomes ``FileScores.error``."""
+def score_file(scorer, path: Path, *, sample_rate: int, on_audio=None, verbose: bool = False,
+               chunks=None) -> FileScores:
+    """Stream one file through ``scorer`` (bounded memory); a failure becomes ``FileScores.error``.
+    ``chunks``: the file's decoded chunks when already being read (``stream.stream_files``)."""
     from birdcore.io.audio import AudioError
     from birdcore.io.stream import stream_audio
 
-    chunks = _Counted(stream_audio(path, sample_rate=sample_rate, chunk_seconds=CHUNK_SECONDS))
+    if chunks is None:
+        chunks = stream_audio(path, sample_rate=sample_rate, chunk_seconds=CHUNK_SECONDS)
+    chunks = _Counted(chunks)
     try:
         scores = scorer.score_stream(chunks, progress=on_audio)
     except AudioError as exc:
@@ -335,13 +338,16 @@ def _worker_score(path: Path) -> FileScores:
 
 
 def _scored(run, todo: list[Path], args, progress: "Progress"):
-    """FileScores of ``todo`` in order: in this process, or with ``--jobs N`` in N worker processes
-    (each with cores/N compute threads; files are handed out one at a time)."""
+    """FileScores of ``todo`` in order: in this process (a thread decodes ahead while the model
+    scores, ``stream.stream_files``), or with ``--jobs N`` in N worker processes (each with cores/N
+    compute threads; files are handed out one at a time)."""
     jobs = min(args.jobs, len(todo))
     if jobs <= 1:
+        from birdcore.io.stream import stream_files
+
         scorer = run.scorer(overlap=args.overlap)
-        for path in todo:
-            yield score_file(scorer, path, sample_rate=run.sample_rate, verbose=args.verbose,
+        for path, chunks in stream_files(todo, sample_rate=run.sample_rate, chunk_seconds=CHUNK_SECONDS):
+            yield score_file(scorer, path, sample_rate=run.sample_rate, verbose=args.verbose, chunks=chunks,
                              on_audio=lambda s, n=path.name: progress.audio(n, s))
         return
     import multiprocessing

@@ -179,3 +179,72 @@ def _in_chunks(wave: np.ndarray, sample_rate: int, chunk_seconds: float) -> Iter
     step = max(1, int(round(chunk_seconds * sample_rate)))
     for start in range(0, wave.size, step):
         yield wave[start:start + step]
+
+
+_END = object()
+
+
+def stream_files(paths, *, sample_rate: int, chunk_seconds: float = 60.0, ahead: int = 2):
+    """``(path, chunks)`` for each of ``paths`` in order, ``chunks`` being ``stream_audio(path, ...)``'s
+    chunks, decoded by a background thread up to ``ahead`` chunks ahead of the consumer, across file
+    boundaries: the next file is read while the model scores this one (LiteRT and libsndfile/soxr
+    release the GIL).  Memory: about ``ahead`` + 1 chunks.
+
+    Each ``chunks`` must be iterated (fully or partly) before the next pair is asked for; what a
+    consumer leaves of a file is skipped.  A file's ``AudioError`` is raised by its ``chunks`` at
+    the point ``stream_audio`` would raise it; the other files go on.
+    """
+    import queue
+    import threading
+
+    paths = list(paths)
+    items: queue.Queue = queue.Queue(maxsize=max(1, int(ahead)))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        for path in paths:
+            try:
+                for chunk in stream_audio(path, sample_rate=sample_rate, chunk_seconds=chunk_seconds):
+                    if not put(chunk):
+                        return
+                end = _END
+            except BaseException as exc:  # handed to the consumer, raised where stream_audio raises it
+                end = exc
+            if not put(end):
+                return
+
+    def chunks_of(state: dict):
+        while True:
+            item = items.get()
+            if item is _END:
+                state["done"] = True
+                return
+            if isinstance(item, BaseException):
+                state["done"] = True
+                raise item
+            yield item
+
+    worker = threading.Thread(target=produce, name="stream_files", daemon=True)
+    worker.start()
+    try:
+        for path in paths:
+            state = {"done": False}
+            yield path, chunks_of(state)
+            if not state["done"]:  # the consumer stopped early: skip the rest of this file
+                try:
+                    for _ in chunks_of(state):
+                        pass
+                except Exception:
+                    pass
+    finally:
+        stop.set()
+        worker.join()

@@ -8,6 +8,7 @@ ask which kind it is.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,20 @@ def load_run(run_dir: Path) -> LoadedRun:
     thr_path = run_dir / "thresholds.json"
     thresholds = json.loads(thr_path.read_text()) if thr_path.exists() else {}
     kind = kind_for(kind_name(manifest, cfg.to_dict()))
-    return LoadedRun(run_dir, manifest, cfg, species, thresholds, kind.load_model(run_dir))
+    return LoadedRun(run_dir, manifest, cfg, species, thresholds, _load_model_quietly(kind, run_dir))
+
+
+def _load_model_quietly(kind: ModelKind, run_dir: Path):
+    """``kind.load_model(run_dir)`` without the start-up chatter TensorFlow writes to stderr when a
+    kind's model needs it (the GPU probe included).  Kinds that serve without Keras (BirdNET's) do
+    not import it, so callers need not import TensorFlow up front."""
+    from birdcore.io.native_stderr import quiet_native_stderr
+
+    with quiet_native_stderr():
+        model = kind.load_model(run_dir)
+        if "tensorflow" in sys.modules:
+            sys.modules["tensorflow"].config.list_physical_devices("GPU")
+    return model
 
 
 def birdnet_run() -> LoadedRun:

@@ -136,6 +136,17 @@ def stream_windows(chunks: Iterable[np.ndarray], *, overlap: float = 0.0) -> Ite
     return windowing.stream_windows(chunks, window=WINDOW_SAMPLES, hop=hop_samples(overlap))
 
 
+def unprojection(weights: np.ndarray) -> np.ndarray:
+    """pinv(W).T (6522, 1024) float32 of the class layer's W (6522, 1024): embeddings = (logits − b) · it.
+
+    W has full column rank (condition number ~41), so pinv(W) = (WᵀW)⁻¹Wᵀ; computed in float64 this
+    way it matches NumPy's SVD-based ``pinv`` to 5e-10 (1-ulp differences in 3 of a million float32
+    entries) in 0.6 s instead of 10-12 s on 2 cores, a cost every head run paid at start-up.
+    """
+    w = np.asarray(weights, np.float64)
+    return (w @ np.linalg.inv(w.T @ w)).astype(np.float32)
+
+
 @dataclass
 class BirdNETOutput:
     """Per-window outputs: ``logits`` (W, 6522) and, when asked for, ``embeddings`` (W, 1024)."""
@@ -185,7 +196,7 @@ class BirdNET:
                 bias = self._it.get_tensor(d["index"]).astype(np.float64)
         if weights is None or bias is None or weights.shape[1] != EMBEDDING_SIZE:
             raise BirdNETUnavailable("BirdNET's class layer was not found in the model")
-        return np.linalg.pinv(weights).T.astype(np.float32), bias.astype(np.float32)
+        return unprojection(weights), bias.astype(np.float32)
 
     def _resize(self, n: int) -> None:
         if n != self._size:

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from birdcore.models.base import Scores
+from birdcore.models.base import Scores, sigmoid
 from birdcore.models.birdnet import runtime as bn
 
 SPECIES_MAPPING_FILE = "birdnet_species.json"  # in a run: the BirdNET column of each species, the licence
@@ -22,6 +22,28 @@ def read_mapping(run_dir: Path) -> dict:
 def hop_seconds(overlap: float) -> float:
     """Seconds between BirdNET windows overlapping by ``overlap`` seconds; ValueError outside [0, 3)."""
     return bn.hop_samples(overlap) / bn.SAMPLE_RATE
+
+
+def pool_windows(logits: np.ndarray, *, mode: str, attention_logits: np.ndarray | None = None) -> np.ndarray:
+    """Recording probabilities (C,) float32 from one recording's window logits (W, C), every window
+    real: ``models.pooling.pool_segments`` in NumPy (which would import Keras and TensorFlow for a
+    max or a weighted mean; tests check the two agree).  W = 0 scores 0, as there."""
+    x = np.asarray(logits, np.float32)
+    if len(x) == 0:
+        return np.zeros(x.shape[1:], np.float32)
+    if mode == "max":
+        return sigmoid(x.max(axis=0)).astype(np.float32)
+    probs = sigmoid(x)
+    if mode == "mean":
+        return probs.mean(axis=0, dtype=np.float32)
+    if mode == "attention":
+        if attention_logits is None:
+            raise ValueError("attention pooling needs attention_logits")
+        att = np.asarray(attention_logits, np.float32)
+        weights = np.exp(att - att.max(axis=0))
+        weights /= weights.sum(axis=0)
+        return (weights * probs).sum(axis=0, dtype=np.float32)
+    raise ValueError(f"unknown pooling mode {mode!r}")
 
 
 def reporting(chunks: Iterable[np.ndarray], progress: Callable[[float], None] | None) -> Iterator[np.ndarray]:

@@ -8,7 +8,7 @@ species that BirdNET lacks.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import keras
 import numpy as np
@@ -17,9 +17,6 @@ from birdcore.data.batches import EpochBatches
 from birdcore.models import layers as L
 from birdcore.models.base import Scores
 from birdcore.models.birdnet import runtime as bn
-from birdcore.models.birdnet.engines import birdnet_engine
-from birdcore.models.birdnet.scoring import WindowScorer, reporting
-from birdcore.models.birdnet_head.embeddings import features
 from birdcore.config import RunConfig
 
 
@@ -103,20 +100,3 @@ class EmbeddingScorer:
 
     def score(self, embeddings: np.ndarray) -> Scores:
         return next(self.score_many([embeddings]))
-
-
-class BirdNETHeadScorer(WindowScorer):
-    """Waveforms at 48 kHz → BirdNET embeddings (+ prior logits) → trained head (a ``--backbone birdnet`` run)."""
-
-    def __init__(self, model: keras.Model, *, sources: list[list[int]] | None = None, overlap: float = 0.0,
-                 birdnet: bn.BirdNET | None = None):
-        self.birdnet = birdnet or birdnet_engine(embeddings=True)
-        self.head = EmbeddingScorer(model)
-        self.sources, self.overlap = sources, overlap
-
-    def score_stream(self, chunks: Iterable[np.ndarray], *,
-                     progress: Callable[[float], None] | None = None) -> Scores:
-        """Scores of one recording given as consecutive 48 kHz chunks (e.g. ``stream.stream_audio``),
-        equal to ``score(np.concatenate(chunks))``; ``progress`` gets the seconds consumed so far."""
-        out = self.birdnet.analyze_stream(reporting(chunks, progress), overlap=self.overlap)
-        return self.head.score(features(out, self.sources))

@@ -10,7 +10,6 @@ from birdcore.models.base import ModelKind
 from birdcore.models.birdnet import runtime as bn
 from birdcore.models.birdnet.engines import birdnet_engine
 from birdcore.models.birdnet.scoring import hop_seconds, read_mapping
-from birdcore.models.saving import MODEL_FILE, load_keras
 
 LEARNING_RATE = 3e-4  # chosen on validation over 5 splits (BENCHMARKS.md)
 POOLING = "attention"  # chosen on xc-pr20 validation data (BENCHMARKS.md)
@@ -74,11 +73,14 @@ class BirdNETHead(ModelKind):
         return {"license": bn.LICENSE_NOTE, **({"review_examples": len(extra)} if extra is not None else {})}
 
     def load_model(self, run_dir):
-        return load_keras(Path(run_dir) / MODEL_FILE)
+        """The head, in NumPy when it is ``build_head``'s (no Keras import: ``inference.load_head``)."""
+        from birdcore.models.birdnet_head.inference import MODEL_FILE, load_head
+
+        return load_head(Path(run_dir) / MODEL_FILE)
 
     def run_scorer(self, run, *, batch_segments=32, threads=None, overlap=0.0):
         from birdcore.models.birdnet_head.embeddings import prior_sources
-        from birdcore.models.birdnet_head.head import BirdNETHeadScorer
+        from birdcore.models.birdnet_head.inference import BirdNETHeadScorer
 
         mapping = read_mapping(run.path)
         sources = mapping.get("prior_sources") or prior_sources(mapping["columns"])  # older runs: own columns

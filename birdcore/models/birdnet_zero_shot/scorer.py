@@ -8,13 +8,13 @@ import numpy as np
 from birdcore.models.base import Scores, sigmoid
 from birdcore.models.birdnet import runtime as bn
 from birdcore.models.birdnet.engines import birdnet_engine
-from birdcore.models.birdnet.scoring import WindowScorer, reporting
-from birdcore.models.pooling import pool_segments
+from birdcore.models.birdnet.scoring import WindowScorer, pool_windows, reporting
 
 
 class ZeroShotScorer(WindowScorer):
     """BirdNET's own scores for the given BirdNET columns (None: a species BirdNET lacks, scored 0),
-    recording score = max over 3 s windows (``models.pooling.pool_segments``)."""
+    recording score = max over 3 s windows (``scoring.pool_windows``, ``models.pooling.pool_segments``'s
+    "max" in NumPy: no Keras import)."""
 
     def __init__(self, columns: list[int | None], *, overlap: float = 0.0, birdnet: bn.BirdNET | None = None):
         self.birdnet = birdnet or birdnet_engine()
@@ -33,5 +33,4 @@ class ZeroShotScorer(WindowScorer):
         """Scores of one recording given as consecutive 48 kHz chunks, equal to ``score(np.concatenate(chunks))``."""
         raw = self.birdnet.analyze_stream(reporting(chunks, progress), overlap=self.overlap).logits
         logits = self._restrict(raw)
-        rec = np.asarray(pool_segments(logits[None], np.ones((1, len(logits)), np.float32), mode="max"))[0]
-        return Scores(segments=sigmoid(logits).astype(np.float32), recording=rec.astype(np.float32))
+        return Scores(segments=sigmoid(logits).astype(np.float32), recording=pool_windows(logits, mode="max"))
