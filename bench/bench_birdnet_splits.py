@@ -5,7 +5,9 @@
 
 For each seed, ``train_job.py --seed S`` draws a different stratified train/val/test split and
 writes two runs on it: ``--backbone birdnet`` (the head with its defaults, or with the ``--set``
-settings under a ``--tag``) and ``--baseline birdnet`` (zero-shot).  Nothing is chosen on the test
+settings under a ``--tag``) and ``--baseline birdnet`` (zero-shot); with ``--fine-tune N`` a third,
+``--backbone birdnet --fine-tune N`` (BirdNET's last N blocks trained with the head, at
+``--backbone-lr-scale`` times its learning rate; run ``splits-seedS-finetune-nN-sSCALE``).  Nothing is chosen on the test
 sets.  Prints per-seed test top-1/top-5/macro-AUC of both and their difference, the pooled top-1 over
 all test sets (the sets overlap across seeds; each run's test set is held out from its own training),
 and the head's validation top-1 and loss at its chosen epoch, with their means over seeds: the figures
@@ -57,10 +59,16 @@ def main() -> None:
     p.add_argument("--tag", default="birdnet-head", help="names the head runs: splits-seedS-TAG")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="head setting passed to train_job.py --set (repeatable)")
+    p.add_argument("--fine-tune", type=int, default=0, metavar="N",
+                   help="also train and compare BirdNET fine-tuned in its last N blocks (0: not)")
+    p.add_argument("--backbone-lr-scale", type=float, default=0.1, help="the fine-tuned blocks' learning rate "
+                   "as a fraction of the head's")
+    p.add_argument("--fine-tune-epochs", type=int, default=None, help="default: --epochs")
     args = p.parse_args()
     sets = [x for item in args.set for x in ("--set", item)]
 
-    rows, correct, total = [], {"head": 0, "zero_shot": 0}, 0
+    models = ("head", "zero_shot") + (("fine_tuned",) if args.fine_tune else ())
+    rows, correct, total = [], {m: 0 for m in models}, 0
     for seed in args.seeds:
         head_name = f"splits-seed{seed}-{args.tag}"
         head = ensure_run(args.out, head_name,
@@ -77,12 +85,24 @@ def main() -> None:
                      "zero_shot": {k: round(zero[k], 4) for k in ("top1", "top5", "macro_auc")},
                      "top1_difference": round(head["top1"] - zero["top1"], 4),
                      "head_validation": validation_at_best(args.out / head_name)})
+        if args.fine_tune:
+            ft_name = f"splits-seed{seed}-finetune-n{args.fine_tune}-s{args.backbone_lr_scale:g}"
+            ft = ensure_run(args.out, ft_name, [
+                "--backbone", "birdnet", "--fine-tune", str(args.fine_tune), "--seed", str(seed),
+                "--epochs", str(args.fine_tune_epochs or args.epochs),
+                "--set", f"model.backbone_lr_scale={args.backbone_lr_scale}"], args)
+            assert ft["n_recordings"] == n, "every run of a seed shares one split"
+            correct["fine_tuned"] += round(ft["top1"] * n)
+            rows[-1].update({"fine_tuned": {k: round(ft[k], 4) for k in ("top1", "top5", "macro_auc")},
+                             "fine_tuned_minus_head_top1": round(ft["top1"] - head["top1"], 4),
+                             "fine_tuned_validation": validation_at_best(args.out / ft_name)})
     mean = {m: {k: round(sum(r[m][k] for r in rows) / len(rows), 4) for k in ("top1", "top5", "macro_auc")}
-            for m in ("head", "zero_shot")}
-    mean["head_validation"] = {k: round(sum(r["head_validation"][k] for r in rows) / len(rows), 5)
-                               for k in ("val_top1", "val_loss")}
+            for m in models}
+    for v in ("head_validation",) + (("fine_tuned_validation",) if args.fine_tune else ()):
+        mean[v] = {k: round(sum(r[v][k] for r in rows) / len(rows), 5) for k in ("val_top1", "val_loss")}
     print(json.dumps({
         "data_dir": str(args.data_dir), "seeds": args.seeds, "tag": args.tag, "settings": args.set,
+        "fine_tune": args.fine_tune and {"blocks": args.fine_tune, "backbone_lr_scale": args.backbone_lr_scale},
         "per_seed": rows, "mean": mean,
         "pooled_top1": {m: f"{c}/{total} = {c / total:.4f}" for m, c in correct.items()},
         "seeds_head_better": sum(r["top1_difference"] > 0 for r in rows),
