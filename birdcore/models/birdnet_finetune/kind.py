@@ -23,7 +23,11 @@ BACKBONE_LR_SCALE = 0.1  # default of model.backbone_lr_scale
 class BirdNETFineTune(BirdNETHead):
     name = "birdnet_finetune"
     description = "BirdNET V2.4 fine-tuned + head"
-    _sources: list[list[int]] | None = None  # the prior sources of the run being prepared (for ``build``)
+    # of the run being prepared: its prior sources (for ``build``) and the frozen front its activations came
+    # from (for ``serving_model``: the exported network is the one trained on, even if the converted BirdNET
+    # in the cache has changed since)
+    _sources: list[list[int]] | None = None
+    _front = None
 
     def check_config(self, cfg) -> None:
         from birdcore.models.birdnet_finetune.network import check_blocks
@@ -47,6 +51,7 @@ class BirdNETFineTune(BirdNETHead):
         self._sources = mapping["prior_sources"]
         birdnet = load_birdnet()
         front, _ = split_birdnet(birdnet, cfg.model.fine_tune, self._sources)
+        self._front = front
         cut = trained_layer_names(birdnet, cfg.model.fine_tune)[0]
         compute_activations(data, front, cut=cut, cache_root=Path(cache_root))
         return mapping
@@ -82,7 +87,7 @@ class BirdNETFineTune(BirdNETHead):
     def serving_model(self, model, cfg):
         from birdcore.models.birdnet_finetune.network import HEAD, TAIL, whole_model
 
-        front, _ = self._parts(cfg)
+        front = self._front if self._front is not None else self._parts(cfg)[0]
         return whole_model(front, model.get_layer(TAIL), model.get_layer(HEAD))
 
     def manifest(self, cfg, inputs) -> dict:
