@@ -34,7 +34,7 @@ import numpy as np
 
 from birdcore.models.birdnet import runtime as bn
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 PACKAGE = "birdcore"
 
 _lock = threading.Lock()
@@ -98,37 +98,99 @@ def _layers():
 
     @keras.saving.register_keras_serializable(package=PACKAGE)
     class BirdNETSpectrogram(keras.layers.Layer):
-        """One of BirdNET's spectrogram branches: (B, samples) → (B, n_mels, n_frames, 1).
+        """One of BirdNET's spectrogram branches: (B, samples) → (B, n_mels, n_frames, 1), computed as
+        LiteRT computes it, with float32 operations only (no float64 needed on any backend).
 
-        ``frame_length`` and ``frame_step`` cut the normalised signal into frames (as
-        ``tf.signal.frame`` without padding); ``projection`` (frame_length, n_mels) = Hann window ×
-        real part of the DFT × mel filterbank; ``dc_response`` (n_mels,) its column sums.
+        LiteRT rounds every step to float32 except the RFFT (TFLite's RFFT2D runs in double), so the
+        windowed frames are reproduced bit for bit (min-max normalisation to [-1, 1], the same
+        float32 operations in the same order, then frame × Hann window) and their projection on the
+        mel bands (real part of the DFT × filterbank, (frame_length, n_mels), computed in float64
+        at conversion; columns scaled by powers of two to at most 1) is computed to ~2**-40 of the
+        frame's scale instead of float32's ~2**-24: quiet mel bands of field recordings sit at the
+        level of LiteRT's float32 rounding of the frames and BirdNET raises them to a power of
+        ~0.23, so a plain float32 projection changes scores by up to 4e-3.
+
+        How (an Ozaki-style split): each frame, scaled by a power of two to at most 1, is split into
+        ``q = F1 + F2 + R`` (F1 in multiples of 2**-bits, F2 of 2**-2 bits) and the projection into
+        ``P = P1 + P2 + Q2`` likewise; ``F1·P1`` and ``F1·P2 + F2·P1`` are exact (integers below
+        2**24 in their units, checked at conversion, whatever the summation order) and the rest
+        (``F1·Q2 + F2·(P − P1) + R·P``, at most ~2**-16 of the scale) is computed in float32.
+        The frames are cut in chunks of ``frame_step`` samples (rows of the signal: no gather, and
+        short sums), the chunks' exact sums are added with compensated (two-sum) additions.
         """
 
-        def __init__(self, frame_length, frame_step, n_mels, exponent, eps=1e-6, offset=0.5, scale=2.0, **kw):
+        def __init__(self, frame_length, frame_step, n_mels, exponent, eps=1e-6, offset=0.5, scale=2.0,
+                     bits=8, **kw):
             super().__init__(**kw)
             self.frame_length, self.frame_step, self.n_mels = int(frame_length), int(frame_step), int(n_mels)
             self.exponent, self.eps, self.offset, self.scale = float(exponent), float(eps), float(offset), float(scale)
+            self.bits = int(bits)
 
         def build(self, input_shape):
-            self.projection = self.add_weight(name="projection", shape=(self.frame_length, self.n_mels),
-                                              initializer="zeros", trainable=False)
-            self.dc_response = self.add_weight(name="dc_response", shape=(self.n_mels,), initializer="zeros",
-                                               trainable=False)
+            n, m = self.frame_length, self.n_mels
+            self.window = self.add_weight(name="window", shape=(n,), initializer="zeros", trainable=False)
+            # [P1 | P2 | Q2], [P1 | P − P1], P: the parts each frame part is multiplied by
+            self.projection_1 = self.add_weight(name="projection_1", shape=(n, 3 * m), initializer="zeros",
+                                                trainable=False)
+            self.projection_2 = self.add_weight(name="projection_2", shape=(n, 2 * m), initializer="zeros",
+                                                trainable=False)
+            self.projection = self.add_weight(name="projection", shape=(n, m), initializer="zeros", trainable=False)
+            self.column_scale = self.add_weight(name="column_scale", shape=(m,), initializer="ones",
+                                                trainable=False)  # powers of two
+
+        def normalise(self, x):
+            """BirdNET's min-max normalisation, as the TFLite graph computes it (SUB, MAX, ADD, DIV, SUB, MUL)."""
+            shifted = x - ops.min(x, axis=1, keepdims=True)
+            # the maximum changes nothing (shifted ≤ its max < max + eps) but keeps XLA (JAX) from
+            # turning the division by a broadcast into a multiplication by its reciprocal
+            y = shifted / ops.maximum(ops.max(shifted, axis=1, keepdims=True) + self.eps, shifted)
+            return (y - self.offset) * self.scale
 
         def call(self, x):
-            # BirdNET normalises each window to [-1, 1]: y = gain·x + shift.  The DFT is linear, so
-            # y's frames are projected as gain·(x − mean) plus the window's constant part
-            # (shift + gain·mean) times the projection of a constant frame (``dc_response``, exact):
-            # the large constant then adds no float32 rounding to the projection.
-            low = ops.min(x, axis=1, keepdims=True)
-            gain = self.scale / (ops.max(x, axis=1, keepdims=True) - low + self.eps)
-            mean = ops.mean(x, axis=1, keepdims=True)
-            constant = -low * gain - self.offset * self.scale + gain * mean  # (B, 1)
-            # frame i · projection = a strided 1-D convolution of the signal with the projection
-            spec = ops.conv(ops.expand_dims((x - mean) * gain, -1), ops.expand_dims(self.projection, 1),
-                            strides=self.frame_step, padding="valid")  # (B, n_frames, n_mels)
-            spec = spec + ops.expand_dims(constant, -1) * self.dc_response
+            step, length, m = self.frame_step, self.frame_length, self.n_mels
+            n_frames = 1 + (x.shape[1] - length) // step
+            n_chunks = -(-length // step)
+            n_rows = n_frames + n_chunks - 1  # frame f = rows f .. f + n_chunks − 1, the last one cut
+            y = self.normalise(x)
+            if n_rows * step > x.shape[1]:
+                y = ops.pad(y, [[0, 0], [0, n_rows * step - x.shape[1]]])
+            rows = ops.reshape(y[:, : n_rows * step], (-1, n_rows, step))
+            chunks = [(j * step, min(step, length - j * step)) for j in range(n_chunks)]
+            # per frame, a power of two scaling |frame × window| to at most 1 (from a table: exact)
+            row_peak = ops.max(ops.abs(rows), axis=2)
+            bound = None
+            for j, (start, size) in enumerate(chunks):
+                part = row_peak[:, j: j + n_frames] * ops.max(self.window[start: start + size])
+                bound = part if bound is None else ops.maximum(bound, part)
+            bound = ops.maximum(bound, 2.0 ** -100)
+            k = ops.clip(ops.floor(-ops.log2(bound)), 0, 100)
+            powers = ops.convert_to_tensor((2.0 ** np.arange(101)).astype("float32"))
+            frame_scale = ops.take(powers, ops.cast(k, "int32"))
+            frame_scale = ops.where(bound * frame_scale > 1.0, frame_scale * 0.5, frame_scale)
+            frame_scale = ops.expand_dims(frame_scale, -1)  # (B, F, 1)
+            unit = 2.0 ** self.bits
+            exact_1, exact_2, rounded = [], [], None
+            for j, (start, size) in enumerate(chunks):
+                frame = rows[:, j: j + n_frames, :size] * self.window[start: start + size]  # as LiteRT
+                t = frame * (frame_scale * unit)  # exact
+                high = ops.round(t)  # F1 · 2**bits
+                t = (t - high) * unit
+                high_2 = ops.round(t)  # F2 · 2**(2 bits)
+                low = t - high_2  # R · 2**(2 bits)
+                a = ops.matmul(high, self.projection_1[start: start + size])  # F1·[P1 | P2 | Q2] (× 2**bits)
+                b = ops.matmul(high_2, self.projection_2[start: start + size])  # F2·[P1 | P − P1]
+                c = ops.matmul(low, self.projection[start: start + size])  # R·P
+                exact_1.append(a[..., :m])
+                exact_2.append(a[..., m: 2 * m] + b[..., :m] / unit)  # exact: both in units of 2**-(2 bits)
+                rest = a[..., 2 * m:] + (b[..., m:] + c) / unit
+                rounded = rest if rounded is None else rounded + rest
+            total, error = rounded, 0.0
+            for term in exact_2 + exact_1:  # compensated (two-sum) additions, smallest terms first
+                new = total + term
+                back = new - total
+                error = error + ((total - (new - back)) + (term - back))
+                total = new
+            spec = (total + error) * (self.column_scale / unit) / frame_scale  # (B, F, n_mels)
             spec = ops.power(spec * spec, self.exponent)
             spec = ops.flip(spec, axis=2)
             return ops.expand_dims(ops.transpose(spec, (0, 2, 1)), -1)
@@ -140,7 +202,7 @@ def _layers():
         def get_config(self):
             return {**super().get_config(), "frame_length": self.frame_length, "frame_step": self.frame_step,
                     "n_mels": self.n_mels, "exponent": self.exponent, "eps": self.eps,
-                    "offset": self.offset, "scale": self.scale}
+                    "offset": self.offset, "scale": self.scale, "bits": self.bits}
 
     @keras.saving.register_keras_serializable(package=PACKAGE)
     class Affine(keras.layers.Layer):
@@ -175,11 +237,11 @@ _CUSTOM: dict = {}
 
 
 # --------------------------------------------------------------------------- conversion
-def _spectrogram_weights(g: _Graph, branch: str) -> tuple[dict, np.ndarray]:
-    """(config, projection, its response to a constant frame) of spectrogram branch ``MEL_SPEC1``/``MEL_SPEC2``."""
+def _spectrogram_weights(g: _Graph, branch: str, bits: int = 8) -> tuple[dict, dict]:
+    """(config, weights) of spectrogram branch ``MEL_SPEC1``/``MEL_SPEC2`` (``BirdNETSpectrogram``)."""
     frame_length = int(g.const(f"{branch}/stft/frame_length"))
     frame_step = int(g.const(f"{branch}/stft/frame_step"))
-    window = g.const(f"{branch}/stft/hann_window/sub_2").astype(np.float64)
+    window = g.const(f"{branch}/stft/hann_window/sub_2").astype(np.float32)
     mel = g.const(f"{branch}/Tensordot/MatMul").astype(np.float64)  # (n_mels, n_bins)
     fft_length = 2 * (mel.shape[1] - 1)
     if len(window) != frame_length or fft_length < frame_length:
@@ -187,12 +249,29 @@ def _spectrogram_weights(g: _Graph, branch: str) -> tuple[dict, np.ndarray]:
     n = np.arange(frame_length)[:, None]
     k = np.arange(mel.shape[1])[None, :]
     cosine = np.cos(2 * np.pi * ((n * k) % fft_length) / fft_length)  # real part of the RFFT
-    projection = (window[:, None] * cosine) @ mel.T  # (frame_length, n_mels)
+    projection = cosine @ mel.T  # (frame_length, n_mels)
+    column_scale = 2.0 ** np.ceil(np.log2(np.abs(projection).max(axis=0)))
+    projection = projection / column_scale  # columns within [-1, 1]
+    unit = 2.0 ** bits
+    part_1 = np.round(projection * unit) / unit
+    part_2 = np.round((projection - part_1) * unit ** 2) / unit ** 2
+    # exact products: per chunk of frame_step samples, sum |F1|·|P1| and |F1|·|P2| + |F2|·|P1| in
+    # units of 2**-(2 bits) (|F1| ≤ 1, |F2| ≤ 2**-(bits + 1)) must stay within 2**24
+    for start in range(0, frame_length, frame_step):
+        rows = slice(start, start + frame_step)
+        level_1 = (np.abs(part_1[rows]) * unit * unit).sum(axis=0).max()
+        level_2 = (np.abs(part_2[rows]) * unit ** 3 + np.abs(part_1[rows]) * unit * unit / 2).sum(axis=0).max()
+        if max(level_1, level_2) > 2 ** 24:
+            raise ValueError(f"BirdNET {branch}: {bits}-bit parts are too wide for exact products")
     config = dict(frame_length=frame_length, frame_step=frame_step, n_mels=mel.shape[0],
                   exponent=float(g.const(f"{branch}/truediv_1")),
                   eps=float(g.const("MEL_SPEC1/add/y")), offset=float(g.const("MEL_SPEC1/Sub_1/y")),
-                  scale=float(g.const("MEL_SPEC1/Mul/y")))
-    return config, projection.astype(np.float32), projection.sum(axis=0).astype(np.float32)
+                  scale=float(g.const("MEL_SPEC1/Mul/y")), bits=bits)
+    weights = dict(window=window,
+                   projection_1=np.concatenate([part_1, part_2, projection - part_1 - part_2], axis=1),
+                   projection_2=np.concatenate([part_1, projection - part_1], axis=1),
+                   projection=projection, column_scale=column_scale)
+    return config, {k: np.asarray(v, np.float32) for k, v in weights.items()}
 
 
 def build_model(model_path: Path | None = None):
@@ -215,11 +294,11 @@ def build_model(model_path: Path | None = None):
 
     for branch in ("MEL_SPEC1", "MEL_SPEC2"):
         out = [i for i, n in enumerate(g.names) if n.endswith(f"model/{branch}/ExpandDims")]
-        config, projection, dc_response = _spectrogram_weights(g, branch)
+        config, weights = _spectrogram_weights(g, branch)
         layer = custom["BirdNETSpectrogram"](**config, name=branch)
         tensors[out[0]] = layer(inp)
-        layer.projection.assign(projection)
-        layer.dc_response.assign(dc_response)
+        for key, value in weights.items():
+            getattr(layer, key).assign(value)
 
     act = {0: None, 1: "relu", 3: "relu6"}
     sigmoid_of: dict[int, int] = {}
