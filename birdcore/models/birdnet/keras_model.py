@@ -4,10 +4,11 @@ The TFLite graph is read with LiteRT's flatbuffer schema (``ai_edge_litert.schem
 no TensorFlow import) and rebuilt from Keras layers, with BirdNET's own weights:
 
 - the two spectrogram branches (``MEL_SPEC1``, ``MEL_SPEC2``) become ``BirdNETSpectrogram``
-  layers: min-max normalisation to [-1, 1], frames, then the *real part* of the RFFT (the model
-  casts the complex spectrum to float) times the mel filterbank, folded into one matrix
-  (Hann window × cosine table × filterbank, computed in float64), squared, raised to BirdNET's
-  magnitude exponent, flipped and transposed;
+  layers: min-max normalisation to [-1, 1] and Hann-windowed frames, bit for bit as LiteRT
+  computes them, then the *real part* of the RFFT (the model casts the complex spectrum to float)
+  times the mel filterbank, folded into one matrix (cosine table × filterbank, float64 at
+  conversion) and applied well beyond float32 precision with float32 operations only (TFLite's
+  RFFT runs in double), squared, raised to BirdNET's magnitude exponent, flipped and transposed;
 - the rest, operator by operator: CONV_2D → ``Conv2D``, DEPTHWISE_CONV_2D → ``DepthwiseConv2D``,
   FULLY_CONNECTED → ``Dense`` (weights transposed into Keras layout), x·sigmoid(x) → ``silu``,
   MEAN over H, W → ``GlobalAveragePooling2D``, PAD → ``ZeroPadding2D``, MUL/ADD by a constant
