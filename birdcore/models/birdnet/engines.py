@@ -38,12 +38,11 @@ def _keras_backend() -> str:
 
 
 def default_engine() -> str:
-    """LiteRT, BirdNET's reference runtime, except where only Keras can use the hardware (JAX with a
-    GPU).  On 2 CPU cores the Keras model on TensorFlow scores 3.1x as fast in steady state
-    (bench/bench_birdnet_engines.py, BENCHMARKS.md), but its scores are not yet within the 1e-4 aim of
-    LiteRT's (top-5 differences up to 4e-3 on xc-pr20), and a head trained on one engine's embeddings
-    should be served by the same; so ``keras`` is chosen explicitly (``--engine keras``,
-    $BIRDCLEF_BIRDNET_ENGINE) until the front end matches."""
+    """The faster engine on this machine; both give the same scores (within 1e-4 per window, converter
+    version 2).  Keras with JAX on a GPU (43x LiteRT on 2 CPU cores at batch 16 on an H200); LiteRT
+    elsewhere: on 2 CPU cores Keras on TensorFlow is only about as fast in steady state (1.04-1.07x,
+    bench/bench_birdnet_engines.py) and every process would first pay TensorFlow's import and the
+    converted model's load, which LiteRT does not (BENCHMARKS.md, "BirdNET engines")."""
     if _keras_backend() == "jax":
         import jax
 
