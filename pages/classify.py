@@ -89,10 +89,9 @@ if clf.supports_overlap:
     engine = st.radio(
         "BirdNET engine", ENGINES, index=ENGINES.index(default_engine), horizontal=True,
         format_func={"litert": "LiteRT (TFLite, CPU)", "keras": "Keras (TensorFlow or JAX; GPU if present)"}.get,
-        help="What runs BirdNET: nearly the same scores either way (typically within 1e-5; top-5 scores at most "
-             "about 4e-3 apart on long field recordings). LiteRT is BirdNET's reference runtime; the Keras model is "
-             "about 3x faster on a CPU with TensorFlow and uses a GPU where there is one. The BirdNET model, in "
-             "either form, is licensed CC BY-NC-SA 4.0 (non-commercial use).")
+        help="What runs BirdNET: the same scores either way (within 1e-4 on every window measured). LiteRT is "
+             "BirdNET's reference runtime and the faster on a CPU; the Keras model uses a GPU where there is one "
+             "(with JAX). The BirdNET model, in either form, is licensed CC BY-NC-SA 4.0 (non-commercial use).")
     if engine != default_engine:
         clf = _engine_classifier(str(run_dir) if model == "run" else None,
                                  ui._stamp(run_dir) if model == "run" else None, engine)
