@@ -21,8 +21,8 @@ process timed from start to exit:
 Reported per entry: every round's seconds, min and median, ``speed_vs_bare`` (bare's seconds in the
 same round / the entry's: ≥ 1 is as fast as the bare loop or faster) and ``vs_compute`` (the entry's
 seconds / the round's bare compute: ≤ 1.10 is within 10 %), min and median over rounds.  Also
-``python -X importtime`` of each ``predict`` on the clip (total import time, and whether Keras or
-TensorFlow were imported) and ``uptime`` before and after.  Output: one JSON object.
+for each ``predict`` on the clip: its import time, its run time inside the process, and whether
+Keras or TensorFlow were imported and ``uptime`` before and after.  Output: one JSON object.
 """
 from __future__ import annotations
 
@@ -61,19 +61,18 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def import_time(cmd: list[str], cwd: Path) -> dict:
-    """Total import time (s) of a command run with ``-X importtime``, and whether Keras/TensorFlow were imported."""
-    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-    res = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    total, names = 0, set()
-    for line in res.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line:
-            continue
-        _, cumulative, name = line.split("|")
-        if cumulative.strip().isdigit() and not name.startswith("  "):
-            total += int(cumulative)
-        names.add(name.strip())
-    return {"imports_s": round(total / 1e6, 2), "keras": "keras" in names, "tensorflow": "tensorflow" in names,
-            "note": "libraries imported while fd 2 was captured (quietly) are missing from the count"}
+    """For a ``python -m birdcore.predict ...`` command: the seconds from start until ``main`` is about
+    to run (imports), the whole run, and whether Keras / TensorFlow were in ``sys.modules`` at the end.
+    (``-X importtime`` misses what is imported while fd 2 is captured, as TensorFlow is, quietly.)"""
+    argv = cmd[3:]
+    code = ("import sys, time, json; t0 = time.perf_counter(); from birdcore.cli.predict import main; "
+            "t1 = time.perf_counter(); import contextlib, io\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main(sys.argv[1:])\n"
+            "print(json.dumps({'imports_s': round(t1 - t0, 2), 'run_s': round(time.perf_counter() - t0, 2), "
+            "'keras': 'keras' in sys.modules, 'tensorflow': 'tensorflow' in sys.modules}))")
+    res = subprocess.run([cmd[0], "-c", code, *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def uptime() -> str:
@@ -108,6 +107,7 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=Path("/tmp/bench/bare-windows"), help="decoded windows of --compute-only")
     p.add_argument("--old-tree", type=Path, default=None, help="a checkout of earlier code: its predict runs too")
     p.add_argument("--no-clip", action="store_true")
+    p.add_argument("--imports-only", action="store_true", help="only the import figures of the clip commands")
     args = p.parse_args()
 
     import soundfile as sf
@@ -129,6 +129,10 @@ def main() -> None:
             single[f"clip {prefix}predict {label}"] = ([py, "-m", "birdcore.predict", ref, clip, "--json"], tree)
     compute_cmd = [py, str(HERE / "bare_birdnet_loop.py"), "--compute-only", "--cache", str(args.cache), *files]
 
+    if args.imports_only:
+        print(json.dumps({name: import_time(cmd, cwd) for name, (cmd, cwd) in single.items() if "predict" in name},
+                         indent=1))
+        return
     print(f"{len(files)} files, {audio_s:.0f} s of audio; warming up (caches, page cache)", file=sys.stderr)
     subprocess.run(compute_cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for cmd, cwd in single.values():

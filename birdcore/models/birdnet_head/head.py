@@ -1,4 +1,5 @@
-"""The head over BirdNET embeddings (``--backbone birdnet``): model, training batches, scorers.
+"""The head over BirdNET embeddings (``--backbone birdnet``): model, training batches, the Keras scorer
+(``inference``: serving a run's head in NumPy, and the waveform scorer).
 
 BirdNET's 1,024-d embeddings of 3 s windows are computed once per recording (cached,
 ``embeddings``), and a small trainable head turns each window's embedding into species logits,
