@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from birdcore.models.base import Scores, sigmoid
+from birdcore.models.base import Scores
 from birdcore.models.birdnet import runtime as bn
 
 SPECIES_MAPPING_FILE = "birdnet_species.json"  # in a run: the BirdNET column of each species, the licence
@@ -26,24 +26,17 @@ def hop_seconds(overlap: float) -> float:
 
 def pool_windows(logits: np.ndarray, *, mode: str, attention_logits: np.ndarray | None = None) -> np.ndarray:
     """Recording probabilities (C,) float32 from one recording's window logits (W, C), every window
-    real: ``models.pooling.pool_segments`` in NumPy (which would import Keras and TensorFlow for a
-    max or a weighted mean; tests check the two agree).  W = 0 scores 0, as there."""
+    real: ``models.pooling.pool_segments`` on NumPy arrays (``NUMPY_OPS``: no Keras or TensorFlow
+    import).  W = 0 scores 0, as there."""
+    from birdcore.models.pooling import NUMPY_OPS, pool_segments
+
     x = np.asarray(logits, np.float32)
     if len(x) == 0:
         return np.zeros(x.shape[1:], np.float32)
-    if mode == "max":
-        return sigmoid(x.max(axis=0)).astype(np.float32)
-    probs = sigmoid(x)
-    if mode == "mean":
-        return probs.mean(axis=0, dtype=np.float32)
-    if mode == "attention":
-        if attention_logits is None:
-            raise ValueError("attention pooling needs attention_logits")
-        att = np.asarray(attention_logits, np.float32)
-        weights = np.exp(att - att.max(axis=0))
-        weights /= weights.sum(axis=0)
-        return (weights * probs).sum(axis=0, dtype=np.float32)
-    raise ValueError(f"unknown pooling mode {mode!r}")
+    att = None if attention_logits is None else np.asarray(attention_logits, np.float32)[None]
+    pooled = pool_segments(x[None], np.ones((1, len(x)), np.float32), mode=mode, attention_logits=att,
+                           ops=NUMPY_OPS)
+    return np.asarray(pooled[0], np.float32)
 
 
 def reporting(chunks: Iterable[np.ndarray], progress: Callable[[float], None] | None) -> Iterator[np.ndarray]:
