@@ -27,7 +27,6 @@ from birdcore.models.birdnet.engines import birdnet_engine
 from birdcore.models.birdnet.scoring import WindowScorer, pool_windows, reporting
 from birdcore.models.birdnet_head.embeddings import features
 
-MODEL_FILE = "model.keras"  # a run's saved model (``models.saving.MODEL_FILE``, which imports Keras)
 
 _REQUIRED = {"embeddings": "InputLayer", "mask": "InputLayer", "input_dropout": "Dropout", "hidden": "Dense",
              "head_dropout": "Dropout", "species_logits": "Dense", "recording": "RecordingPooling",

@@ -74,7 +74,8 @@ class BirdNETHead(ModelKind):
 
     def load_model(self, run_dir):
         """The head, in NumPy when it is ``build_head``'s (no Keras import: ``inference.load_head``)."""
-        from birdcore.models.birdnet_head.inference import MODEL_FILE, load_head
+        from birdcore.models.birdnet_head.inference import load_head
+        from birdcore.models.saving import MODEL_FILE
 
         return load_head(Path(run_dir) / MODEL_FILE)
 
