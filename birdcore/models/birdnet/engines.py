@@ -115,14 +115,33 @@ def float32_products():
     return nullcontext()
 
 
+def run_batched(model, x: np.ndarray, *, batch: int = 16):
+    """A Keras ``model``'s outputs on (N, ...) float32 inputs (N ≥ 1), ``batch`` rows per call, in full
+    float32 (``float32_products``): one (N, ...) array, or a list of them for a model with several
+    outputs.  Short batches run padded to the next power of two, so a backend that compiles per input
+    shape (JAX) compiles at most log2(batch) + 1 times."""
+    parts, several = [], False
+    with float32_products():
+        for start in range(0, len(x), batch):
+            chunk = np.ascontiguousarray(x[start:start + batch], dtype=np.float32)
+            n = len(chunk)
+            size = min(batch, 1 << (n - 1).bit_length())
+            if size > n:
+                chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), np.float32)])
+            out = model.predict_on_batch(chunk)
+            several = isinstance(out, (list, tuple))
+            parts.append([np.asarray(o)[:n] for o in (out if several else [out])])
+    joined = [np.concatenate(p) for p in zip(*parts)]
+    return joined if several else joined[0]
+
+
 class KerasBirdNET(bn.BirdNET):
     """BirdNET V2.4 run by the converted Keras model (``keras_model.load_model``), on the current
     Keras backend; same outputs and API as ``runtime.BirdNET``; thread-safe (one batch at a time).
 
-    Embeddings come from the model's global-average-pool layer directly.  Batches shorter than
-    ``batch`` run padded to the next power of two, so a backend that compiles per input shape
-    (JAX) compiles at most log2(batch) + 1 times.  Under JAX, matrix products and convolutions run
-    in full float32 (``float32_products``): on an NVIDIA H200, XLA's default TF32 moved the sigmoid
+    Embeddings come from the model's global-average-pool layer directly.  Windows run ``batch`` at
+    a time (``run_batched``).  Under JAX, matrix products and convolutions run in full float32
+    (``float32_products``): on an NVIDIA H200, XLA's default TF32 moved the sigmoid
     scores by 2.7e-4 (median window) to 2.9e-3, for 1.3x the speed (bench/bench_birdnet_gpu.py).
     """
 
@@ -139,18 +158,8 @@ class KerasBirdNET(bn.BirdNET):
 
     def run(self, batch_windows: np.ndarray) -> bn.BirdNETOutput:
         """Outputs for (W, 144000) float32 windows at 48 kHz."""
-        logits, embs = [], []
-        with self._lock, float32_products():
-            for start in range(0, len(batch_windows), self.batch):
-                chunk = np.ascontiguousarray(batch_windows[start:start + self.batch], dtype=np.float32)
-                n = len(chunk)
-                size = min(self.batch, 1 << (n - 1).bit_length())
-                if size > n:
-                    chunk = np.concatenate([chunk, np.zeros((size - n, chunk.shape[1]), np.float32)])
-                out, emb = self.model.predict_on_batch(chunk)
-                logits.append(np.asarray(out)[:n])
-                if self.with_embeddings:
-                    embs.append(np.asarray(emb)[:n])
-        empty = np.zeros((0, len(self.labels)), np.float32)
-        return bn.BirdNETOutput(np.concatenate(logits) if logits else empty,
-                                np.concatenate(embs) if embs else None)
+        if len(batch_windows) == 0:
+            return bn.BirdNETOutput(np.zeros((0, len(self.labels)), np.float32), None)
+        with self._lock:
+            logits, embs = run_batched(self.model, batch_windows, batch=self.batch)
+        return bn.BirdNETOutput(logits, embs if self.with_embeddings else None)

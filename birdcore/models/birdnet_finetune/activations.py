@@ -18,24 +18,11 @@ import numpy as np
 from birdcore.io.atomic import write_npy
 from birdcore.models.birdnet import keras_model as bnk
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.engines import run_batched
 from birdcore.models.birdnet_head.embeddings import EmbeddingStore
 
 log = logging.getLogger("birdcore")
 ACTIVATION_FORMAT = 1
-
-
-def run_batched(model, x: np.ndarray, *, batch: int = 16) -> np.ndarray:
-    """``model`` on (N, ...) float32 inputs, ``batch`` rows at a time, short batches padded to the next
-    power of two (a backend that compiles per shape, JAX, compiles at most log2(batch) + 1 times)."""
-    out = []
-    for start in range(0, len(x), batch):
-        chunk = np.ascontiguousarray(x[start:start + batch], dtype=np.float32)
-        n = len(chunk)
-        size = min(batch, 1 << (n - 1).bit_length())
-        if size > n:
-            chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), np.float32)])
-        out.append(np.asarray(model.predict_on_batch(chunk))[:n])
-    return np.concatenate(out)
 
 
 class ActivationStore(EmbeddingStore):

@@ -15,8 +15,8 @@ import numpy as np
 
 from birdcore.models.base import Scores
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.engines import run_batched
 from birdcore.models.birdnet.scoring import WindowScorer, reporting
-from birdcore.models.birdnet_finetune.activations import run_batched
 from birdcore.models.birdnet_finetune.network import FRONT, HEAD, TAIL
 from birdcore.models.birdnet_head.head import EmbeddingScorer
 
