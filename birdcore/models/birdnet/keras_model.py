@@ -89,6 +89,73 @@ def _layer_name(tensor_name: str) -> str:
     return found[-1] if found else "op"
 
 
+# --------------------------------------------------------------------------- exact float32 division
+def _split(v):
+    """Veltkamp's split of float32 ``v ≥ 0`` (any shape) into ``hi + lo`` exactly, 12 and 11 significant
+    bits, so that products of parts are exact in float32.  The maximum (an identity for ``v ≥ 0``)
+    keeps a GPU compiler from fusing the product into the next subtraction as one FMA (NVPTX
+    contracts ``a·b − c``), which would break the split."""
+    from keras import ops
+
+    c = ops.maximum(v * 4097.0, v)
+    hi = c - (c - v)
+    return hi, v - hi
+
+
+def _residual(s, d, q):
+    """``s − q·d`` for float32 ``s, q ≥ 0`` (same shape) and ``d > 0`` (broadcast), with ``q·d`` exact
+    (Dekker's two-product) and one rounding at the end; for q within a few units in the last place
+    of ``s/d`` the subtraction ``s − fl(q·d)`` is exact too (Sterbenz)."""
+    from keras import ops
+
+    p = ops.maximum(q * d, 0.0)  # fl(q·d); the maximum (an identity) keeps it from being fused into an FMA
+    q_hi, q_lo = _split(q)
+    d_hi, d_lo = _split(d)
+    error = ((q_hi * d_hi - p) + q_hi * d_lo + q_lo * d_hi) + q_lo * d_lo  # q·d − p, exactly
+    return (s - p) - error
+
+
+def correctly_rounded_quotient(s, d, q0):
+    """``s / d`` rounded as IEEE 754 float32 division rounds it, from any approximation ``q0`` of it.
+
+    s: (..., N) float32 ≥ 0; d: (..., 1) float32 > 0; q0: like s, within a few units in the last
+    place (ulp) of s/d — what the backend's division gives.  Returns a tensor like s.
+
+    Why: XLA on NVIDIA GPUs divides float32 with PTX ``div.full.f32`` (up to 2 ulp off; about a
+    quarter of quotients are 1 ulp off, openxla/xla#37181), and BirdNET's quiet mel bands need
+    the normalised samples bit for bit.  How: one Newton step from the exact residual,
+    ``q1 = q0 + (s − q0·d)/d``, then whichever of q0, q1 leaves the smaller residual (q0 on a tie),
+    so a correctly rounded q0 (CPU backends) is always kept, and a q0 off by any few ulp is
+    corrected unless the true quotient lies within ~2**-22 ulp of a rounding midpoint.
+    Float32 operations only (no FMA needed); ~30 elementwise operations per sample.
+    """
+    from keras import ops
+
+    r0 = _residual(s, d, q0)
+    q1 = q0 + r0 / d
+    r1 = _residual(s, d, q1)
+    return ops.where(ops.abs(r1) < ops.abs(r0), q1, q0)
+
+
+def division_is_exact() -> bool:
+    """Whether the current Keras backend divides float32 as IEEE 754 does where this model runs: on
+    a CPU (TensorFlow with no GPU visible, JAX whose default backend is the CPU).  Elsewhere (GPUs,
+    other backends) the spectrogram layers correct the quotient, which costs 7–10 % of a pass on
+    TensorFlow's CPU and nothing measurable on JAX's (bench/bench_frontend_division.py)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    return False
+
+
 # --------------------------------------------------------------------------- custom layers
 def _layers():
     """The project's two custom layers (defined lazily so importing this module imports no Keras)."""
@@ -104,7 +171,8 @@ def _layers():
 
         LiteRT rounds every step to float32 except the RFFT (TFLite's RFFT2D runs in double), so the
         windowed frames are reproduced bit for bit (min-max normalisation to [-1, 1], the same
-        float32 operations in the same order, then frame × Hann window) and their projection on the
+        float32 operations in the same order, the division corrected to IEEE's where the backend's
+        is not, as on NVIDIA GPUs; then frame × Hann window) and their projection on the
         mel bands (real part of the DFT × filterbank, (frame_length, n_mels), computed in float64
         at conversion; columns scaled by powers of two to at most 1) is computed to ~2**-40 of the
         frame's scale instead of float32's ~2**-24: quiet mel bands of field recordings sit at the
@@ -142,9 +210,12 @@ def _layers():
         def normalise(self, x):
             """BirdNET's min-max normalisation, as the TFLite graph computes it (SUB, MAX, ADD, DIV, SUB, MUL)."""
             shifted = x - ops.min(x, axis=1, keepdims=True)
+            top = ops.max(shifted, axis=1, keepdims=True) + self.eps
             # the maximum changes nothing (shifted ≤ its max < max + eps) but keeps XLA (JAX) from
             # turning the division by a broadcast into a multiplication by its reciprocal
-            y = shifted / ops.maximum(ops.max(shifted, axis=1, keepdims=True) + self.eps, shifted)
+            y = shifted / ops.maximum(top, shifted)
+            if not division_is_exact():  # decided when traced: a GPU's division is not IEEE's
+                y = correctly_rounded_quotient(shifted, top, y)
             return (y - self.offset) * self.scale
 
         def call(self, x):
