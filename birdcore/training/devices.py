@@ -10,6 +10,8 @@ import os
 
 import keras
 
+from birdcore.models.device import gpu_visible
+
 log = logging.getLogger("birdcore")
 
 
@@ -20,24 +22,6 @@ def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0, o
                               if weight_decay > 0 else keras.optimizers.Adam(learning_rate=lr))
     model.compile(optimizer=optimizer,
                   loss={"recording": keras.losses.BinaryCrossentropy()})
-
-
-def gpu_visible() -> bool:
-    """Whether the current Keras backend sees a GPU."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return any(d.platform == "gpu" for d in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
 
 
 PRECISION_MODES = ("auto", "on", "bf16", "off")

@@ -39,7 +39,7 @@ def _keras_backend() -> str:
 
 def default_engine() -> str:
     """The faster engine on this machine; both give the same scores (within 1e-4 per window, converter
-    version 2).  Keras with JAX on a GPU (43x LiteRT on 2 CPU cores at batch 16 on an H200); LiteRT
+    version 2, on a CPU).  Keras with JAX on a GPU (68x LiteRT on 2 CPU cores at batch 16 on an H200); LiteRT
     elsewhere: on 2 CPU cores Keras on TensorFlow is only about as fast in steady state (1.04-1.07x,
     bench/bench_birdnet_engines.py) and every process would first pay TensorFlow's import and the
     converted model's load, which LiteRT does not (BENCHMARKS.md, "BirdNET engines")."""
@@ -115,17 +115,52 @@ def float32_products():
     return nullcontext()
 
 
-def run_batched(model, x: np.ndarray, *, batch: int = 16):
+def use_compilation_cache(folder: Path | None = None) -> Path | None:
+    """Under JAX, keep compiled programs on disk so that later processes skip compiling: on an H200
+    the converted BirdNET takes 80–88 s to compile per batch shape (BENCHMARKS.md).  The folder is
+    ``folder``, else ``<cache>/jax-compilation`` (``$BIRDCLEF_CACHE`` or ``~/.cache/birdclef``);
+    a folder already configured (``$JAX_COMPILATION_CACHE_DIR`` or JAX's config) is kept.  Returns
+    the folder in use, None on other backends.  JAX stores only programs that took at least
+    ``jax_persistent_cache_min_compile_time_secs`` (default 1 s) to compile."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return Path(current)
+    from birdcore.data.cache import default_cache_dir
+
+    folder = Path(folder) if folder else default_cache_dir() / "jax-compilation"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: compile every time, as before
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    return folder
+
+
+def run_batched(model, x: np.ndarray, *, batch: int = 16, full_batches: bool | None = None):
     """A Keras ``model``'s outputs on (N, ...) float32 inputs (N ≥ 1), ``batch`` rows per call, in full
     float32 (``float32_products``): one (N, ...) array, or a list of them for a model with several
-    outputs.  Short batches run padded to the next power of two, so a backend that compiles per input
-    shape (JAX) compiles at most log2(batch) + 1 times."""
+    outputs.  A backend that compiles per input shape (JAX; TensorFlow's XLA) would compile again for
+    every short batch, so short batches run padded: to ``batch`` rows on a GPU (one shape; the padding
+    costs next to nothing there, and each compile of BirdNET costs over a minute), else to the next
+    power of two (at most log2(batch) + 1 shapes, little wasted compute on a CPU).  ``full_batches``
+    overrides that choice.  Under JAX, compiled programs are kept on disk (``use_compilation_cache``)."""
+    if full_batches is None:
+        from birdcore.models.device import gpu_visible
+
+        full_batches = gpu_visible()
+    use_compilation_cache()
     parts, several = [], False
     with float32_products():
         for start in range(0, len(x), batch):
             chunk = np.ascontiguousarray(x[start:start + batch], dtype=np.float32)
             n = len(chunk)
-            size = min(batch, 1 << (n - 1).bit_length())
+            size = batch if full_batches else min(batch, 1 << (n - 1).bit_length())
             if size > n:
                 chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), np.float32)])
             out = model.predict_on_batch(chunk)

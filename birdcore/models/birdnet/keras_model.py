@@ -138,22 +138,15 @@ def correctly_rounded_quotient(s, d, q0):
 
 
 def division_is_exact() -> bool:
-    """Whether the current Keras backend divides float32 as IEEE 754 does where this model runs: on
-    a CPU (TensorFlow with no GPU visible, JAX whose default backend is the CPU).  Elsewhere (GPUs,
-    other backends) the spectrogram layers correct the quotient, which costs 7–10 % of a pass on
-    TensorFlow's CPU and nothing measurable on JAX's (bench/bench_frontend_division.py)."""
+    """Whether the current Keras backend divides float32 as IEEE 754 does where this model runs:
+    TensorFlow or JAX with no GPU visible (CPU kernels).  Elsewhere (GPUs, other backends) the
+    spectrogram layers correct the quotient; forced on a CPU, that cost 1.01–1.10x a pass on
+    TensorFlow and nothing measurable on JAX (bench/bench_frontend_division.py)."""
     import keras
 
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
+    from birdcore.models.device import gpu_visible
 
-        return not tf.config.list_logical_devices("GPU")
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() == "cpu"
-    return False
+    return keras.backend.backend() in ("tensorflow", "jax") and not gpu_visible()
 
 
 # --------------------------------------------------------------------------- custom layers
