@@ -158,3 +158,22 @@ def test_fine_tune_needs_the_birdnet_backbone(synth, tmp_path, capsys):
     assert main(["--data-dir", str(synth), "--backbone", "small_cnn", "--fine-tune", "2", "--out",
                  str(tmp_path)]) == 2
     assert "--fine-tune is for a trained --backbone birdnet" in capsys.readouterr().err
+
+
+def test_runs_prepared_in_one_process_keep_their_own_state(synth):
+    """Per-run state (the species mapping) travels in ``inputs``, not on the shared kind object, so
+    two runs built one after the other in one process each get their own."""
+    from train_job import build_parser, config_from_args
+    from birdcore.models.base import kind_for
+    from birdcore.models.birdnet_finetune.network import TAIL
+
+    cfg = config_from_args(build_parser().parse_args(["--data-dir", str(synth), "--backbone", "birdnet",
+                                                      "--fine-tune", "1"]))
+    kind = kind_for("birdnet_finetune")
+    first = kind.build(cfg, 2, inputs={"prior_sources": [[10], [20, 3]]})
+    second = kind.build(cfg, 1, inputs={"prior_sources": [[30]]})
+    assert first.get_layer(TAIL).get_layer("prior_logits").sources == [[10], [20, 3]]
+    assert second.get_layer(TAIL).get_layer("prior_logits").sources == [[30]]
+    assert not vars(kind)  # nothing of either run was kept on the kind
+    with pytest.raises(RuntimeError, match="prepare_inputs"):
+        kind.build(cfg, 2)

@@ -87,8 +87,9 @@ class ModelKind:
         own run files, and return the inputs context passed to ``data_scorer``; default: nothing."""
         return {}
 
-    def build(self, cfg, n_species: int):
-        """The untrained Keras model (outputs ``recording`` (B, C) and ``segments`` (B, S, C))."""
+    def build(self, cfg, n_species: int, *, inputs: dict | None = None):
+        """The untrained Keras model (outputs ``recording`` (B, C) and ``segments`` (B, S, C));
+        ``inputs`` is what ``prepare_inputs`` returned (None where nothing was prepared)."""
         raise NotImplementedError(f"{self.name} has no trainable model")
 
     def optimizer(self, cfg):
@@ -107,8 +108,9 @@ class ModelKind:
         or embeddings after ``prepare_inputs``) and yields ``Scores``: validation and test scoring."""
         raise NotImplementedError
 
-    def serving_model(self, model, cfg):
-        """The model saved as the run's ``model.keras``, from the trained one; default: the same."""
+    def serving_model(self, model, cfg, *, inputs: dict | None = None):
+        """The model saved as the run's ``model.keras``, from the trained one (and ``prepare_inputs``'s
+        ``inputs``); default: the same."""
         return model
 
     def export(self, model, run_dir) -> bool:

@@ -106,7 +106,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         atomic_write_json(run.file("tuning.json"), tuning)
     exported = False
     if model is not None:
-        save_keras(kind.serving_model(model, cfg), run.file(MODEL_FILE))
+        save_keras(kind.serving_model(model, cfg, inputs=inputs), run.file(MODEL_FILE))
         exported = kind.export(model, run.path)
     manifest = {
         "created": started, "synthetic": cfg.synthetic, "model_kind": kind.name, "backbone": cfg.model.backbone,
@@ -189,7 +189,7 @@ def _fit(run: RunBuilder, kind: ModelKind, cfg: RunConfig, data, targets, primar
             model = load_keras(last, compile=True)
             initial_epoch = int(state["epoch"]) + 1
         else:
-            model = kind.build(cfg, len(data.codes))
+            model = kind.build(cfg, len(data.codes), inputs=inputs)
             compile_model(model, cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
                           optimizer=kind.optimizer(cfg))
     stopped_early = state.get("wait", 0) >= cfg.train.early_stopping_patience

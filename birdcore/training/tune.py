@@ -57,7 +57,7 @@ def tune_hyperparameters(run, cfg: RunConfig, data, targets: np.ndarray, primary
                 "db_floor_max": hp.Choice("db_floor_max", list(t.db_floor_choices)),
             }
             trial_cfg = apply_hyperparameters(cfg, values)
-            model = kind.build(trial_cfg, n_species)
+            model = kind.build(trial_cfg, n_species, inputs=inputs)
             compile_model(model, trial_cfg.train.learning_rate, weight_decay=trial_cfg.train.weight_decay,
                           optimizer=kind.optimizer(trial_cfg))
             return model

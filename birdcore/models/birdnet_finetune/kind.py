@@ -21,13 +21,14 @@ BACKBONE_LR_SCALE = 0.1  # default of model.backbone_lr_scale
 
 
 class BirdNETFineTune(BirdNETHead):
+    """Per-run state travels in ``inputs`` (``prepare_inputs``'s result), never on this shared object:
+    the species mapping with its prior sources (for ``build``) and ``FRONT``, the frozen front the
+    activations came from (for ``serving_model``: the exported network is the one trained on, even if
+    the converted BirdNET in the cache has changed since)."""
+
     name = "birdnet_finetune"
     description = "BirdNET V2.4 fine-tuned + head"
-    # of the run being prepared: its prior sources (for ``build``) and the frozen front its activations came
-    # from (for ``serving_model``: the exported network is the one trained on, even if the converted BirdNET
-    # in the cache has changed since)
-    _sources: list[list[int]] | None = None
-    _front = None
+    FRONT = "birdnet_front"  # key of ``inputs``
 
     def check_config(self, cfg) -> None:
         from birdcore.models.birdnet_finetune.network import check_blocks
@@ -48,26 +49,19 @@ class BirdNETFineTune(BirdNETHead):
         register_layers()  # a resumed run loads its checkpoint (with the optimizer) after this
 
         mapping = species_mapping(run, cfg, data)
-        self._sources = mapping["prior_sources"]
         birdnet = load_birdnet()
-        front, _ = split_birdnet(birdnet, cfg.model.fine_tune, self._sources)
-        self._front = front
+        front, _ = split_birdnet(birdnet, cfg.model.fine_tune, mapping["prior_sources"])
         cut = trained_layer_names(birdnet, cfg.model.fine_tune)[0]
         compute_activations(data, front, cut=cut, cache_root=Path(cache_root))
-        return mapping
+        return {**mapping, self.FRONT: front}
 
-    def _parts(self, cfg):
-        from birdcore.models.birdnet_finetune.network import load_birdnet, split_birdnet
-
-        return split_birdnet(load_birdnet(), cfg.model.fine_tune, self._sources)
-
-    def build(self, cfg, n_species: int):
-        from birdcore.models.birdnet_finetune.network import training_model
+    def build(self, cfg, n_species: int, *, inputs=None):
+        from birdcore.models.birdnet_finetune.network import load_birdnet, split_birdnet, training_model
         from birdcore.models.birdnet_head.head import build_head
 
-        if cfg.model.birdnet_prior and self._sources is None:
-            raise RuntimeError("prepare_inputs comes before build (it maps the species to BirdNET)")
-        _, tail = self._parts(cfg)
+        if cfg.model.birdnet_prior and "prior_sources" not in (inputs or {}):
+            raise RuntimeError("build needs prepare_inputs's inputs (the species mapped to BirdNET)")
+        _, tail = split_birdnet(load_birdnet(), cfg.model.fine_tune, (inputs or {}).get("prior_sources"))
         return training_model(tail, build_head(cfg, n_species))
 
     def optimizer(self, cfg):
@@ -84,10 +78,12 @@ class BirdNETFineTune(BirdNETHead):
 
         return ActivationScorer(model)
 
-    def serving_model(self, model, cfg):
-        from birdcore.models.birdnet_finetune.network import HEAD, TAIL, whole_model
+    def serving_model(self, model, cfg, *, inputs=None):
+        from birdcore.models.birdnet_finetune.network import HEAD, TAIL, load_birdnet, split_birdnet, whole_model
 
-        front = self._front if self._front is not None else self._parts(cfg)[0]
+        front = (inputs or {}).get(self.FRONT)
+        if front is None:
+            front = split_birdnet(load_birdnet(), cfg.model.fine_tune, (inputs or {}).get("prior_sources"))[0]
         return whole_model(front, model.get_layer(TAIL), model.get_layer(HEAD))
 
     def manifest(self, cfg, inputs) -> dict:

@@ -41,7 +41,7 @@ class BirdNETHead(ModelKind):
                                                         if cfg.model.birdnet_prior else None, held_out=held_out)
         return inputs
 
-    def build(self, cfg, n_species: int):
+    def build(self, cfg, n_species: int, *, inputs=None):
         from birdcore.models.birdnet_head.head import build_head
 
         return build_head(cfg, n_species)

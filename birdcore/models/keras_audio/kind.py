@@ -28,7 +28,7 @@ class KerasAudio(ModelKind):
         if cfg.model.pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {cfg.model.pooling!r} ({' | '.join(POOLING_MODES)})")
 
-    def build(self, cfg, n_species: int):
+    def build(self, cfg, n_species: int, *, inputs=None):
         from birdcore.models.keras_audio.model import build_model
 
         return build_model(cfg, n_species)
