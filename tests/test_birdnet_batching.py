@@ -49,7 +49,7 @@ def test_no_disk_cache_outside_jax():
 
 
 SCRIPT = r"""
-import json, os
+import json, sys
 import numpy as np
 import keras
 from birdcore.models.birdnet import engines
@@ -57,27 +57,22 @@ inp = keras.Input((8,))
 model = keras.Model(inp, keras.layers.Dense(3)(inp))
 out = engines.run_batched(model, np.ones((5, 8), np.float32), batch=4)
 import jax
-print(json.dumps({"dir": jax.config.jax_compilation_cache_dir, "shape": list(out.shape)}))
+first = jax.config.jax_compilation_cache_dir
+again = engines.use_compilation_cache(sys.argv[1])  # a folder already configured is kept
+print(json.dumps({"dir": first, "again": str(again), "shape": list(out.shape)}))
 """
-
-
-def _run(env):
-    base = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**base, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-                               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **env})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_jax_keeps_compiled_programs_in_the_cache_folder(tmp_path):
     pytest.importorskip("jax")
-    result = _run({"BIRDCLEF_CACHE": str(tmp_path / "cache")})
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(PYTHONPATH=str(ROOT), KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", BIRDCLEF_CACHE=str(tmp_path / "cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "other")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
     folder = tmp_path / "cache" / "jax-compilation"
-    assert result == {"dir": str(folder), "shape": [5, 3]}
+    assert result == {"dir": str(folder), "again": str(folder), "shape": [5, 3]}
     assert any(folder.iterdir())  # the compiled programs
-    # a folder the user chose is kept
-    mine = tmp_path / "mine"
-    result = _run({"BIRDCLEF_CACHE": str(tmp_path / "other"), "JAX_COMPILATION_CACHE_DIR": str(mine)})
-    assert result["dir"] == str(mine) and any(mine.iterdir())
-    assert not (tmp_path / "other" / "jax-compilation").exists()
+    assert not (tmp_path / "other").exists()

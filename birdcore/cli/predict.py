@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdcore.cli.common import (HelpFormatter, add_engine_arg, add_place_args, fail, import_tensorflow_quietly, log,
+from birdcore.cli.common import (HelpFormatter, add_engine_arg, add_place_args, fail, log,
                                  place_from_args, setup_logging)
 from birdcore.serving.detections import (Prediction, ResultsCsv, raven_names, segment_detections, top_kept,
                          write_raven_table)
@@ -315,20 +315,17 @@ _WORKER: dict = {}
 
 
 def _worker_init(run_ref: str, threads: int, verbose: bool, overlap: float = 0.0, engine: str | None = None) -> None:
-    """Per worker process: quiet logging, ``threads`` compute threads, and its own model (BirdNET on ``engine``)."""
+    """Per worker process: quiet logging, ``threads`` compute threads, and its own model (BirdNET on ``engine``).
+
+    TensorFlow is imported only if the run's model needs it (BirdNET runs on LiteRT do not); its
+    thread counts are set through the environment it reads when it starts computing."""
     setup_logging(verbose)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     if engine:
         from birdcore.models.birdnet.engines import use_engine
 
         use_engine(engine)
-    import_tensorflow_quietly()
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
     run = _load(run_ref)
     _WORKER.update(run=run, scorer=run.scorer(threads=threads, overlap=overlap), verbose=verbose)
 
