@@ -38,10 +38,14 @@ def test_short_batches_are_padded(full, expected):
     np.testing.assert_array_equal(out[:, 0] - x[:, 0], expected)
 
 
-def test_on_a_cpu_short_batches_pad_to_a_power_of_two():
-    model = _batch_size_model()
-    out = engines.run_batched(model, np.zeros((3, 4), np.float32), batch=16)  # this machine has no GPU
-    np.testing.assert_array_equal(out[:, 0], [4, 4, 4])
+@pytest.mark.parametrize("gpu, expected", [(False, 4), (True, 16)])
+def test_short_batches_pad_to_a_power_of_two_on_a_cpu_and_to_the_batch_on_a_gpu(monkeypatch, gpu, expected):
+    from birdcore.models import device
+
+    monkeypatch.setattr(device, "gpu_visible", lambda: gpu)  # the device decides; the run itself is real
+    monkeypatch.setattr(engines, "use_compilation_cache", lambda: None)
+    out = engines.run_batched(_batch_size_model(), np.zeros((3, 4), np.float32), batch=16)
+    np.testing.assert_array_equal(out[:, 0], [expected] * 3)
 
 
 def test_no_disk_cache_outside_jax():
@@ -53,13 +57,12 @@ import json, sys
 import numpy as np
 import keras
 from birdcore.models.birdnet import engines
+first = engines.use_compilation_cache()
+again = engines.use_compilation_cache(sys.argv[1])  # a folder already configured is kept
 inp = keras.Input((8,))
 model = keras.Model(inp, keras.layers.Dense(3)(inp))
 out = engines.run_batched(model, np.ones((5, 8), np.float32), batch=4)
-import jax
-first = jax.config.jax_compilation_cache_dir
-again = engines.use_compilation_cache(sys.argv[1])  # a folder already configured is kept
-print(json.dumps({"dir": first, "again": str(again), "shape": list(out.shape)}))
+print(json.dumps({"dir": str(first), "again": str(again), "shape": list(out.shape)}))
 """
 
 

@@ -317,7 +317,8 @@ _WORKER: dict = {}
 def _worker_init(run_ref: str, threads: int, verbose: bool, overlap: float = 0.0, engine: str | None = None) -> None:
     """Per worker process: quiet logging, ``threads`` compute threads, and its own model (BirdNET on ``engine``).
 
-    TensorFlow is imported only if the run's model needs it (BirdNET runs on LiteRT do not); its
+    TensorFlow is imported only if the run's model needs it (BirdNET zero-shot and head runs on LiteRT
+    do not); its
     thread counts are set through the environment it reads when it starts computing."""
     setup_logging(verbose)
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)

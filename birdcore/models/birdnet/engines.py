@@ -39,7 +39,8 @@ def _keras_backend() -> str:
 
 def default_engine() -> str:
     """The faster engine on this machine; both give the same scores (within 1e-4 per window, converter
-    version 2, on a CPU).  Keras with JAX on a GPU (68x LiteRT on 2 CPU cores at batch 16 on an H200); LiteRT
+    version 2, on a CPU; on a GPU see ``keras_model.correctly_rounded_quotient``).  Keras with JAX on a
+    GPU (68x LiteRT on 2 CPU cores at batch 16 on an H200, before that correction); LiteRT
     elsewhere: on 2 CPU cores Keras on TensorFlow is only about as fast in steady state (1.04-1.07x,
     bench/bench_birdnet_engines.py) and every process would first pay TensorFlow's import and the
     converted model's load, which LiteRT does not (BENCHMARKS.md, "BirdNET engines")."""
@@ -115,13 +116,19 @@ def float32_products():
     return nullcontext()
 
 
+COMPILATION_CACHE_BYTES = 4 << 30  # the most JAX keeps in the folder (least recently used go first)
+
+
 def use_compilation_cache(folder: Path | None = None) -> Path | None:
     """Under JAX, keep compiled programs on disk so that later processes skip compiling: on an H200
-    the converted BirdNET takes 80–88 s to compile per batch shape (BENCHMARKS.md).  The folder is
-    ``folder``, else ``<cache>/jax-compilation`` (``$BIRDCLEF_CACHE`` or ``~/.cache/birdclef``);
-    a folder already configured (``$JAX_COMPILATION_CACHE_DIR`` or JAX's config) is kept.  Returns
-    the folder in use, None on other backends.  JAX stores only programs that took at least
-    ``jax_persistent_cache_min_compile_time_secs`` (default 1 s) to compile."""
+    the converted BirdNET took 80–88 s to compile per batch shape (BENCHMARKS.md).  ``run_batched``
+    turns it on where a GPU is visible.  The folder is ``folder``, else ``<cache>/jax-compilation``
+    (``$BIRDCLEF_CACHE`` or ``~/.cache/birdclef``), at most ``COMPILATION_CACHE_BYTES`` where the
+    ``filelock`` package is installed (JAX needs it to bound the folder; one entry per model and
+    batch shape otherwise, tens of MB each); a folder
+    already configured (``$JAX_COMPILATION_CACHE_DIR`` or JAX's config) is kept.  It applies to the
+    whole process (training steps too) and holds executable code: keep it on a disk only you write.
+    Returns the folder in use; None on other backends or when it cannot be written."""
     import keras
 
     if keras.backend.backend() != "jax":
@@ -137,8 +144,14 @@ def use_compilation_cache(folder: Path | None = None) -> Path | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
-        return None  # a read-only home: compile every time, as before
+        return None
+    if not os.access(folder, os.W_OK):
+        return None  # compile every time, as before
+    import importlib.util
+
     jax.config.update("jax_compilation_cache_dir", str(folder))
+    if importlib.util.find_spec("filelock") is not None:  # JAX bounds the folder only with it
+        jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
     return folder
 
 
@@ -146,15 +159,17 @@ def run_batched(model, x: np.ndarray, *, batch: int = 16, full_batches: bool | N
     """A Keras ``model``'s outputs on (N, ...) float32 inputs (N ≥ 1), ``batch`` rows per call, in full
     float32 (``float32_products``): one (N, ...) array, or a list of them for a model with several
     outputs.  A backend that compiles per input shape (JAX; TensorFlow's XLA) would compile again for
-    every short batch, so short batches run padded: to ``batch`` rows on a GPU (one shape; the padding
-    costs next to nothing there, and each compile of BirdNET costs over a minute), else to the next
-    power of two (at most log2(batch) + 1 shapes, little wasted compute on a CPU).  ``full_batches``
-    overrides that choice.  Under JAX, compiled programs are kept on disk (``use_compilation_cache``)."""
-    if full_batches is None:
-        from birdcore.models.device import gpu_visible
+    every short batch, so short batches run padded: to ``batch`` rows where a GPU is visible (one
+    shape; the padding costs next to nothing there, and each compile of BirdNET costs over a minute),
+    else to the next power of two (at most log2(batch) + 1 shapes, little wasted compute on a CPU).
+    ``full_batches`` overrides that choice.  Under JAX with a GPU, compiled programs are kept on disk
+    (``use_compilation_cache``)."""
+    from birdcore.models.device import gpu_visible
 
-        full_batches = gpu_visible()
-    use_compilation_cache()
+    gpu = gpu_visible()
+    if gpu:
+        use_compilation_cache()
+    full_batches = gpu if full_batches is None else full_batches
     parts, several = [], False
     with float32_products():
         for start in range(0, len(x), batch):

@@ -115,38 +115,59 @@ def _residual(s, d, q):
     return (s - p) - error
 
 
-def correctly_rounded_quotient(s, d, q0):
+def correctly_rounded_quotient(s, d, q0, *, divide=None):
     """``s / d`` rounded as IEEE 754 float32 division rounds it, from any approximation ``q0`` of it.
 
     s: (..., N) float32 ≥ 0; d: (..., 1) float32 > 0; q0: like s, within a few units in the last
-    place (ulp) of s/d — what the backend's division gives.  Returns a tensor like s.
+    place (ulp) of s/d — what the backend's division gives.  ``divide``: the division used for the
+    correction steps (default: the backend's, however inexact).  Returns a tensor like s.
 
-    Why: XLA on NVIDIA GPUs divides float32 with PTX ``div.full.f32`` (up to 2 ulp off; about a
-    quarter of quotients are 1 ulp off, openxla/xla#37181), and BirdNET's quiet mel bands need
-    the normalised samples bit for bit.  How: one Newton step from the exact residual,
-    ``q1 = q0 + (s − q0·d)/d``, then whichever of q0, q1 leaves the smaller residual (q0 on a tie),
-    so a correctly rounded q0 (CPU backends) is always kept, and a q0 off by any few ulp is
-    corrected unless the true quotient lies within ~2**-22 ulp of a rounding midpoint.
-    Float32 operations only (no FMA needed); ~30 elementwise operations per sample.
+    Why: XLA on NVIDIA GPUs divides float32 with PTX ``div.full.f32`` (up to 2 ulp off; on an H200
+    34 % of BirdNET's normalised samples were 1 ulp off; openxla/xla#37181), and BirdNET's quiet mel
+    bands need the normalised samples bit for bit.  How: residuals ``s − q·d`` computed exactly
+    (``_residual``) and compared exactly (for candidates within 1 ulp of s/d they are representable),
+    keeping the current quotient unless a candidate's residual is strictly smaller:
+    1. a Newton step ``q1 = q0 + (s − q0·d)/d`` brings any q0 a few ulp off to within 1 ulp;
+    2. ``q2 = q + 2·(s − q·d)/d`` is q's neighbour on the side of s/d when s/d lies near the midpoint
+       between them (where step 1's inexact division can round to the wrong side), else q itself or
+       a worse neighbour.
+    A correctly rounded q0 (CPU backends) is therefore always kept, and the result is IEEE's for
+    quotients in the normal range (q above ~2**-100 and d below ~1e34: audio's).  Float32 operations
+    only (no FMA needed); about 45 elementwise operations per sample.
     """
     from keras import ops
 
+    divide = divide or ops.divide
+
+    def better(q, r, candidate):
+        r_new = _residual(s, d, candidate)
+        take = ops.abs(r_new) < ops.abs(r)
+        return ops.where(take, candidate, q), ops.where(take, r_new, r)
+
     r0 = _residual(s, d, q0)
-    q1 = q0 + r0 / d
-    r1 = _residual(s, d, q1)
-    return ops.where(ops.abs(r1) < ops.abs(r0), q1, q0)
+    q, r = better(q0, r0, q0 + divide(r0, d))
+    q, _ = better(q, r, q + 2.0 * divide(r, d))
+    return q
 
 
 def division_is_exact() -> bool:
-    """Whether the current Keras backend divides float32 as IEEE 754 does where this model runs:
-    TensorFlow or JAX with no GPU visible (CPU kernels).  Elsewhere (GPUs, other backends) the
-    spectrogram layers correct the quotient; forced on a CPU, that cost 1.01–1.10x a pass on
-    TensorFlow and nothing measurable on JAX (bench/bench_frontend_division.py)."""
+    """Whether the current Keras backend divides float32 as IEEE 754 does where this model runs: on
+    CPU kernels (TensorFlow with no GPU or TPU visible; JAX whose default backend is the CPU).
+    Elsewhere (GPUs, TPUs, other backends) the spectrogram layers correct the quotient; forced on a
+    CPU, that cost 1.01–1.10x a pass on TensorFlow and 0.98–1.07x on JAX
+    (bench/bench_frontend_division.py)."""
     import keras
 
-    from birdcore.models.device import gpu_visible
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    return keras.backend.backend() in ("tensorflow", "jax") and not gpu_visible()
+        return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    return False
 
 
 # --------------------------------------------------------------------------- custom layers
@@ -480,18 +501,24 @@ def load_model(cache_dir: Path | None = None):
 
     Loads in Keras safe mode.  The model is CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``).
     """
-    import keras
+    import sys
 
     from birdcore.io.atomic import replacing
+    from birdcore.io.native_stderr import quiet_native_stderr
 
-    _layers()
     path = cached_model_path(cache_dir)
     with _lock:
         if str(path) in _loaded:
             return _loaded[str(path)]
-        if not path.is_file():
-            model = build_model()
-            with replacing(path, suffix=".keras") as tmp:
-                model.save(tmp)
-        _loaded[str(path)] = keras.saving.load_model(path, safe_mode=True, compile=False)
+        with quiet_native_stderr():  # TensorFlow's start-up lines (oneDNN, CUDA probing), when it is the backend
+            import keras
+
+            _layers()
+            if not path.is_file():
+                model = build_model()
+                with replacing(path, suffix=".keras") as tmp:
+                    model.save(tmp)
+            _loaded[str(path)] = keras.saving.load_model(path, safe_mode=True, compile=False)
+            if "tensorflow" in sys.modules:
+                sys.modules["tensorflow"].config.list_physical_devices("GPU")
         return _loaded[str(path)]
