@@ -318,8 +318,7 @@ def _worker_init(run_ref: str, threads: int, verbose: bool, overlap: float = 0.0
     """Per worker process: quiet logging, ``threads`` compute threads, and its own model (BirdNET on ``engine``).
 
     TensorFlow is imported only if the run's model needs it (BirdNET zero-shot and head runs on LiteRT
-    do not); its
-    thread counts are set through the environment it reads when it starts computing."""
+    do not); its thread counts are set through the environment it reads when it starts computing."""
     setup_logging(verbose)
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"

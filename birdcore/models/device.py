@@ -1,11 +1,16 @@
-"""Whether the current Keras backend computes on a GPU: what decides mixed precision in training, the
-batch padding of BirdNET's Keras engine and whether its front end must correct GPU division.
+"""Where the current Keras backend computes: whether it sees a GPU (mixed precision in training, the
+batch padding of BirdNET's Keras engine) and whether it computes on the CPU alone (BirdNET's front
+end corrects float32 division elsewhere).  The answers are fixed for a process, so they are
+computed once.
 
 Keras and the backend are imported only when asked.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 
+
+@lru_cache(maxsize=None)
 def gpu_visible() -> bool:
     """Whether the current Keras backend sees a GPU (TensorFlow, JAX, PyTorch; False for others)."""
     import keras
@@ -23,4 +28,22 @@ def gpu_visible() -> bool:
         import torch
 
         return torch.cuda.is_available()
+    return False
+
+
+@lru_cache(maxsize=None)
+def cpu_only() -> bool:
+    """Whether the current Keras backend computes on CPU kernels: TensorFlow with no GPU or TPU visible,
+    JAX whose default backend is the CPU; False for other backends (not known)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
     return False

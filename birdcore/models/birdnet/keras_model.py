@@ -151,23 +151,13 @@ def correctly_rounded_quotient(s, d, q0, *, divide=None):
 
 
 def division_is_exact() -> bool:
-    """Whether the current Keras backend divides float32 as IEEE 754 does where this model runs: on
-    CPU kernels (TensorFlow with no GPU or TPU visible; JAX whose default backend is the CPU).
-    Elsewhere (GPUs, TPUs, other backends) the spectrogram layers correct the quotient; forced on a
-    CPU, that cost 1.01–1.10x a pass on TensorFlow and 0.98–1.07x on JAX
-    (bench/bench_frontend_division.py)."""
-    import keras
+    """Whether float32 division is IEEE 754's where this model runs: on CPU kernels
+    (``models.device.cpu_only``).  Elsewhere (GPUs, TPUs, other backends) the spectrogram layers
+    correct the quotient; forced on a CPU, that cost 1.08x a pass on TensorFlow and 1.09–1.11x on
+    JAX (bench/bench_frontend_division.py)."""
+    from birdcore.models.device import cpu_only
 
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() == "cpu"
-    return False
+    return cpu_only()
 
 
 # --------------------------------------------------------------------------- custom layers
