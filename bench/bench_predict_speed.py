@@ -2,7 +2,7 @@
 
     python bench/bench_predict_speed.py --data-dir ../shared/data/xc-pr20 \
         --zero-shot-run /tmp/bench/runs/splits-seed1234-birdnet-zero-shot \
-        --head-run /tmp/bench/runs/splits-seed1234-head-default [--rounds 3] [--old-tree DIR]
+        --head-run /tmp/bench/runs/splits-seed1234-head-default [--finetune-run RUN] [--rounds 3] [--old-tree DIR]
 
 Files: 3 recordings per species of ``train_audio`` (20 species: 60 files), drawn with
 ``numpy.random.default_rng(--seed)`` from each species' sorted file list; the total audio length is
@@ -13,7 +13,8 @@ process timed from start to exit:
   2 threads, one invoke per file): the reference of each round's ratios;
 - ``compute``: the same with ``--compute-only``: windows decoded beforehand (cached as .npy), only the
   invokes timed (inside the process): BirdNET's bare compute;
-- ``predict birdnet``, ``predict ZERO_SHOT_RUN``, ``predict HEAD_RUN`` (``--json``, 2 cores);
+- ``predict birdnet``, ``predict ZERO_SHOT_RUN``, ``predict HEAD_RUN`` and, with ``--finetune-run``,
+  ``predict FINETUNE_RUN`` (``--json``, 2 cores);
 - with ``--old-tree DIR`` (a checkout of an earlier commit, e.g. ``git archive HEAD birdcore | tar -x
   -C DIR``), the same three ``predict`` commands run from there ("before");
 - the single clip ``--clip`` (about 72 s) through bare and the three ``predict`` commands.
@@ -100,12 +101,15 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--zero-shot-run", type=Path, required=True)
     p.add_argument("--head-run", type=Path, required=True)
+    p.add_argument("--finetune-run", type=Path, default=None, help="a fine-tuned run (kind birdnet_finetune): its predict runs too")
     p.add_argument("--per-species", type=int, default=3)
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clip", type=Path, default=None, help="single clip (default: train_audio/purtan1/XC33685.mp3, 72 s)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/bench/bare-windows"), help="decoded windows of --compute-only")
     p.add_argument("--old-tree", type=Path, default=None, help="a checkout of earlier code: its predict runs too")
+    p.add_argument("--old-runs", nargs="+", default=None, metavar="LABEL",
+                   help="with --old-tree, only these entries run from it (birdnet, zero-shot, head, fine-tuned)")
     p.add_argument("--no-clip", action="store_true")
     p.add_argument("--imports-only", action="store_true", help="only the import figures of the clip commands")
     args = p.parse_args()
@@ -117,16 +121,23 @@ def main() -> None:
     audio_s = sum(sf.info(f).duration for f in files)
     clip = str(args.clip or args.data_dir / "train_audio" / "purtan1" / "XC33685.mp3")
     runs = {"birdnet": "birdnet", "zero-shot run": str(args.zero_shot_run), "head run": str(args.head_run)}
+    if args.finetune_run:
+        runs["fine-tuned run"] = str(args.finetune_run)
     trees = {"": ROOT, **({"before: ": args.old_tree} if args.old_tree else {})}
 
     batch = {"bare": ([py, str(HERE / "bare_birdnet_loop.py"), *files], ROOT)}
+    def chosen(prefix: str, label: str) -> bool:
+        return not prefix or args.old_runs is None or label.split(" run")[0] in args.old_runs
+
     for prefix, tree in trees.items():
         for label, ref in runs.items():
-            batch[f"{prefix}predict {label}"] = ([py, "-m", "birdcore.predict", ref, *files, "--json"], tree)
+            if chosen(prefix, label):
+                batch[f"{prefix}predict {label}"] = ([py, "-m", "birdcore.predict", ref, *files, "--json"], tree)
     single = {"clip bare": ([py, str(HERE / "bare_birdnet_loop.py"), clip], ROOT)}
     for prefix, tree in trees.items():
         for label, ref in runs.items():
-            single[f"clip {prefix}predict {label}"] = ([py, "-m", "birdcore.predict", ref, clip, "--json"], tree)
+            if chosen(prefix, label):
+                single[f"clip {prefix}predict {label}"] = ([py, "-m", "birdcore.predict", ref, clip, "--json"], tree)
     compute_cmd = [py, str(HERE / "bare_birdnet_loop.py"), "--compute-only", "--cache", str(args.cache), *files]
 
     if args.imports_only:

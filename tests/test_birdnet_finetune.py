@@ -70,6 +70,7 @@ def test_only_the_last_block_and_the_head_change(finetune_run):
 def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, synth, tmp_path, capsys):
     from birdcore.cli.predict import main as predict
     from birdcore.io.audio import decode_audio
+    from birdcore.models.birdnet.engines import engine_scope
     from birdcore.runs.folder import read_manifest
     from birdcore.runs.loading import load_run
 
@@ -77,7 +78,8 @@ def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, 
     assert manifest["model_kind"] == "birdnet_finetune" and manifest["fine_tuned_blocks"] == ["POST"]
     saved = np.load(finetune_run / "scores.npz")  # test split, scored by the in-training model
     files = {p.stem: p for p in (synth / "train_audio").rglob("*.wav")}
-    run = load_run(finetune_run)
+    with engine_scope("keras"):
+        run = load_run(finetune_run)
     scorer = run.scorer()
     for rid, expected in zip(saved["recording_id"], saved["scores"]):
         path = next(p for stem, p in files.items() if str(rid) in stem or stem in str(rid))
@@ -95,6 +97,59 @@ def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, 
     assert predict([str(finetune_run), str(path), "--json", "--min-score", "0"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line and str(path.name) in json.dumps(line)
+
+
+def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(finetune_run, synth):
+    """The LiteRT engine serves a fine-tuned run with BirdNET's TFLite model, the trained block written
+    in, and the head in NumPy: the Keras model's scores, in a process that never imports Keras."""
+    import os
+    import subprocess
+    import sys
+
+    from birdcore.io.audio import decode_audio
+    from birdcore.models.birdnet.engines import engine_scope
+    from birdcore.runs.loading import load_run
+
+    path = sorted((synth / "train_audio").rglob("*.wav"))[0]
+    code = ("import json, sys\n"
+            "from birdcore.io.audio import decode_audio\n"
+            "from birdcore.runs.loading import load_run\n"
+            f"run = load_run({str(finetune_run)!r})\n"
+            f"scores = run.scorer().score(decode_audio({str(path)!r}, sample_rate=48000))\n"
+            "print(json.dumps({'model': type(run.model).__name__, 'recording': scores.recording.tolist(),\n"
+            "                  'segments': scores.segments.tolist(),\n"
+            "                  'keras': 'keras' in sys.modules, 'tensorflow': 'tensorflow' in sys.modules}))\n")
+    env = {**os.environ, "BIRDCLEF_BIRDNET_ENGINE": "litert", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["model"] == "LiteRTFineTuned" and not got["keras"] and not got["tensorflow"]
+    with engine_scope("keras"):
+        run = load_run(finetune_run)
+    expected = run.scorer().score(decode_audio(path, sample_rate=48000))
+    np.testing.assert_allclose(got["recording"], expected.recording, atol=1e-5)
+    np.testing.assert_allclose(got["segments"], expected.segments, atol=1e-5)
+
+
+def test_a_network_litert_cannot_serve_falls_back_to_keras(finetune_run, tmp_path):
+    """A saved front whose weights are not the installed BirdNET's (another BirdNET file) is served by
+    Keras, which holds the whole network."""
+    import shutil
+
+    from birdcore.models.birdnet_finetune.litert import read_litert_model
+    from birdcore.models.birdnet_finetune.network import FRONT
+    from birdcore.models.saving import MODEL_FILE
+    from birdcore.runs.loading import load_run
+
+    assert read_litert_model(finetune_run / MODEL_FILE, cache_dir=tmp_path / "cache") is not None
+    other = tmp_path / "run"
+    shutil.copytree(finetune_run, other)
+    model = keras.saving.load_model(other / MODEL_FILE, safe_mode=True)
+    conv = model.get_layer(FRONT).get_layer("CONV_0")
+    conv.set_weights([w * 1.01 for w in conv.get_weights()])
+    model.save(other / MODEL_FILE)
+    assert read_litert_model(other / MODEL_FILE, cache_dir=tmp_path / "cache") is None
+    assert isinstance(load_run(other).model, keras.Model)
 
 
 def test_the_backbone_learning_rate_is_scaled():

@@ -27,66 +27,19 @@ converted model is a derivative and carries the same licence.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.tflite_graph import Graph, plan
 
 CONVERTER_VERSION = 2
 PACKAGE = "birdcore"
 
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}  # cached model path → the loaded model, shared in the process
-
-
-# --------------------------------------------------------------------------- reading the graph
-class _Graph:
-    """The TFLite model's single subgraph: operators (name, options, inputs, outputs) and constants."""
-
-    def __init__(self, path: Path):
-        from ai_edge_litert import schema_py_generated as schema
-
-        model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
-        graph = model.subgraphs[0]
-        codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-        dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-        np_types = {"FLOAT32": np.float32, "INT32": np.int32, "INT64": np.int64}
-        self.names, self.shapes, self.consts, self.types = [], [], {}, []
-        for i, t in enumerate(graph.tensors):
-            self.names.append(t.name.decode())
-            self.shapes.append(tuple(int(s) for s in t.shape) if t.shape is not None else ())
-            kind = dtypes[t.type]
-            self.types.append(kind)
-            data = model.buffers[t.buffer].data
-            if data is not None and len(data) and kind in np_types:
-                arr = np.frombuffer(np.asarray(data, np.uint8).tobytes(), np_types[kind])
-                self.consts[i] = arr.reshape(self.shapes[i])
-            if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale):
-                raise ValueError(f"BirdNET tensor {self.names[i]} is quantised: only the FP32 model converts")
-        self.ops = []
-        for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            name = codes[max(code.builtinCode, code.deprecatedBuiltinCode)]
-            self.ops.append((name, op.builtinOptions, [int(i) for i in op.inputs], [int(i) for i in op.outputs]))
-        self.inputs = [int(i) for i in graph.inputs]
-        self.outputs = [int(i) for i in graph.outputs]
-
-    def const(self, suffix: str) -> np.ndarray:
-        """The constant whose name ends with ``suffix`` (exactly one)."""
-        hits = [i for i in self.consts if self.names[i].split(";")[-1].endswith(suffix)
-                or self.names[i].endswith(suffix)]
-        if len(hits) != 1:
-            raise ValueError(f"BirdNET graph: {len(hits)} constants named *{suffix}")
-        return self.consts[hits[0]]
-
-
-def _layer_name(tensor_name: str) -> str:
-    """``BLOCK_4-4_CONV_1`` from TFLite tensor names such as ``...;model/BLOCK_4-4_CONV_1/Conv2D1``."""
-    found = re.findall(r"model/([A-Za-z0-9_\-]+)/", tensor_name)
-    return found[-1] if found else "op"
 
 
 # --------------------------------------------------------------------------- exact float32 division
@@ -313,7 +266,7 @@ _CUSTOM: dict = {}
 
 
 # --------------------------------------------------------------------------- conversion
-def _spectrogram_weights(g: _Graph, branch: str, bits: int = 8) -> tuple[dict, dict]:
+def _spectrogram_weights(g: Graph, branch: str, bits: int = 8) -> tuple[dict, dict]:
     """(config, weights) of spectrogram branch ``MEL_SPEC1``/``MEL_SPEC2`` (``BirdNETSpectrogram``)."""
     frame_length = int(g.const(f"{branch}/stft/frame_length"))
     frame_step = int(g.const(f"{branch}/stft/frame_step"))
@@ -355,18 +308,9 @@ def build_model(model_path: Path | None = None):
     import keras
 
     custom = _layers()
-    g = _Graph(Path(model_path) if model_path else bn.model_dir() / bn.MODEL_FILE)
+    g = Graph(Path(model_path) if model_path else bn.model_dir() / bn.MODEL_FILE)
     inp = keras.Input(shape=(bn.WINDOW_SAMPLES,), name="audio")
     tensors: dict[int, object] = {}
-    used: dict[str, int] = {}
-
-    def name(tensor: int, kind: str = "", weights: int | None = None) -> str:
-        base = _layer_name(g.names[tensor])
-        if base == "op" and weights is not None:  # the output "Identity": named after the weights
-            base = _layer_name(g.names[weights] + "/")
-        base += kind
-        used[base] = used.get(base, 0) + 1
-        return base if used[base] == 1 else f"{base}_{used[base]}"
 
     for branch in ("MEL_SPEC1", "MEL_SPEC2"):
         out = [i for i, n in enumerate(g.names) if n.endswith(f"model/{branch}/ExpandDims")]
@@ -376,29 +320,19 @@ def build_model(model_path: Path | None = None):
         for key, value in weights.items():
             getattr(layer, key).assign(value)
 
-    act = {0: None, 1: "relu", 3: "relu6"}
-    sigmoid_of: dict[int, int] = {}
-    for op, opt, ins, outs in g.ops:
-        if any("MEL_SPEC" in g.names[o] for o in outs) or g.types[outs[0]] != "FLOAT32":
-            continue  # the spectrogram front end (rebuilt above) and shape arithmetic
-        ins = [i for i in ins if i >= 0]
-        data = [i for i in ins if i not in g.consts and g.types[i] == "FLOAT32"]
+    for s in plan(g):  # layers named as ``tflite_graph.plan`` names them
+        op, opt, ins, data, fused = s.op, s.opt, s.ins, s.data, s.fused
         missing = [g.names[i] for i in data if i not in tensors]
         if missing:
             raise ValueError(f"BirdNET {op}: inputs not converted: {missing}")
         x = tensors[data[0]] if data else None
-        out = outs[0]
-        fused = act.get(getattr(opt, "fusedActivationFunction", 0), "unsupported")
-        if fused == "unsupported":
-            raise ValueError(f"BirdNET {op}: unsupported fused activation")
         padding = {0: "same", 1: "valid"}.get(getattr(opt, "padding", 0))
         if op == "CONV_2D":
             w = g.consts[ins[1]]  # (out, h, w, in)
             if (opt.dilationHFactor, opt.dilationWFactor) != (1, 1):
                 raise ValueError("BirdNET CONV_2D: dilation is not supported")
             layer = keras.layers.Conv2D(w.shape[0], w.shape[1:3], strides=(opt.strideH, opt.strideW),
-                                        padding=padding, activation=fused, use_bias=len(ins) > 2,
-                                        name=name(out))
+                                        padding=padding, activation=fused, use_bias=len(ins) > 2, name=s.layer)
             y = layer(x)
             layer.set_weights([w.transpose(1, 2, 3, 0)] + ([g.consts[ins[2]]] if len(ins) > 2 else []))
         elif op == "DEPTHWISE_CONV_2D":
@@ -406,63 +340,55 @@ def build_model(model_path: Path | None = None):
             mult = opt.depthMultiplier
             layer = keras.layers.DepthwiseConv2D(w.shape[1:3], strides=(opt.strideH, opt.strideW), padding=padding,
                                                  depth_multiplier=mult, activation=fused,
-                                                 use_bias=len(ins) > 2, name=name(out))
+                                                 use_bias=len(ins) > 2, name=s.layer)
             y = layer(x)
             kernel = w.reshape(w.shape[1], w.shape[2], w.shape[3] // mult, mult)
             layer.set_weights([kernel] + ([g.consts[ins[2]]] if len(ins) > 2 else []))
         elif op == "FULLY_CONNECTED":
             w = g.consts[ins[1]]  # (out, in)
-            layer = keras.layers.Dense(w.shape[0], activation=fused, use_bias=len(ins) > 2,
-                                       name=name(out, weights=ins[1]))
+            layer = keras.layers.Dense(w.shape[0], activation=fused, use_bias=len(ins) > 2, name=s.layer)
             y = layer(x)
             layer.set_weights([w.T] + ([g.consts[ins[2]]] if len(ins) > 2 else []))
         elif op == "LOGISTIC":
-            sigmoid_of[out] = data[0]
-            y = keras.layers.Activation("sigmoid", name=name(out, "_sigmoid"))(x)
+            y = keras.layers.Activation("sigmoid", name=s.layer)(x)
         elif op in ("MUL", "ADD") and len(data) == 2:
-            a, b = data
-            if op == "MUL" and (sigmoid_of.get(b) == a or sigmoid_of.get(a) == b):
-                y = keras.layers.Activation("silu", name=name(out))(tensors[a if sigmoid_of.get(b) == a else b])
+            if s.silu_of is not None:
+                y = keras.layers.Activation("silu", name=s.layer)(tensors[s.silu_of])
             else:
                 merge = keras.layers.Multiply if op == "MUL" else keras.layers.Add
-                y = merge(name=name(out))([tensors[a], tensors[b]])
-            if fused:
-                y = keras.layers.Activation(fused, name=name(out, "_act"))(y)
+                y = merge(name=s.layer)([tensors[i] for i in data])
         elif op in ("MUL", "ADD") and len(data) == 1:
             const = g.consts[[i for i in ins if i in g.consts][0]].astype(np.float32)
             if const.ndim > 1:
                 raise ValueError(f"BirdNET {op}: constant of shape {const.shape} is not per channel")
             channels = x.shape[-1]
-            layer = custom["Affine"](channels, use_scale=op == "MUL", use_offset=op == "ADD",
-                                     name=name(out, "_scale" if op == "MUL" else "_offset"))
+            layer = custom["Affine"](channels, use_scale=op == "MUL", use_offset=op == "ADD", name=s.layer)
             y = layer(x)
             layer.set_weights([np.broadcast_to(const, (channels,)).copy()])
-            if fused:
-                y = keras.layers.Activation(fused, name=name(out, "_act"))(y)
         elif op == "MEAN":
             axes = sorted(int(a) for a in np.atleast_1d(g.consts[ins[1]]))
             if axes != [1, 2]:
                 raise ValueError(f"BirdNET MEAN over axes {axes} is not supported")
-            y = keras.layers.GlobalAveragePooling2D(keepdims=bool(opt.keepDims), name=name(out))(x)
+            y = keras.layers.GlobalAveragePooling2D(keepdims=bool(opt.keepDims), name=s.layer)(x)
         elif op == "RESHAPE":
-            y = keras.layers.Reshape(g.shapes[out][1:], name=name(out))(x)
+            y = keras.layers.Reshape(g.shapes[s.out][1:], name=s.layer)(x)
         elif op == "PAD":
             pads = g.consts[ins[1]]
             if pads[0].any() or pads[3].any():
                 raise ValueError("BirdNET PAD: only spatial padding is supported")
-            y = keras.layers.ZeroPadding2D((tuple(pads[1]), tuple(pads[2])), name=name(out))(x)
+            y = keras.layers.ZeroPadding2D((tuple(pads[1]), tuple(pads[2])), name=s.layer)(x)
         elif op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             pool = keras.layers.AveragePooling2D if op == "AVERAGE_POOL_2D" else keras.layers.MaxPooling2D
             y = pool((opt.filterHeight, opt.filterWidth), strides=(opt.strideH, opt.strideW), padding=padding,
-                     name=name(out))(x)
-            if fused:
-                y = keras.layers.Activation(fused, name=name(out, "_act"))(y)
+                     name=s.layer)(x)
         elif op == "CONCATENATION":
-            axis = opt.axis if opt.axis >= 0 else opt.axis + len(g.shapes[out])
-            y = keras.layers.Concatenate(axis=axis, name=name(out))([tensors[i] for i in data])
+            axis = opt.axis if opt.axis >= 0 else opt.axis + len(g.shapes[s.out])
+            y = keras.layers.Concatenate(axis=axis, name=s.layer)([tensors[i] for i in data])
         else:
             raise ValueError(f"BirdNET operator {op} is not supported by the converter")
-        tensors[out] = y
+        if s.act is not None:
+            y = keras.layers.Activation(fused, name=s.act)(y)
+        tensors[s.out] = y
 
     embedding = [i for i, n in enumerate(g.names) if n.endswith("GLOBAL_AVG_POOL/Mean")]
     if len(embedding) != 1 or embedding[0] not in tensors or g.outputs[0] not in tensors:

@@ -167,9 +167,12 @@ class BirdNET:
         embeddings: also return the 1,024-d embedding of each window.
         threads: CPU threads for the interpreter (default: all cores).
         batch: windows per invoke.
+        model_content: a TFLite model to run instead of BirdNET's file, with BirdNET's inputs, outputs
+            and class layer (a fine-tuned BirdNET: ``tflite_weights.with_weights``).
     """
 
-    def __init__(self, *, embeddings: bool = False, threads: int | None = None, batch: int = 16):
+    def __init__(self, *, embeddings: bool = False, threads: int | None = None, batch: int = 16,
+                 model_content: bytes | None = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
@@ -177,7 +180,9 @@ class BirdNET:
 
         self.with_embeddings = embeddings
         self.batch = int(batch)
-        self._it = Interpreter(model_path=str(model_dir() / MODEL_FILE), num_threads=threads or os.cpu_count())
+        source = {"model_content": model_content} if model_content is not None else {
+            "model_path": str(model_dir() / MODEL_FILE)}
+        self._it = Interpreter(**source, num_threads=threads or os.cpu_count())
         self._in = self._it.get_input_details()[0]["index"]
         self._out = self._it.get_output_details()[0]["index"]
         self._it.allocate_tensors()

@@ -93,12 +93,30 @@ class BirdNETFineTune(BirdNETHead):
                 "backbone_lr_scale": cfg.model.backbone_lr_scale}
 
     def load_model(self, run_dir):
+        """On the LiteRT engine (``engines.current_engine``), the network as BirdNET's TFLite model with
+        the trained blocks written in and the head in NumPy (``litert.read_litert_model``: no Keras
+        import); on Keras, or when the network cannot be served that way, the Keras model."""
+        from birdcore.models.birdnet.engines import current_engine
+
+        if current_engine() == "litert":
+            from birdcore.models.birdnet_finetune.litert import read_litert_model
+
+            model = read_litert_model(Path(run_dir) / MODEL_FILE)
+            if model is not None:
+                return model
         from birdcore.models.birdnet_finetune.network import register_layers
 
         register_layers()
         return load_keras(Path(run_dir) / MODEL_FILE)
 
     def run_scorer(self, run, *, batch_segments=32, threads=None, overlap=0.0):
+        from birdcore.models.birdnet_finetune.litert import LiteRTFineTuned
+
+        if isinstance(run.model, LiteRTFineTuned):
+            from birdcore.models.birdnet_head.inference import BirdNETHeadScorer
+
+            birdnet = bn.BirdNET(embeddings=True, threads=threads, model_content=run.model.tflite)
+            return BirdNETHeadScorer(run.model.head, sources=run.model.sources, overlap=overlap, birdnet=birdnet)
         from birdcore.models.birdnet_finetune.scorer import FineTunedScorer
 
         return FineTunedScorer(run.model, overlap=overlap)

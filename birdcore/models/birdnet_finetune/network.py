@@ -28,10 +28,10 @@ from keras import ops
 
 from birdcore.models.birdnet import keras_model as bnk
 from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet_finetune.names import FRONT, HEAD, TAIL  # noqa: F401 (re-exported)
 
 _PACKAGE = "birdcore"
 BLOCKS = tuple(f"BLOCK_{a}-{b}" for a, n in ((1, 3), (2, 4), (3, 5), (4, 4)) for b in range(1, n + 1)) + ("POST",)
-FRONT, TAIL, HEAD = "birdnet_front", "birdnet_tail", "birdnet_head"
 ACTIVATIONS = "embeddings"  # training model's input key: the batches of the head (``EmbeddingBatches``) feed it
 
 

@@ -16,6 +16,7 @@ import io
 import json
 import re
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -77,21 +78,36 @@ def _snake(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def read_numpy_head(path: Path) -> NumpyHead | None:
-    """The head saved in ``path`` (a ``.keras`` file) as a ``NumpyHead``, or None when its layers are
-    not exactly ``build_head``'s in float32 (then it needs Keras)."""
+def weight_groups(layers: list[dict]) -> dict[str, str]:
+    """Layer name → its group in ``model.weights.h5``, for the layers of one functional model's
+    ``config.json`` entry: groups are named by class (``_snake``), numbered in layer order
+    (``conv2d``, ``conv2d_1``...); a nested model's own layers sit under ``layers/<its group>/``."""
+    groups, seen = {}, {}
+    for layer in layers:
+        snake = _snake(layer["class_name"])
+        groups[layer["config"]["name"]] = snake if snake not in seen else f"{snake}_{seen[snake]}"
+        seen[snake] = seen.get(snake, 0) + 1
+    return groups
+
+
+@contextmanager
+def open_keras_file(path: Path):
+    """(config.json as a dict, model.weights.h5 as an open ``h5py.File``) of a ``.keras`` file."""
     import h5py
 
     with zipfile.ZipFile(path) as z:
         config = json.loads(z.read("config.json"))
         weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
-    layers = config.get("config", {}).get("layers", [])
-    by_name, groups, seen = {}, {}, {}
-    for layer in layers:  # weight groups are named by class, numbered in layer order
-        snake = _snake(layer["class_name"])
-        groups[layer["config"]["name"]] = snake if snake not in seen else f"{snake}_{seen[snake]}"
-        seen[snake] = seen.get(snake, 0) + 1
-        by_name[layer["config"]["name"]] = layer
+    try:
+        yield config, weights
+    finally:
+        weights.close()
+
+
+def numpy_head_from(layers: list[dict], var: Callable[[str, int], np.ndarray]) -> NumpyHead | None:
+    """The head whose functional config has ``layers`` as a ``NumpyHead``, its weights read by
+    ``var(layer name, index)``; None when its layers are not exactly ``build_head``'s in float32."""
+    by_name = {layer["config"]["name"]: layer for layer in layers}
     classes = {n: layer["class_name"] for n, layer in by_name.items()}
     prior = "prior_scale" in classes
     attention = by_name.get("recording", {}).get("config", {}).get("mode") == "attention"
@@ -109,10 +125,6 @@ def read_numpy_head(path: Path) -> NumpyHead | None:
     if prior and (by_name["embedding"]["config"].get("start") != 0
                   or by_name["embedding"]["config"].get("stop") != bn.EMBEDDING_SIZE):
         return None
-
-    def var(name: str, i: int) -> np.ndarray:
-        return np.asarray(weights[f"layers/{groups[name]}/vars/{i}"])
-
     try:
         return NumpyHead(hidden=(var("hidden", 0), var("hidden", 1)),
                          species=(var("species_logits", 0), var("species_logits", 1)),
@@ -121,8 +133,15 @@ def read_numpy_head(path: Path) -> NumpyHead | None:
                          mode=by_name["recording"]["config"]["mode"])
     except KeyError:
         return None
-    finally:
-        weights.close()
+
+
+def read_numpy_head(path: Path) -> NumpyHead | None:
+    """The head saved in ``path`` (a ``.keras`` file) as a ``NumpyHead``, or None when its layers are
+    not exactly ``build_head``'s in float32 (then it needs Keras)."""
+    with open_keras_file(path) as (config, weights):
+        layers = config.get("config", {}).get("layers", [])
+        groups = weight_groups(layers)
+        return numpy_head_from(layers, lambda name, i: np.asarray(weights[f"layers/{groups[name]}/vars/{i}"]))
 
 
 def load_head(path: Path):

