@@ -117,6 +117,7 @@ def main() -> None:
     import soundfile as sf
 
     py = sys.executable
+    args.data_dir = args.data_dir.resolve()  # entries run from other folders (--old-tree)
     files = [str(f) for f in choose_files(args.data_dir, args.per_species, args.seed)]
     audio_s = sum(sf.info(f).duration for f in files)
     clip = str(args.clip or args.data_dir / "train_audio" / "purtan1" / "XC33685.mp3")

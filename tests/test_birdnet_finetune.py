@@ -67,7 +67,8 @@ def test_only_the_last_block_and_the_head_change(finetune_run):
     np.testing.assert_array_equal(_weights(prior)[0], kernel[:, prior.columns or [0]])
 
 
-def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, synth, tmp_path, capsys):
+def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, synth, tmp_path, capsys,
+                                                                  monkeypatch):
     from birdcore.cli.predict import main as predict
     from birdcore.io.audio import decode_audio
     from birdcore.models.birdnet.engines import engine_scope
@@ -93,13 +94,14 @@ def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, 
     streamed = scorer.score_stream(np.array_split(wave, 3))
     np.testing.assert_allclose(np.asarray(out["recording"])[0], streamed.recording, atol=2e-5)
     np.testing.assert_allclose(np.asarray(out["segments"])[0], streamed.segments, atol=2e-5)
-    # and the predict CLI serves it
+    # and the predict CLI serves it (on LiteRT by default, building its TFLite model in this cache)
+    monkeypatch.setenv("BIRDCLEF_CACHE", str(tmp_path / "cache"))
     assert predict([str(finetune_run), str(path), "--json", "--min-score", "0"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line and str(path.name) in json.dumps(line)
 
 
-def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(finetune_run, synth):
+def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(finetune_run, synth, tmp_path):
     """The LiteRT engine serves a fine-tuned run with BirdNET's TFLite model, the trained block written
     in, and the head in NumPy: the Keras model's scores, in a process that never imports Keras."""
     import os
@@ -119,7 +121,8 @@ def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(fine
             "print(json.dumps({'model': type(run.model).__name__, 'recording': scores.recording.tolist(),\n"
             "                  'segments': scores.segments.tolist(),\n"
             "                  'keras': 'keras' in sys.modules, 'tensorflow': 'tensorflow' in sys.modules}))\n")
-    env = {**os.environ, "BIRDCLEF_BIRDNET_ENGINE": "litert", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "BIRDCLEF_BIRDNET_ENGINE": "litert", "BIRDCLEF_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -131,25 +134,46 @@ def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(fine
     np.testing.assert_allclose(got["segments"], expected.segments, atol=1e-5)
 
 
-def test_a_network_litert_cannot_serve_falls_back_to_keras(finetune_run, tmp_path):
-    """A saved front whose weights are not the installed BirdNET's (another BirdNET file) is served by
-    Keras, which holds the whole network."""
+def test_the_built_tflite_model_is_cached_and_rebuilt_when_damaged(finetune_run, tmp_path):
+    from birdcore.models.birdnet_finetune.litert import cached_path, read_litert_model
+    from birdcore.models.saving import MODEL_FILE
+
+    cache = tmp_path / "cache"
+    built = read_litert_model(finetune_run / MODEL_FILE, cache_dir=cache)
+    path = cached_path(finetune_run / MODEL_FILE, cache)
+    assert built.trained and path.read_bytes() == built.tflite
+    again = read_litert_model(finetune_run / MODEL_FILE, cache_dir=cache)  # from the cache
+    assert again.tflite == built.tflite and again.trained == built.trained and again.sources == built.sources
+    path.write_bytes(b"not a model")
+    assert read_litert_model(finetune_run / MODEL_FILE, cache_dir=cache).tflite == built.tflite
+    assert path.read_bytes() == built.tflite
+
+
+def test_a_network_litert_cannot_serve_falls_back_to_keras(finetune_run, tmp_path, monkeypatch, caplog):
+    """A saved front whose weights are not the installed BirdNET's (another BirdNET file), or a machine
+    without BirdNET's file or LiteRT: Keras serves the run, which holds the whole network."""
+    import logging
     import shutil
 
+    from birdcore.models.birdnet import runtime as bn
     from birdcore.models.birdnet_finetune.litert import read_litert_model
     from birdcore.models.birdnet_finetune.network import FRONT
     from birdcore.models.saving import MODEL_FILE
     from birdcore.runs.loading import load_run
 
-    assert read_litert_model(finetune_run / MODEL_FILE, cache_dir=tmp_path / "cache") is not None
+    monkeypatch.setenv("BIRDCLEF_CACHE", str(tmp_path / "cache"))
     other = tmp_path / "run"
     shutil.copytree(finetune_run, other)
     model = keras.saving.load_model(other / MODEL_FILE, safe_mode=True)
     conv = model.get_layer(FRONT).get_layer("CONV_0")
     conv.set_weights([w * 1.01 for w in conv.get_weights()])
     model.save(other / MODEL_FILE)
-    assert read_litert_model(other / MODEL_FILE, cache_dir=tmp_path / "cache") is None
+    with caplog.at_level(logging.INFO):
+        assert read_litert_model(other / MODEL_FILE) is None
+    assert "differs from the installed BirdNET file (CONV_0" in caplog.text
     assert isinstance(load_run(other).model, keras.Model)
+    monkeypatch.setattr(bn, "birdnet_available", lambda: False)
+    assert isinstance(load_run(finetune_run).model, keras.Model)
 
 
 def test_the_backbone_learning_rate_is_scaled():

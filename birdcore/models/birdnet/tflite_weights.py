@@ -18,6 +18,7 @@ The result carries BirdNET's licence, CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``)
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,8 @@ def differing_layers(weights: dict[str, list[np.ndarray]], g: Graph | None = Non
     differ = []
     for layer, arrays in weights.items():
         _check(layer, arrays, tensors)
-        same = all(np.array_equal(to_tflite(ops[layer], k, a, g.shapes[t]).ravel(), g.consts[t].ravel())
+        same = all(np.array_equal(to_tflite(ops[layer], k, a, g.shapes[t]).ravel(),
+                                  np.broadcast_to(g.consts[t].ravel(), (np.size(a),)))
                    for k, (t, a) in enumerate(zip(tensors[layer], arrays)))
         if not same:
             differ.append(layer)
@@ -98,12 +100,16 @@ def _check(layer: str, arrays: list, tensors: dict[str, list[int]]) -> None:
 
 
 def with_weights(weights: dict[str, list[np.ndarray]], g: Graph | None = None) -> bytes:
-    """BirdNET's TFLite model (the graph ``g``, default ``read_graph()``; its ``model`` is changed in
+    """BirdNET's TFLite model (the graph ``g``, default ``read_graph()``; its ``model`` is edited in
     place) with the named layers' weights replaced by ``weights`` (layer name → Keras arrays,
     ``get_weights`` order), as flatbuffer bytes for ``ai_edge_litert``'s
-    ``Interpreter(model_content=...)``.  Every replaced constant gets a buffer of its own (TFLite may
-    share one buffer between equal constants).  ValueError for an unknown layer or arrays that do not
-    fit."""
+    ``Interpreter(model_content=...)``.  ValueError for an unknown layer or arrays that do not fit.
+
+    TFLite shares one constant tensor between operators whose weights are equal (31 in BirdNET V2.4,
+    e.g. ``BLOCK_4-4_CONV_3``'s bias is ``BLOCK_4-1_CONV_3``'s): a shared weight is replaced by a new
+    tensor read by this layer's operator only, so the other operators keep BirdNET's values; a weight
+    of one operator gets a new buffer, and a buffer nothing reads any more is emptied (the file stays
+    the size of BirdNET's)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -112,24 +118,36 @@ def with_weights(weights: dict[str, list[np.ndarray]], g: Graph | None = None) -
     tensors = {layer: t for layer, (_, t) in weighted.items()}
     model = g.model
     subgraph = model.subgraphs[0]
+    readers = Counter(i for _, _, ins, _ in g.ops for i in ins)  # operators reading each tensor
+    keep = {int(m.buffer) for m in model.metadata or []}  # buffers the file's metadata points at
+    holders = Counter(int(t.buffer) for t in subgraph.tensors)
     for layer, arrays in weights.items():
         _check(layer, arrays, tensors)
-        operator = subgraph.operators[weighted[layer][0]]
-        inputs = [int(i) for i in operator.inputs]
+        index = weighted[layer][0]
+        operator = subgraph.operators[index]
         for k, (t, a) in enumerate(zip(tensors[layer], arrays)):
             value = to_tflite(ops[layer], k, a, g.shapes[t]).astype("<f4")
             buffer = schema.BufferT()
             buffer.data = np.frombuffer(value.tobytes(), np.uint8)
             model.buffers.append(buffer)
-            tensor = copy.copy(subgraph.tensors[t])
-            tensor.name = tensor.name + f";{layer}/trained{k}".encode()
+            if readers[t] == 1:  # this operator's own: its tensor takes the new buffer
+                tensor = subgraph.tensors[t]
+                old = int(tensor.buffer)
+                holders[old] -= 1
+                if holders[old] == 0 and old not in keep:
+                    model.buffers[old].data = None
+            else:  # shared: a new tensor for this operator alone
+                tensor = copy.copy(subgraph.tensors[t])
+                tensor.name = tensor.name + f";{layer}/trained{k}".encode()
+                subgraph.tensors.append(tensor)
+                inputs = [int(i) for i in operator.inputs]
+                inputs[g.ops[index][2].index(t)] = len(subgraph.tensors) - 1
+                operator.inputs = np.asarray(inputs, np.int32)
             tensor.buffer = len(model.buffers) - 1
+            holders[tensor.buffer] += 1
             tensor.shape = np.asarray(value.shape, np.int32)
             if tensor.shapeSignature is not None:
                 tensor.shapeSignature = np.asarray(value.shape, np.int32)
-            subgraph.tensors.append(tensor)
-            inputs[inputs.index(t)] = len(subgraph.tensors) - 1
-        operator.inputs = np.asarray(inputs, np.int32)
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

@@ -95,10 +95,11 @@ class BirdNETFineTune(BirdNETHead):
     def load_model(self, run_dir):
         """On the LiteRT engine (``engines.current_engine``), the network as BirdNET's TFLite model with
         the trained blocks written in and the head in NumPy (``litert.read_litert_model``: no Keras
-        import); on Keras, or when the network cannot be served that way, the Keras model."""
+        import); on Keras, without BirdNET's file or LiteRT, or when the network cannot be served
+        that way, the Keras model (the whole network, which needs neither)."""
         from birdcore.models.birdnet.engines import current_engine
 
-        if current_engine() == "litert":
+        if current_engine() == "litert" and bn.birdnet_available():
             from birdcore.models.birdnet_finetune.litert import read_litert_model
 
             model = read_litert_model(Path(run_dir) / MODEL_FILE)

@@ -16,6 +16,7 @@ The result carries BirdNET's licence, CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 from birdcore.models.birdnet_finetune.names import FRONT, HEAD, TAIL
 from birdcore.models.birdnet_head.inference import NumpyHead, numpy_head_from, open_keras_file, weight_groups
 
+log = logging.getLogger(__name__)
 _WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense", "Affine")
 _TAIL_EXTRAS = {"activations": "InputLayer", "cut": "Reshape", "GLOBAL_AVG_POOL": "GlobalAveragePooling2D",
                 "prior_logits": "PriorLogits", "head_input": "Concatenate"}
@@ -69,9 +71,14 @@ def _layer_weights(layers: list[dict], var) -> dict[str, list[np.ndarray]]:
     return out
 
 
+FORMAT = 1  # of the built TFLite model: part of its cache key, raised whenever tflite_weights changes
+
+
 def cached_path(path: Path, cache_dir: Path | None = None) -> Path:
     """Where the TFLite model built from the network in ``path`` is kept:
-    ``<cache>/birdnet/finetuned/<model.keras hash>_<BirdNET file hash>.tflite`` (SHA-256, 16 digits)."""
+    ``<cache>/birdnet/finetuned/<model.keras hash>_<BirdNET file hash>_f<FORMAT>.tflite`` (SHA-256,
+    16 digits).  One file (BirdNET's size, ~52 MB) per fine-tuned network served; nothing removes
+    old ones (delete the folder to free the space)."""
     import hashlib
 
     from birdcore.data.cache import default_cache_dir
@@ -79,16 +86,28 @@ def cached_path(path: Path, cache_dir: Path | None = None) -> Path:
 
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    return root / "birdnet" / "finetuned" / f"{digest}_{model_hash()}.tflite"
+    return root / "birdnet" / "finetuned" / f"{digest}_{model_hash()}_f{FORMAT}.tflite"
+
+
+def _read_cached(path: Path) -> bytes | None:
+    """A cached TFLite model's bytes, None when absent, unreadable or not a TFLite file."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if data[4:8] == b"TFL3" else None
 
 
 def read_litert_model(path: Path, *, cache_dir: Path | None = None) -> LiteRTFineTuned | None:
     """The fine-tuned network saved in ``path`` (a run's ``model.keras``) for LiteRT, or None when it
-    cannot be served that way (then Keras serves it).  Building the TFLite model takes about 1 s; it
-    is kept in the cache (``cached_path``; skipped where the cache cannot be written) for the next
-    process."""
+    cannot be served that way (then Keras serves it; the reason is logged).  Building the TFLite
+    model takes about 1 s; it is kept in the cache (``cached_path``; skipped where the cache cannot
+    be written) for the next process.  Needs BirdNET's file and LiteRT (``runtime.birdnet_available``)."""
     from birdcore.models.birdnet.tflite_graph import plan
     from birdcore.models.birdnet.tflite_weights import differing_layers, read_graph, with_weights
+
+    def refuse(reason: str) -> None:
+        log.info("%s: served by Keras, not LiteRT: %s", path, reason)
 
     cached = cached_path(path, cache_dir)
     with open_keras_file(Path(path)) as (config, weights):
@@ -98,34 +117,37 @@ def read_litert_model(path: Path, *, cache_dir: Path | None = None) -> LiteRTFin
             front_layers, front_var = _part(top, groups, weights, FRONT)
             tail_layers, tail_var = _part(top, groups, weights, TAIL)
             head_layers, head_var = _part(top, groups, weights, HEAD)
-        except KeyError:
-            return None
+        except KeyError as missing:
+            return refuse(f"no part {missing} in the saved network")
         head = numpy_head_from(head_layers, head_var)
+        if head is None:
+            return refuse("its head is not build_head's in float32")
+        prior = next((layer for layer in tail_layers if layer["class_name"] == "PriorLogits"), None)
+        if (prior is not None) != (head.prior_scale is not None):
+            return refuse("the prior logits and the head's prior weights do not go together")
+        sources = None if prior is None else [[int(c) for c in s] for s in prior["config"]["sources"]]
+        trained = sorted(layer["config"]["name"] for layer in tail_layers if layer["class_name"] in _WEIGHTED)
+        built = _read_cached(cached)
+        if built is not None:
+            return LiteRTFineTuned(tflite=built, head=head, sources=sources, trained=trained)
         front = _layer_weights(front_layers, front_var)
         tail = _layer_weights(tail_layers, tail_var)
-    if head is None:
-        return None
-    prior = next((layer for layer in tail_layers if layer["class_name"] == "PriorLogits"), None)
-    sources = None if prior is None else [[int(c) for c in s] for s in prior["config"]["sources"]]
-    if (prior is not None) != (head.prior_scale is not None):
-        return None
-    tail.pop("prior_logits", None)
-    if cached.is_file():
-        return LiteRTFineTuned(tflite=cached.read_bytes(), head=head, sources=sources, trained=sorted(tail))
     g = read_graph()
     birdnet_layers = {name for s in plan(g) for name in (s.layer, s.act) if name}
     extras = {layer["config"]["name"]: layer["class_name"] for layer in tail_layers
               if layer["config"]["name"] not in birdnet_layers}
-    if any(_TAIL_EXTRAS.get(name) != kind for name, kind in extras.items()):
-        return None  # not BirdNET's blocks
+    odd = sorted(name for name, kind in extras.items() if _TAIL_EXTRAS.get(name) != kind)
+    if odd:
+        return refuse(f"layers BirdNET does not have: {', '.join(odd[:5])}")
     try:
-        if differing_layers(front, g):
-            return None  # trained on another BirdNET file than the installed one
+        differ = differing_layers(front, g)
+        if differ:
+            return refuse(f"its frozen part differs from the installed BirdNET file ({differ[0]}...)")
         tflite = with_weights(tail, g)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        return refuse(str(exc))
     _keep(cached, tflite)
-    return LiteRTFineTuned(tflite=tflite, head=head, sources=sources, trained=sorted(tail))
+    return LiteRTFineTuned(tflite=tflite, head=head, sources=sources, trained=trained)
 
 
 def _keep(path: Path, data: bytes) -> None:
