@@ -117,7 +117,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled weight decay of Adam (AdamW); 0 = plain Adam
     early_stopping_patience: int = 8  # epochs without validation improvement
     seed: int = 1234
-    mixed_precision: str = "auto"  # "auto" (float16 on GPU) | "on" (float16) | "bf16" | "off"
+    mixed_precision: str = "auto"  # "auto" (float16 on a GPU, for kinds that allow it) | "on" (float16) | "bf16" | "off"
     steps_per_epoch: int | None = None  # None: one pass over the training recordings
     # birdnet_head: a review database (``python -m birdcore.review``) whose verified clips join the
     # training split: yes (or a corrected species) as positives, no as hard negatives

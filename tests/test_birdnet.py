@@ -132,6 +132,27 @@ def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, zero_shot_ru
     assert scores.recording.shape == (3,) and np.all(scores.recording < 1e-6)
 
 
+def test_a_head_trained_on_a_gpu_stays_float32_and_serves_without_keras(synth48, tmp_path, monkeypatch):
+    """Under "auto" precision a GPU would train in mixed float16; a BirdNET head stays float32, so the
+    run serves in NumPy (``read_numpy_head``), not through Keras."""
+    import keras
+
+    from birdcore.models.birdnet_head.inference import read_numpy_head
+    from birdcore.training import devices
+    from birdcore.training.train import train_run
+
+    monkeypatch.setattr(devices, "gpu_visible", lambda: True)  # as on a GPU machine
+    cfg = birdnet_config(tiny_config(epochs=1))
+    cfg.model.kind, cfg.model.backbone = "birdnet_head", "birdnet"
+    assert cfg.train.mixed_precision == "auto"
+    try:
+        run = train_run(data_dir=synth48, out_dir=tmp_path / "runs", name="gpu", cfg=cfg, cache_dir=tmp_path / "cache",
+                        workers=1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert read_numpy_head(run / "model.keras") is not None
+
+
 def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, head_run):
     run_dir = head_run
     manifest = read_manifest(run_dir)

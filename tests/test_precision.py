@@ -43,3 +43,17 @@ def test_auto_precision_follows_the_hardware():
             configure_precision("bf17")
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_auto_precision_stays_float32_for_kinds_that_do_not_allow_it(monkeypatch):
+    """On a GPU, "auto" is mixed float16 unless the kind of model says no (BirdNET heads); "on" is
+    always mixed."""
+    from birdcore.training import devices
+
+    monkeypatch.setattr(devices, "gpu_visible", lambda: True)
+    try:
+        assert configure_precision("auto") == "mixed_float16"
+        assert configure_precision("auto", kind_allows=False) == "float32"
+        assert configure_precision("on", kind_allows=False) == "mixed_float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -72,6 +72,7 @@ class ModelKind:
     trains: ClassVar[bool] = True  # False: the run has no trained model (model.keras)
     supports_overlap: ClassVar[bool] = False  # windows can overlap (``with_overlap``)
     uses_noise_bank: ClassVar[bool] = False  # training mixes in background-noise recordings
+    mixed_precision: ClassVar[bool] = True  # train.mixed_precision "auto" may compute in float16 on a GPU
 
     # ---- configuration
     def configure(self, cfg, *, given: set[str] = frozenset()) -> None:

@@ -27,10 +27,11 @@ def compile_model(model: keras.Model, lr: float, *, weight_decay: float = 0.0, o
 PRECISION_MODES = ("auto", "on", "bf16", "off")
 
 
-def configure_precision(mode: str) -> str:
+def configure_precision(mode: str, *, kind_allows: bool = True) -> str:
     """Set the global Keras dtype policy; returns the policy name used.
 
-    mode "auto" turns on mixed_float16 only when a GPU is visible; "on" is
+    mode "auto" turns on mixed_float16 only when a GPU is visible and the kind of model allows it
+    (``kind_allows``: ``ModelKind.mixed_precision``); "on" is
     mixed_float16, "bf16" mixed_bfloat16 (no loss scaling; for GPUs with
     bfloat16 tensor cores, A100 and newer), "off" float32.
     """
@@ -39,7 +40,7 @@ def configure_precision(mode: str) -> str:
     if mode == "bf16":
         policy = "mixed_bfloat16"
     else:
-        use = mode == "on" or (mode == "auto" and gpu_visible())
+        use = mode == "on" or (mode == "auto" and kind_allows and gpu_visible())
         policy = "mixed_float16" if use else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy

@@ -66,7 +66,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         log.info("resuming %s with its saved configuration", run.path)
     kind = kind_for(cfg.model.kind)
     kind.check_config(cfg)
-    policy = configure_precision(cfg.train.mixed_precision)
+    policy = configure_precision(cfg.train.mixed_precision, kind_allows=kind.mixed_precision)
     data = prepare_data(run, cfg, data_dir=data_dir, cache_dir=cache_dir, workers=workers)
     inputs = kind.prepare_inputs(run, cfg, data, cache_root=Path(cache_dir) if cache_dir else default_cache_dir())
     n_species = len(data.codes)

@@ -19,6 +19,10 @@ class BirdNETHead(ModelKind):
     name = "birdnet_head"
     description = "BirdNET V2.4 embeddings + trained head"
     supports_overlap = True
+    # float32 even on a GPU under "auto": the head is too small to gain from float16, BirdNET's own
+    # layers are float32 anyway, and a float32 head serves in NumPy and on LiteRT without Keras
+    # (``inference.read_numpy_head``, ``birdnet_finetune.litert``); a mixed-precision one needs Keras.
+    mixed_precision = False
 
     def configure(self, cfg, *, given=frozenset()) -> None:
         bn.birdnet_config(cfg)
