@@ -103,7 +103,11 @@ def zero_shot_run(synth48, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def head_run(synth48, tmp_path_factory):
-    """A ``--backbone birdnet`` run (the head on BirdNET embeddings) trained on ``synth48``."""
+    """A ``--backbone birdnet`` run (the head on BirdNET embeddings) trained on ``synth48``, as on a GPU
+    machine (``gpu_visible`` says yes: "auto" precision would be mixed float16 there)."""
+    import keras
+
+    from birdcore.training import devices
     from birdcore.training.train import train_run
 
     tmp = tmp_path_factory.mktemp("head")
@@ -112,19 +116,21 @@ def head_run(synth48, tmp_path_factory):
     cfg.model.dropout = 0.1
     cfg.train.learning_rate = 3e-3
     cfg.train.train_seconds = 6.0
-    return train_run(data_dir=synth48, out_dir=tmp / "runs", name="head", cfg=cfg, cache_dir=tmp / "cache", workers=1)
+    assert cfg.train.mixed_precision == "auto"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(devices, "gpu_visible", lambda: True)
+        try:
+            return train_run(data_dir=synth48, out_dir=tmp / "runs", name="head", cfg=cfg, cache_dir=tmp / "cache",
+                             workers=1)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
 
 
-def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, zero_shot_run, tmp_path):
-    from birdcore.training.train import train_run
-
-    cfg = tiny_config()
-    base = zero_shot_run
+def test_zero_shot_baseline_writes_a_run_on_the_same_split(zero_shot_run, head_run):
+    base, trained = zero_shot_run, head_run  # a trained run on the same data, with the same seed
     manifest = read_manifest(base)
     assert manifest["model_kind"] == "birdnet_zero_shot" and "CC BY-NC-SA" in manifest["license"]
     assert len(manifest["birdnet_missing_species"]) == 3  # synthetic species are unknown to BirdNET
-    trained = train_run(data_dir=synth48, out_dir=tmp_path / "runs", name="t", cfg=cfg, cache_dir=tmp_path / "c2",
-                        workers=1)
     split = lambda run: pd.read_csv(run / "split.csv").set_index("recording_id")["split"].sort_index()
     pd.testing.assert_series_equal(split(base), split(trained))
     run = load_run(base)
@@ -132,25 +138,12 @@ def test_zero_shot_baseline_writes_a_run_on_the_same_split(synth48, zero_shot_ru
     assert scores.recording.shape == (3,) and np.all(scores.recording < 1e-6)
 
 
-def test_a_head_trained_on_a_gpu_stays_float32_and_serves_without_keras(synth48, tmp_path, monkeypatch):
-    """Under "auto" precision a GPU would train in mixed float16; a BirdNET head stays float32, so the
-    run serves in NumPy (``read_numpy_head``), not through Keras."""
-    import keras
-
+def test_a_head_trained_on_a_gpu_stays_float32_and_serves_without_keras(head_run):
+    """Under "auto" precision a GPU trains in mixed float16; a BirdNET head stays float32, so the run
+    serves in NumPy (``read_numpy_head``), not through Keras."""
     from birdcore.models.birdnet_head.inference import read_numpy_head
-    from birdcore.training import devices
-    from birdcore.training.train import train_run
 
-    monkeypatch.setattr(devices, "gpu_visible", lambda: True)  # as on a GPU machine
-    cfg = birdnet_config(tiny_config(epochs=1))
-    cfg.model.kind, cfg.model.backbone = "birdnet_head", "birdnet"
-    assert cfg.train.mixed_precision == "auto"
-    try:
-        run = train_run(data_dir=synth48, out_dir=tmp_path / "runs", name="gpu", cfg=cfg, cache_dir=tmp_path / "cache",
-                        workers=1)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    assert read_numpy_head(run / "model.keras") is not None
+    assert read_numpy_head(head_run / "model.keras") is not None
 
 
 def test_birdnet_backbone_learns_species_birdnet_lacks(synth48, head_run):

@@ -1,8 +1,9 @@
 """Fine-tuning BirdNET's last blocks with the head (``--backbone birdnet --fine-tune N``, kind ``birdnet_finetune``).
 
-One tiny real run (N = 1, 2 epochs, 15 generated recordings of 3 species at 48 kHz) is shared: the
-frozen part stays BirdNET's to the bit, the last block and the head change, and the run's
-``model.keras`` (the whole network) scores through the normal paths as the in-training model did.
+One tiny real run (N = 2, 2 epochs, 15 generated recordings of 3 species at 48 kHz) is shared: the
+frozen part stays BirdNET's to the bit, the last two blocks (convolutions, a depthwise one,
+squeeze-excitation) and the head change, and the run's ``model.keras`` (the whole network) scores
+through the normal paths, on Keras and on LiteRT, as the in-training model did.
 """
 import json
 from pathlib import Path
@@ -32,11 +33,11 @@ def finetune_run(synth, tmp_path_factory):
     from birdcore.training.train import train_run
 
     tmp = tmp_path_factory.mktemp("ft")
-    args = build_parser().parse_args(["--data-dir", str(synth), "--backbone", "birdnet", "--fine-tune", "1",
+    args = build_parser().parse_args(["--data-dir", str(synth), "--backbone", "birdnet", "--fine-tune", "2",
                                       "--epochs", "2", "--train-seconds", "3", "--batch-size", "4",
                                       "--set", "model.backbone_lr_scale=0.5", "--set", "train.learning_rate=0.003"])
     cfg = config_from_args(args)
-    assert cfg.model.kind == "birdnet_finetune" and cfg.model.fine_tune == 1
+    assert cfg.model.kind == "birdnet_finetune" and cfg.model.fine_tune == 2
     return train_run(data_dir=synth, out_dir=tmp / "runs", name="ft", cfg=cfg, cache_dir=tmp / "cache", workers=1)
 
 
@@ -44,7 +45,7 @@ def _weights(layer):
     return [np.asarray(w) for w in layer.get_weights()]
 
 
-def test_only_the_last_block_and_the_head_change(finetune_run):
+def test_only_the_last_blocks_and_the_head_change(finetune_run):
     from birdcore.models.birdnet_finetune.network import FRONT, HEAD, TAIL, block_of, load_birdnet
 
     model = keras.saving.load_model(finetune_run / "model.keras", safe_mode=True)
@@ -58,25 +59,23 @@ def test_only_the_last_block_and_the_head_change(finetune_run):
             original = _weights(birdnet.get_layer(layer.name))
             equal = all(np.array_equal(a, b) for a, b in zip(original, _weights(layer)))
             (same if equal else changed).add(layer.name)
-    assert changed and {block_of(n) for n in changed} == {"POST"}  # the last block trained...
-    assert "BLOCK_4-4_CONV_1" in same and "MEL_SPEC1" in same and "CONV_0" in same  # ...nothing before it
-    assert "POST_CONV_1" in changed
+    assert changed and {block_of(n) for n in changed} == {"BLOCK_4-4", "POST"}  # the last 2 blocks trained...
+    assert "BLOCK_4-3_CONV_1" in same and "MEL_SPEC1" in same and "CONV_0" in same  # ...nothing before them
+    assert {"POST_CONV_1", "BLOCK_4-4_CONV_2", "BLOCK_4-4_SE_CONV_1", "BLOCK_4-4_CONV_3"} <= changed
     # the prior is BirdNET's class layer, frozen
     kernel, bias = _weights(birdnet.get_layer("CLASS_DENSE_LAYER"))
     prior = model.get_layer(TAIL).get_layer("prior_logits")
     np.testing.assert_array_equal(_weights(prior)[0], kernel[:, prior.columns or [0]])
 
 
-def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, synth, tmp_path, capsys,
-                                                                  monkeypatch):
-    from birdcore.cli.predict import main as predict
+def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, synth):
     from birdcore.io.audio import decode_audio
     from birdcore.models.birdnet.engines import engine_scope
     from birdcore.runs.folder import read_manifest
     from birdcore.runs.loading import load_run
 
     manifest = read_manifest(finetune_run)
-    assert manifest["model_kind"] == "birdnet_finetune" and manifest["fine_tuned_blocks"] == ["POST"]
+    assert manifest["model_kind"] == "birdnet_finetune" and manifest["fine_tuned_blocks"] == ["BLOCK_4-4", "POST"]
     saved = np.load(finetune_run / "scores.npz")  # test split, scored by the in-training model
     files = {p.stem: p for p in (synth / "train_audio").rglob("*.wav")}
     with engine_scope("keras"):
@@ -94,16 +93,13 @@ def test_the_saved_whole_network_scores_as_the_training_model_did(finetune_run, 
     streamed = scorer.score_stream(np.array_split(wave, 3))
     np.testing.assert_allclose(np.asarray(out["recording"])[0], streamed.recording, atol=2e-5)
     np.testing.assert_allclose(np.asarray(out["segments"])[0], streamed.segments, atol=2e-5)
-    # and the predict CLI serves it (on LiteRT by default, building its TFLite model in this cache)
-    monkeypatch.setenv("BIRDCLEF_CACHE", str(tmp_path / "cache"))
-    assert predict([str(finetune_run), str(path), "--json", "--min-score", "0"]) == 0
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line and str(path.name) in json.dumps(line)
+    # the predict CLI serves it on LiteRT, the default engine: the next test
 
 
 def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(finetune_run, synth, tmp_path):
-    """The LiteRT engine serves a fine-tuned run with BirdNET's TFLite model, the trained block written
-    in, and the head in NumPy: the Keras model's scores, in a process that never imports Keras."""
+    """The LiteRT engine serves a fine-tuned run with BirdNET's TFLite model, the trained blocks written
+    in, and the head in NumPy: the Keras model's scores, in a process that never imports Keras, and
+    the predict CLI's."""
     import os
     import subprocess
     import sys
@@ -118,6 +114,8 @@ def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(fine
             "from birdcore.runs.loading import load_run\n"
             f"run = load_run({str(finetune_run)!r})\n"
             f"scores = run.scorer().score(decode_audio({str(path)!r}, sample_rate=48000))\n"
+            "from birdcore.cli.predict import main\n"
+            f"assert main([{str(finetune_run)!r}, {str(path)!r}, '--json', '--top', '1']) == 0\n"
             "print(json.dumps({'model': type(run.model).__name__, 'recording': scores.recording.tolist(),\n"
             "                  'segments': scores.segments.tolist(),\n"
             "                  'keras': 'keras' in sys.modules, 'tensorflow': 'tensorflow' in sys.modules}))\n")
@@ -125,13 +123,17 @@ def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(fine
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    *lines, last = out.stdout.strip().splitlines()
+    got = json.loads(last)
     assert got["model"] == "LiteRTFineTuned" and not got["keras"] and not got["tensorflow"]
     with engine_scope("keras"):
         run = load_run(finetune_run)
     expected = run.scorer().score(decode_audio(path, sample_rate=48000))
     np.testing.assert_allclose(got["recording"], expected.recording, atol=1e-5)
     np.testing.assert_allclose(got["segments"], expected.segments, atol=1e-5)
+    top = json.loads(lines[-1])["top"][0]  # the predict CLI's line
+    assert top["ebird_code"] == run.codes[int(np.argmax(expected.recording))]
+    assert top["score"] == pytest.approx(float(np.max(expected.recording)), abs=1e-5)
 
 
 def test_the_built_tflite_model_is_cached_and_rebuilt_when_damaged(finetune_run, tmp_path):
@@ -149,6 +151,27 @@ def test_the_built_tflite_model_is_cached_and_rebuilt_when_damaged(finetune_run,
     assert path.read_bytes() == built.tflite
 
 
+def _scale_front_conv(path: Path, factor: float) -> None:
+    """Multiply the saved front's first convolution (``CONV_0``: ``layers/functional/layers/conv2d``
+    in ``model.weights.h5``) by ``factor``, in place: a front that is not the installed BirdNET's."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as z:
+        parts = {name: z.read(name) for name in z.namelist()}
+    buffer = io.BytesIO(parts["model.weights.h5"])
+    with h5py.File(buffer, "r+") as weights:
+        kernel = weights["layers/functional/layers/conv2d/vars/0"]
+        assert kernel.shape[:2] != (1, 1)  # CONV_0, BirdNET's first (3 x 3) convolution
+        kernel[...] = kernel[...] * factor
+    parts["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+
+
 def test_a_network_litert_cannot_serve_falls_back_to_keras(finetune_run, tmp_path, monkeypatch, caplog):
     """A saved front whose weights are not the installed BirdNET's (another BirdNET file), or a machine
     without BirdNET's file or LiteRT: Keras serves the run, which holds the whole network."""
@@ -157,17 +180,13 @@ def test_a_network_litert_cannot_serve_falls_back_to_keras(finetune_run, tmp_pat
 
     from birdcore.models.birdnet import runtime as bn
     from birdcore.models.birdnet_finetune.litert import read_litert_model
-    from birdcore.models.birdnet_finetune.network import FRONT
     from birdcore.models.saving import MODEL_FILE
     from birdcore.runs.loading import load_run
 
     monkeypatch.setenv("BIRDCLEF_CACHE", str(tmp_path / "cache"))
     other = tmp_path / "run"
     shutil.copytree(finetune_run, other)
-    model = keras.saving.load_model(other / MODEL_FILE, safe_mode=True)
-    conv = model.get_layer(FRONT).get_layer("CONV_0")
-    conv.set_weights([w * 1.01 for w in conv.get_weights()])
-    model.save(other / MODEL_FILE)
+    _scale_front_conv(other / MODEL_FILE, 1.01)
     with caplog.at_level(logging.INFO):
         assert read_litert_model(other / MODEL_FILE) is None
     assert "differs from the installed BirdNET file (CONV_0" in caplog.text
