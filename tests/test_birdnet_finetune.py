@@ -195,6 +195,21 @@ def test_a_network_litert_cannot_serve_falls_back_to_keras(finetune_run, tmp_pat
     assert isinstance(load_run(finetune_run).model, keras.Model)
 
 
+def test_a_damaged_model_file_is_one_line_naming_it(finetune_run, synth, tmp_path, capsys):
+    import shutil
+
+    from birdcore.cli.predict import main as predict
+    from birdcore.models.saving import MODEL_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(finetune_run, run)
+    (run / MODEL_FILE).write_bytes(b"not a zip")
+    wav = sorted((synth / "train_audio").rglob("*.wav"))[0]
+    assert predict([str(run), str(wav), "--json"]) != 0
+    err = capsys.readouterr().err
+    assert f"{run / MODEL_FILE}: not a readable .keras model file" in err and "Traceback" not in err
+
+
 def test_the_backbone_learning_rate_is_scaled():
     """One Adam step moves each parameter by about the learning rate: ``lr_scale`` times less in the backbone."""
     from birdcore.models.birdnet_finetune.optimizer import ScaledAdam

@@ -92,12 +92,16 @@ def weight_groups(layers: list[dict]) -> dict[str, str]:
 
 @contextmanager
 def open_keras_file(path: Path):
-    """(config.json as a dict, model.weights.h5 as an open ``h5py.File``) of a ``.keras`` file."""
+    """(config.json as a dict, model.weights.h5 as an open ``h5py.File``) of a ``.keras`` file;
+    ValueError naming the file when it is not one."""
     import h5py
 
-    with zipfile.ZipFile(path) as z:
-        config = json.loads(z.read("config.json"))
-        weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+            weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable .keras model file ({exc})") from exc
     try:
         yield config, weights
     finally:
