@@ -106,16 +106,20 @@ LAST_BLOCKS = ["BLOCK_4-4_CONV_1", "BLOCK_4-4_CONV_2", "BLOCK_4-4_SE_CONV_1", "B
 
 def test_trained_weights_written_into_the_tflite_model_score_as_in_keras(keras_birdnet, windows):
     """A fine-tuned BirdNET on LiteRT (``tflite_weights.with_weights``): BirdNET's own weights written
-    back give LiteRT's outputs bit for bit; changed weights of the last two blocks give the Keras
+    back (all 82 layers: convolutions, depthwise ones, folded batch norms, the class layer) give
+    LiteRT's outputs bit for bit; changed weights of the last two blocks give the Keras
     model's outputs with those weights.  Their bias tensors are shared in the TFLite file with earlier
     blocks' (``BLOCK_4-4_CONV_3``'s with ``BLOCK_4-1_CONV_3``'s), which must keep BirdNET's values."""
     from birdcore.models.birdnet import tflite_weights
 
     x = windows[[0, 3, 8]]
     ref = bn.BirdNET(embeddings=True).run(x)
-    original = {name: keras_birdnet.get_layer(name).get_weights() for name in LAST_BLOCKS}
-    same = tflite_weights.with_weights(original)
+    every = {name: keras_birdnet.get_layer(name).get_weights()
+             for name in tflite_weights.weight_tensors(tflite_weights.read_graph())}
+    assert len(every) == 82 and not tflite_weights.differing_layers(every)  # every layer maps back
+    same = tflite_weights.with_weights(every)
     np.testing.assert_array_equal(bn.BirdNET(model_content=same).run(x).logits, ref.logits)
+    original = {name: every[name] for name in LAST_BLOCKS}
 
     rng = np.random.default_rng(3)
     changed = {name: [w * (1 + 0.2 * rng.standard_normal(w.shape)) + 0.05 * rng.standard_normal(w.shape)
