@@ -111,11 +111,12 @@ def test_trained_weights_written_into_the_tflite_model_score_as_in_keras(keras_b
     model's outputs with those weights.  Their bias tensors are shared in the TFLite file with earlier
     blocks' (``BLOCK_4-4_CONV_3``'s with ``BLOCK_4-1_CONV_3``'s), which must keep BirdNET's values."""
     from birdcore.models.birdnet import tflite_weights
+    from birdcore.models.birdnet.tflite_graph import read_graph
 
     x = windows[[0, 3, 8]]
     ref = bn.BirdNET(embeddings=True).run(x)
     every = {name: keras_birdnet.get_layer(name).get_weights()
-             for name in tflite_weights.weight_tensors(tflite_weights.read_graph())}
+             for name in tflite_weights.weight_tensors(read_graph())}
     assert len(every) == 82 and not tflite_weights.differing_layers(every)  # every layer maps back
     same = tflite_weights.with_weights(every)
     np.testing.assert_array_equal(bn.BirdNET(model_content=same).run(x).logits, ref.logits)

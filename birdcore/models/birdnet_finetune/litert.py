@@ -103,8 +103,8 @@ def read_litert_model(path: Path, *, cache_dir: Path | None = None) -> LiteRTFin
     cannot be served that way (then Keras serves it; the reason is logged).  Building the TFLite
     model takes about 1 s; it is kept in the cache (``cached_path``; skipped where the cache cannot
     be written) for the next process.  Needs BirdNET's file and LiteRT (``runtime.birdnet_available``)."""
-    from birdcore.models.birdnet.tflite_graph import plan
-    from birdcore.models.birdnet.tflite_weights import differing_layers, read_graph, with_weights
+    from birdcore.models.birdnet.tflite_graph import plan, read_graph
+    from birdcore.models.birdnet.tflite_weights import differing_layers, with_weights
 
     def refuse(reason: str) -> None:
         log.info("%s: served by Keras, not LiteRT: %s", path, reason)
