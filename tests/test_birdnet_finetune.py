@@ -137,23 +137,39 @@ def test_on_litert_a_fine_tuned_run_scores_as_on_keras_without_importing_it(fine
 
 
 def test_the_built_tflite_model_is_cached_and_rebuilt_when_damaged(finetune_run, tmp_path):
-    from birdcore.models.birdnet_finetune.litert import cached_path, read_litert_model
+    """The built model is cached, rebuilt when damaged, and only the ``KEEP`` most recently used
+    built models stay (~52 MB each): a cache hit counts as a use."""
+    import os
+
+    from birdcore.models.birdnet_finetune.litert import KEEP, cached_path, read_litert_model
     from birdcore.models.saving import MODEL_FILE
 
     cache = tmp_path / "cache"
-    built = read_litert_model(finetune_run / MODEL_FILE, cache_dir=cache)
     path = cached_path(finetune_run / MODEL_FILE, cache)
+    path.parent.mkdir(parents=True)
+    others = [path.parent / f"other{i}_f1.tflite" for i in range(KEEP)]  # built for other runs, oldest first
+    for age, other in enumerate(others):
+        other.write_bytes(b"built")
+        os.utime(other, (1e9 + age, 1e9 + age))
+    writing = path.parent / f".{path.name}.partial.tflite"  # another process's write in progress
+    writing.write_bytes(b"")
+    os.utime(writing, (1e8, 1e8))
+    built = read_litert_model(finetune_run / MODEL_FILE, cache_dir=cache)
     assert built.trained and path.read_bytes() == built.tflite
-    again = read_litert_model(finetune_run / MODEL_FILE, cache_dir=cache)  # from the cache
+    assert not others[0].exists() and all(p.exists() for p in others[1:]) and writing.exists()
+    os.utime(path, (1e9, 1e9))  # now the oldest: a cache hit makes it the newest again
+    again = read_litert_model(finetune_run / MODEL_FILE, cache_dir=cache)
     assert again.tflite == built.tflite and again.trained == built.trained and again.sources == built.sources
+    assert path.stat().st_mtime > others[-1].stat().st_mtime
     path.write_bytes(b"not a model")
     assert read_litert_model(finetune_run / MODEL_FILE, cache_dir=cache).tflite == built.tflite
     assert path.read_bytes() == built.tflite
+    assert all(p.exists() for p in others[1:]) and len(list(path.parent.glob("[!.]*.tflite"))) == KEEP
 
 
-def _scale_front_conv(path: Path, factor: float) -> None:
-    """Multiply the saved front's first convolution (``CONV_0``: ``layers/functional/layers/conv2d``
-    in ``model.weights.h5``) by ``factor``, in place: a front that is not the installed BirdNET's."""
+def _scale_front_weight(path: Path, group: str, factor: float) -> None:
+    """Multiply the saved front's weight ``group`` (under ``layers/functional/layers/`` in
+    ``model.weights.h5``) by ``factor``, in place: a front that is not the installed BirdNET's."""
     import io
     import zipfile
 
@@ -163,9 +179,8 @@ def _scale_front_conv(path: Path, factor: float) -> None:
         parts = {name: z.read(name) for name in z.namelist()}
     buffer = io.BytesIO(parts["model.weights.h5"])
     with h5py.File(buffer, "r+") as weights:
-        kernel = weights["layers/functional/layers/conv2d/vars/0"]
-        assert kernel.shape[:2] != (1, 1)  # CONV_0, BirdNET's first (3 x 3) convolution
-        kernel[...] = kernel[...] * factor
+        array = weights[f"layers/functional/layers/{group}"]
+        array[...] = array[...] * factor
     parts["model.weights.h5"] = buffer.getvalue()
     with zipfile.ZipFile(path, "w") as z:
         for name, data in parts.items():
@@ -186,10 +201,16 @@ def test_a_network_litert_cannot_serve_falls_back_to_keras(finetune_run, tmp_pat
     monkeypatch.setenv("BIRDCLEF_CACHE", str(tmp_path / "cache"))
     other = tmp_path / "run"
     shutil.copytree(finetune_run, other)
-    _scale_front_conv(other / MODEL_FILE, 1.01)
+    _scale_front_weight(other / MODEL_FILE, "conv2d/vars/0", 1.01)  # CONV_0, BirdNET's first convolution
     with caplog.at_level(logging.INFO):
         assert read_litert_model(other / MODEL_FILE) is None
     assert "differs from the installed BirdNET file (CONV_0" in caplog.text
+    spectrogram = tmp_path / "spectrogram.keras"  # a mel projection off by one part in 1e6: LiteRT would differ
+    shutil.copy(finetune_run / MODEL_FILE, spectrogram)
+    _scale_front_weight(spectrogram, "bird_net_spectrogram_1/vars/3", 1 + 1e-6)
+    with caplog.at_level(logging.INFO):
+        assert read_litert_model(spectrogram) is None
+    assert "spectrogram layers are not those of the installed BirdNET file and this converter (MEL_SPEC2)" in caplog.text
     assert isinstance(load_run(other).model, keras.Model)
     monkeypatch.setattr(bn, "birdnet_available", lambda: False)
     assert isinstance(load_run(finetune_run).model, keras.Model)

@@ -39,8 +39,9 @@ def test_numpy_pooling_equals_the_model_pooling(mode):
     assert not np.allclose(pool_windows(logits * 2, mode=mode, attention_logits=att), ref, atol=1e-3)
 
 
-def _saved_head(tmp_path, *, prior: bool, pooling: str, n_species: int = 4):
-    """A ``build_head`` model with random weights, saved as a run's model.keras."""
+def _saved_head(tmp_path, *, prior: bool, pooling: str, n_species: int = 4, policy: str = "float32"):
+    """A ``build_head`` model with random weights, built under the dtype ``policy``, saved as a run's
+    model.keras."""
     import keras
 
     from birdcore.config import RunConfig
@@ -49,7 +50,11 @@ def _saved_head(tmp_path, *, prior: bool, pooling: str, n_species: int = 4):
 
     cfg = RunConfig()
     cfg.model.birdnet_prior, cfg.model.pooling, cfg.model.head_units = prior, pooling, 16
-    model = build_head(cfg, n_species)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build_head(cfg, n_species)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     rng = np.random.default_rng(2)
     for v in model.weights:
         v.assign(rng.normal(scale=0.2, size=tuple(v.shape)).astype(np.float32) + (1.0 if "scale" in v.path else 0.0))
@@ -72,6 +77,24 @@ def test_numpy_head_equals_the_keras_head(tmp_path, prior, pooling):
     np.testing.assert_allclose(got.segments, ref.segments, atol=1e-5)
     np.testing.assert_allclose(got.recording, ref.recording, atol=1e-5)
     assert np.abs(ref.recording - 0.5).max() > 1e-3  # not a trivial model
+
+
+def test_a_head_trained_in_mixed_precision_serves_in_numpy(tmp_path):
+    """Heads trained on a GPU in mixed float16 (``--mixed-precision on``, or "auto" before heads were
+    kept float32) hold float32 variables: NumPy serves them in float32, within the float16 hidden
+    layer's rounding of the Keras model, instead of loading Keras."""
+    from birdcore.models.birdnet_head.head import EmbeddingScorer
+    from birdcore.models.birdnet_head.inference import NumpyHead, load_head
+
+    model, path = _saved_head(tmp_path, prior=True, pooling="attention", policy="mixed_float16")
+    assert model.get_layer("hidden").compute_dtype == "float16"
+    head = load_head(path)
+    assert isinstance(head, NumpyHead)
+    feats = np.random.default_rng(3).normal(size=(9, bn.EMBEDDING_SIZE + 4)).astype(np.float32)
+    ref, got = EmbeddingScorer(model).score(feats), head.score(feats)
+    np.testing.assert_allclose(got.segments, ref.segments, atol=2e-3)
+    np.testing.assert_allclose(got.recording, ref.recording, atol=2e-3)
+    assert np.abs(ref.recording - 0.5).max() > 1e-2
 
 
 def test_a_head_of_other_layers_is_loaded_with_keras(tmp_path):

@@ -37,6 +37,7 @@ from birdcore.models.birdnet import runtime as bn
 from birdcore.models.birdnet.tflite_graph import Graph, plan, read_graph
 
 CONVERTER_VERSION = 2
+SPECTROGRAM_WEIGHTS = ("window", "projection_1", "projection_2", "projection", "column_scale")  # as built
 PACKAGE = "birdcore"
 
 _lock = threading.Lock()
@@ -267,8 +268,9 @@ _CUSTOM: dict = {}
 
 
 # --------------------------------------------------------------------------- conversion
-def _spectrogram_weights(g: Graph, branch: str, bits: int = 8) -> tuple[dict, dict]:
-    """(config, weights) of spectrogram branch ``MEL_SPEC1``/``MEL_SPEC2`` (``BirdNETSpectrogram``)."""
+def spectrogram_weights(g: Graph, branch: str, bits: int = 8) -> tuple[dict, dict]:
+    """(config, weights) of spectrogram branch ``MEL_SPEC1``/``MEL_SPEC2`` (``BirdNETSpectrogram``),
+    weights by variable name in the layer's order (``SPECTROGRAM_WEIGHTS``); NumPy only."""
     frame_length = int(g.const(f"{branch}/stft/frame_length"))
     frame_step = int(g.const(f"{branch}/stft/frame_step"))
     window = g.const(f"{branch}/stft/hann_window/sub_2").astype(np.float32)
@@ -297,7 +299,7 @@ def _spectrogram_weights(g: Graph, branch: str, bits: int = 8) -> tuple[dict, di
                   exponent=float(g.const(f"{branch}/truediv_1")),
                   eps=float(g.const("MEL_SPEC1/add/y")), offset=float(g.const("MEL_SPEC1/Sub_1/y")),
                   scale=float(g.const("MEL_SPEC1/Mul/y")), bits=bits)
-    weights = dict(window=window,
+    weights = dict(window=window,  # in SPECTROGRAM_WEIGHTS's order
                    projection_1=np.concatenate([part_1, part_2, projection - part_1 - part_2], axis=1),
                    projection_2=np.concatenate([part_1, projection - part_1], axis=1),
                    projection=projection, column_scale=column_scale)
@@ -315,7 +317,7 @@ def build_model(model_path: Path | None = None):
 
     for branch in ("MEL_SPEC1", "MEL_SPEC2"):
         out = [i for i, n in enumerate(g.names) if n.endswith(f"model/{branch}/ExpandDims")]
-        config, weights = _spectrogram_weights(g, branch)
+        config, weights = spectrogram_weights(g, branch)
         layer = custom["BirdNETSpectrogram"](**config, name=branch)
         tensors[out[0]] = layer(inp)
         for key, value in weights.items():

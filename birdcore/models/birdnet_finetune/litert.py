@@ -17,6 +17,7 @@ The result carries BirdNET's licence, CC BY-NC-SA 4.0 (``runtime.LICENSE_NOTE``)
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,31 +55,61 @@ def _part(top: list[dict], groups: dict[str, str], weights, name: str):
     return layers, lambda layer, i: np.asarray(weights[f"layers/{groups[name]}/layers/{inner[layer]}/vars/{i}"])
 
 
+def _arrays(var, name: str) -> list[np.ndarray]:
+    """All saved weight arrays of layer ``name`` (``get_weights`` order), read by ``var``."""
+    arrays = []
+    while True:
+        try:
+            arrays.append(var(name, len(arrays)))
+        except KeyError:
+            return arrays
+
+
 def _layer_weights(layers: list[dict], var) -> dict[str, list[np.ndarray]]:
     """Name → arrays (``get_weights`` order) of the layers of BirdNET's kinds that hold weights."""
+    return {layer["config"]["name"]: _arrays(var, layer["config"]["name"])
+            for layer in layers if layer["class_name"] in _WEIGHTED}
+
+
+def _spectrograms(layers: list[dict], var) -> dict[str, tuple[dict, list[np.ndarray]]]:
+    """Name → (config, weight arrays in the layer's order) of the ``BirdNETSpectrogram`` layers."""
     out = {}
     for layer in layers:
-        if layer["class_name"] not in _WEIGHTED:
-            continue
-        arrays, i = [], 0
-        while True:
-            try:
-                arrays.append(var(layer["config"]["name"], i))
-            except KeyError:
-                break
-            i += 1
-        out[layer["config"]["name"]] = arrays
+        if layer["class_name"] == "BirdNETSpectrogram":
+            name = layer["config"]["name"]
+            out[name] = (layer["config"], _arrays(var, name))
     return out
 
 
+def _differing_spectrograms(saved: dict[str, tuple[dict, list[np.ndarray]]], g) -> str | None:
+    """The first saved spectrogram branch whose settings or weights are not what the converter makes
+    of the installed BirdNET file (``keras_model.spectrogram_weights``): a front converted from
+    another file or by another converter version, whose spectrogram LiteRT would not reproduce;
+    None when both branches agree."""
+    from birdcore.models.birdnet.keras_model import SPECTROGRAM_WEIGHTS, spectrogram_weights
+
+    for branch in ("MEL_SPEC1", "MEL_SPEC2"):
+        if branch not in saved:
+            return f"{branch} missing"
+        config, arrays = saved[branch]
+        want_config, want = spectrogram_weights(g, branch)
+        if any(config.get(k) != v for k, v in want_config.items()):
+            return branch
+        if len(arrays) != len(SPECTROGRAM_WEIGHTS) or not all(
+                np.array_equal(a, want[k]) for a, k in zip(arrays, SPECTROGRAM_WEIGHTS)):
+            return branch
+    return None
+
+
 FORMAT = 1  # of the built TFLite model: part of its cache key, raised whenever tflite_weights changes
+KEEP = 4  # built models kept in the cache (~52 MB each); rebuilding one takes about 1 s
 
 
 def cached_path(path: Path, cache_dir: Path | None = None) -> Path:
     """Where the TFLite model built from the network in ``path`` is kept:
     ``<cache>/birdnet/finetuned/<model.keras hash>_<BirdNET file hash>_f<FORMAT>.tflite`` (SHA-256,
-    16 digits).  One file (BirdNET's size, ~52 MB) per fine-tuned network served; nothing removes
-    old ones (delete the folder to free the space)."""
+    16 digits).  One file (BirdNET's size, ~52 MB) per fine-tuned network served; only the ``KEEP``
+    most recently used are kept (``_keep``)."""
     import hashlib
 
     from birdcore.data.cache import default_cache_dir
@@ -121,7 +152,7 @@ def read_litert_model(path: Path, *, cache_dir: Path | None = None) -> LiteRTFin
             return refuse(f"no part {missing} in the saved network")
         head = numpy_head_from(head_layers, head_var)
         if head is None:
-            return refuse("its head is not build_head's in float32")
+            return refuse("its head is not build_head's with float32 variables")
         prior = next((layer for layer in tail_layers if layer["class_name"] == "PriorLogits"), None)
         if (prior is not None) != (head.prior_scale is not None):
             return refuse("the prior logits and the head's prior weights do not go together")
@@ -129,8 +160,10 @@ def read_litert_model(path: Path, *, cache_dir: Path | None = None) -> LiteRTFin
         trained = sorted(layer["config"]["name"] for layer in tail_layers if layer["class_name"] in _WEIGHTED)
         built = _read_cached(cached)
         if built is not None:
+            _touch(cached)
             return LiteRTFineTuned(tflite=built, head=head, sources=sources, trained=trained)
         front = _layer_weights(front_layers, front_var)
+        spectrograms = _spectrograms(front_layers, front_var)
         tail = _layer_weights(tail_layers, tail_var)
     g = read_graph()
     birdnet_layers = {name for s in plan(g) for name in (s.layer, s.act) if name}
@@ -139,6 +172,10 @@ def read_litert_model(path: Path, *, cache_dir: Path | None = None) -> LiteRTFin
     odd = sorted(name for name, kind in extras.items() if _TAIL_EXTRAS.get(name) != kind)
     if odd:
         return refuse(f"layers BirdNET does not have: {', '.join(odd[:5])}")
+    odd = _differing_spectrograms(spectrograms, g)
+    if odd:
+        return refuse(f"its spectrogram layers are not those of the installed BirdNET file and this converter "
+                      f"({odd})")
     try:
         differ = differing_layers(front, g)
         if differ:
@@ -151,7 +188,9 @@ def read_litert_model(path: Path, *, cache_dir: Path | None = None) -> LiteRTFin
 
 
 def _keep(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; nothing when the cache cannot be written."""
+    """Write ``data`` to ``path`` atomically, then remove all but the ``KEEP`` most recently used
+    built models beside it (by modification time, which a cache hit renews); nothing when the cache
+    cannot be written."""
     from birdcore.io.atomic import replacing
 
     try:
@@ -159,4 +198,37 @@ def _keep(path: Path, data: bytes) -> None:
         with replacing(path, suffix=".tflite") as tmp:
             tmp.write_bytes(data)
     except OSError:
+        return
+    _prune(path.parent, keep=KEEP)
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
         pass
+
+
+def _prune(folder: Path, *, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest ``*.tflite`` files in ``folder`` (not the hidden temporary
+    files of writes in progress); returns those removed.  Another process removing the same file
+    first is not an error."""
+    def age(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return float("-inf")
+
+    built = sorted((p for p in folder.glob("*.tflite") if not p.name.startswith(".")), key=age, reverse=True)
+    removed = []
+    for old in built[keep:]:
+        try:
+            old.unlink()
+            removed.append(old)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.info("%s: not removed from the cache: %s", old, exc)
+    if removed:
+        log.info("removed %d built model(s) from %s (keeping the %d most recently used)", len(removed), folder, keep)
+    return removed

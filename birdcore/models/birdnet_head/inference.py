@@ -5,8 +5,9 @@ with the prior, a learned weight on BirdNET's logit per species) and a pooling o
 serving, importing Keras and TensorFlow to run it costs 7-9 s per process, more than BirdNET itself
 spends on a minute of audio, so ``load_head`` reads the weights straight from the run's
 ``model.keras`` (a zip of ``config.json`` and ``model.weights.h5``) and ``NumpyHead`` computes the
-same outputs with NumPy (equal to the Keras model to float32 rounding, ~1e-7; tests compare them).
-A saved model whose layers are not exactly ``build_head``'s is loaded with Keras instead.
+same outputs with NumPy (equal to the Keras model to float32 rounding, ~1e-7; tests compare them;
+a head trained in mixed precision is evaluated in float32, within its float16 rounding).  A saved
+model whose layers are not exactly ``build_head``'s is loaded with Keras instead.
 
 Shapes: W windows, F = 1024 (+ C with the prior) features per window, C species.
 """
@@ -32,6 +33,10 @@ from birdcore.models.birdnet_head.embeddings import features
 _REQUIRED = {"embeddings": "InputLayer", "mask": "InputLayer", "input_dropout": "Dropout", "hidden": "Dense",
              "head_dropout": "Dropout", "species_logits": "Dense", "recording": "RecordingPooling",
              "segments": "Sigmoid"}
+# dtype policies whose variables are float32: a mixed-precision head (trained on a GPU with
+# ``--mixed-precision on``, or under "auto" before heads were kept float32) is evaluated in float32,
+# which differs from its float16 hidden layer by that layer's rounding (~1e-3 of a logit; tests)
+_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 _PRIOR = {"embedding": "SliceFeatures", "birdnet_logits": "SliceFeatures", "prior_scale": "PriorScale",
           "with_prior": "Add"}
 
@@ -110,7 +115,8 @@ def open_keras_file(path: Path):
 
 def numpy_head_from(layers: list[dict], var: Callable[[str, int], np.ndarray]) -> NumpyHead | None:
     """The head whose functional config has ``layers`` as a ``NumpyHead``, its weights read by
-    ``var(layer name, index)``; None when its layers are not exactly ``build_head``'s in float32."""
+    ``var(layer name, index)``; None when its layers are not exactly ``build_head``'s with float32
+    variables (float32 or mixed precision)."""
     by_name = {layer["config"]["name"]: layer for layer in layers}
     classes = {n: layer["class_name"] for n, layer in by_name.items()}
     prior = "prior_scale" in classes
@@ -121,7 +127,7 @@ def numpy_head_from(layers: list[dict], var: Callable[[str, int], np.ndarray]) -
     for name, layer in by_name.items():
         cfg = layer["config"]
         dtype = cfg.get("dtype")
-        if isinstance(dtype, dict) and dtype.get("config", {}).get("name", "float32") != "float32":
+        if isinstance(dtype, dict) and dtype.get("config", {}).get("name", "float32") not in _POLICIES:
             return None
         if classes[name] == "Dense" and (not cfg.get("use_bias", True)
                                          or cfg.get("activation") != ("relu" if name == "hidden" else "linear")):
@@ -141,7 +147,7 @@ def numpy_head_from(layers: list[dict], var: Callable[[str, int], np.ndarray]) -
 
 def read_numpy_head(path: Path) -> NumpyHead | None:
     """The head saved in ``path`` (a ``.keras`` file) as a ``NumpyHead``, or None when its layers are
-    not exactly ``build_head``'s in float32 (then it needs Keras)."""
+    not exactly ``build_head``'s with float32 variables (then it needs Keras)."""
     with open_keras_file(path) as (config, weights):
         layers = config.get("config", {}).get("layers", [])
         groups = weight_groups(layers)

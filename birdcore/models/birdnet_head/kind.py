@@ -21,7 +21,8 @@ class BirdNETHead(ModelKind):
     supports_overlap = True
     # float32 even on a GPU under "auto": the head is too small to gain from float16, BirdNET's own
     # layers are float32 anyway, and a float32 head serves in NumPy and on LiteRT without Keras
-    # (``inference.read_numpy_head``, ``birdnet_finetune.litert``); a mixed-precision one needs Keras.
+    # (``inference.read_numpy_head``, ``birdnet_finetune.litert``) with the scores it was evaluated
+    # with; a mixed-precision one is served there in float32, within float16 rounding of them.
     mixed_precision = False
 
     def configure(self, cfg, *, given=frozenset()) -> None:
