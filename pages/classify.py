@@ -108,6 +108,8 @@ except AudioError as exc:
     st.error(f"Could not read {exc}")
     st.stop()
 bar.empty()
+for warning in result.warnings:  # e.g. a truncated file: scored, but only what decoded
+    st.warning(warning)
 list_filter = place_filter = None
 if listed_names := names_from_text(listed):
     try:

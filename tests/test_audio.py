@@ -156,3 +156,26 @@ def test_audio_paths():
     assert set(AUDIO_EXTENSIONS) == {".mp3", ".ogg", ".flac", ".wav"}
     assert is_audio_path("a/B.MP3") and is_audio_path("x.flac")
     assert not is_audio_path("x.m4a") and not is_audio_path("wav")
+
+
+def test_a_truncated_mp3_decodes_what_is_there_with_one_warning_naming_it(tmp_path, caplog):
+    """libsndfile decodes an mp3 cut short (a broken download) without a word; both decoders (whole
+    and streamed) then warn once, naming the file and both lengths.  A whole file gives no warning."""
+    import logging
+
+    from birdcore.io.stream import stream_audio
+
+    whole = write(tmp_path / "whole.mp3", tone(800, 20.0, 22050), 22050)
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    with caplog.at_level(logging.WARNING, logger="birdcore"):
+        assert decode_audio(whole, sample_rate=22050).size == pytest.approx(20 * 22050, abs=2000)
+        assert sum(len(c) for c in stream_audio(whole, sample_rate=22050)) == pytest.approx(20 * 22050, abs=2000)
+        assert not caplog.records
+        y = decode_audio(cut, sample_rate=22050)
+        streamed = sum(len(c) for c in stream_audio(cut, sample_rate=22050, chunk_seconds=2.0))
+    assert 4 * 22050 < y.size < 9 * 22050 and streamed == pytest.approx(y.size, abs=2000)
+    messages = [r.getMessage() for r in caplog.records if "its header gives" in r.getMessage()]
+    assert len(messages) == 2 and all(m.startswith(f"{cut}: decoded ") for m in messages)  # one per decode
+    assert all("of the 20.0 s its header gives" in m for m in messages)
+

@@ -36,6 +36,21 @@ def test_streamed_upload_matches_whole_clip(clf):
     assert [p.ebird_code for p in result.top] == [p.ebird_code for p in whole.top]
 
 
+def test_a_truncated_upload_reports_the_length_that_decoded_and_says_why(clf):
+    """An mp3 cut short keeps its header's length (20 s here); libsndfile decodes the 6 s that are
+    there without a word.  The result gives the decoded length and a warning naming the upload."""
+    wave = make_call("syntri1", seconds=20.0, sample_rate=16000, rng=np.random.default_rng(7))
+    buf = io.BytesIO()
+    sf.write(buf, wave, 16000, format="MP3", subtype="MPEG_LAYER_III")
+    whole = buf.getvalue()
+    cut, _ = clf.classify_upload(whole[: len(whole) // 3], name="cut.mp3")
+    assert 4.0 < cut.seconds < 9.0
+    assert len(cut.warnings) == 1 and cut.warnings[0].startswith("cut.mp3: decoded ")
+    assert "of the 20.0 s its header gives" in cut.warnings[0]
+    full, _ = clf.classify_upload(whole, name="whole.mp3")
+    assert full.seconds == pytest.approx(20.0, abs=0.1) and full.warnings == []
+
+
 @pytest.mark.parametrize("data", [b"", b"not audio at all", np.random.default_rng(0).bytes(3000)])
 def test_bad_upload_names_the_upload(clf, data):
     with pytest.raises(AudioError) as err:

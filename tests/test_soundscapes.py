@@ -61,6 +61,26 @@ def test_a_missing_audio_file_is_named_and_bad_labels_say_why(soundscapes, tmp_p
         read_rows(tmp_path / "bad.csv")
 
 
+def test_without_audio_dir_the_labels_folder_and_its_audio_subfolder_are_searched(soundscapes, tmp_path):
+    """By default the audio is beside the labels or under their audio/ folder; a same-named file in
+    some other subfolder (another site's copy, an old export) is not taken."""
+    import shutil
+
+    d = soundscapes["dir"]
+    shutil.copy(d / "summary.csv", tmp_path / "labels.csv")
+    shutil.copytree(d / "audio", tmp_path / "elsewhere")
+    rows = read_rows(tmp_path / "labels.csv")
+    assert sorted(rows.missing) == sorted(rows.audio) and len(rows.audio) == 2
+    shutil.copytree(d / "audio", tmp_path / "audio" / "site-a")
+    rows = read_rows(tmp_path / "labels.csv")
+    assert rows.missing == [] and all(p.parent == tmp_path / "audio" / "site-a" for p in rows.audio.values())
+    first = sorted((tmp_path / "elsewhere").iterdir())[0]
+    shutil.move(first, tmp_path / first.name)  # one file beside the labels
+    shutil.rmtree(tmp_path / "audio")
+    rows = read_rows(tmp_path / "labels.csv")
+    assert [p.parent for p in rows.audio.values() if p is not None] == [tmp_path] and len(rows.missing) == 1
+
+
 def test_a_row_takes_the_max_of_the_windows_that_overlap_it_enough():
     windows = np.array([[0.1], [0.9], [0.2], [0.3]], np.float32)  # 3 s windows at 0, 3, 6, 9 s
     rows = rows_from_windows(windows, hop=3.0, length=3.0, starts=np.array([0.0, 5.0, 0.0]),

@@ -146,14 +146,16 @@ def _seconds(column: pd.Series, path: Path, *, allow_empty: bool = False) -> pd.
 
 
 def _audio_files(audio_dir: Path | None, default: Path) -> list[Path]:
-    roots = [Path(audio_dir)] if audio_dir is not None else [default, default / "audio"]
+    """Audio files for the rows: everything under ``audio_dir`` (subfolders too), or, by default,
+    the files in ``default`` (the labels' folder; not its other subfolders, which may hold anything)
+    and everything under ``default``/audio."""
     if audio_dir is not None and not Path(audio_dir).is_dir():
         raise SoundscapeError(f"{audio_dir}: no such audio folder")
-    found = []
-    for root in roots:
-        if root.is_dir():
-            found.extend(p for p in sorted(root.rglob("*")) if p.is_file() and is_audio_path(p))
-    return found
+    if audio_dir is not None:
+        candidates = Path(audio_dir).rglob("*")
+    else:
+        candidates = [*Path(default).glob("*"), *(Path(default) / "audio").rglob("*")]
+    return sorted(p for p in candidates if p.is_file() and is_audio_path(p))
 
 
 def match_audio(key: str, files: list[Path]) -> Path | None:

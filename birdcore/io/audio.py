@@ -189,11 +189,34 @@ def _read_soundfile(source, max_seconds: float | None, label: str) -> tuple[np.n
                 rate = int(handle.samplerate)
                 frames = -1 if max_seconds is None else int(math.ceil(max_seconds * rate))
                 data = handle.read(frames=frames, dtype="float32", always_2d=True)
+                wanted = handle.frames if frames < 0 else min(frames, handle.frames)
     except BaseException:
         decoder.report(failed=True)
         raise
     decoder.report()
+    warn_if_truncated(label, header_frames=wanted, decoded_frames=data.shape[0], rate=rate)
     return data, rate
+
+
+def truncation(*, header_frames: int, decoded_frames: int, rate: int) -> str | None:
+    """What to tell the user when a file decodes to less audio than its header gives (an mp3 cut
+    short in a download or a copy: libsndfile decodes what is there and says nothing), else None.
+    A shortfall counts from 1 s and 1 % of the header's length, so encoders' rounding of the frame
+    count in the header never counts (all 306 recordings in ../shared decode to exactly their header's
+    length)."""
+    missing = int(header_frames) - int(decoded_frames)
+    if rate <= 0 or not 0 < header_frames < 2 ** 62 or missing < rate or missing < 0.01 * header_frames:
+        return None
+    return (f"decoded {decoded_frames / rate:.1f} s of the {header_frames / rate:.1f} s its header gives "
+            f"(truncated or damaged?); only that much is used")
+
+
+def warn_if_truncated(label: str, *, header_frames: int, decoded_frames: int, rate: int) -> str | None:
+    """Log ``truncation``'s message as a warning naming ``label``; returns it (None when whole)."""
+    note = truncation(header_frames=header_frames, decoded_frames=decoded_frames, rate=rate)
+    if note:
+        log.warning("%s: %s", label, note)
+    return note
 
 
 def _read_fallback(path: str, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:

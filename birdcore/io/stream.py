@@ -25,7 +25,7 @@ import soundfile as sf
 import soxr
 
 from birdcore.io.audio import (AudioError, DecoderMessages, _os_reason, _soundfile_reason, check_file, decode_audio,
-                               decode_bytes)
+                               decode_bytes, warn_if_truncated)
 
 _RESAMPLE_QUALITY = "HQ"  # the quality decode_audio uses
 
@@ -157,6 +157,7 @@ def _read_blocks(handle: sf.SoundFile, label: str, sample_rate: int, chunk_secon
             yield out
     if n_in == 0:
         raise AudioError(label, "no audio samples")
+    warn_if_truncated(label, header_frames=handle.frames, decoded_frames=n_in, rate=rate)
     if resampler is not None:
         tail = _resample(resampler, np.zeros(0, np.float32), label, rate, last=True)
         if tail.size:

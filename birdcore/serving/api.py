@@ -332,6 +332,8 @@ class Classification(BaseModel):
     min_score: float
     detections: list[SegmentDetection] = Field(description="every segment and species scoring at least "
                                                            "min_score, by time then score")
+    warnings: list[str] = Field(default_factory=list, description="problems with the file that did not stop "
+                                "scoring, one line each (e.g. a file that decodes to less audio than its header gives)")
     license: str | None = None
 
 
@@ -462,7 +464,7 @@ def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024
                 "min_score": options.min_score,
                 "detections": [{"start_s": d.start_s, "end_s": round(d.end_s, 3), "code": d.ebird_code,
                                 "common_name": d.common_name, "score": round(d.score, 6)} for d in detections],
-                "license": licence}
+                "warnings": result.warnings, "license": licence}
 
     @app.post("/v1/classify", response_model=Classification, response_model_exclude_unset=True, responses=_ERRORS,
               summary="Which birds are singing in an audio file",

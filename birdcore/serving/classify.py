@@ -7,12 +7,12 @@ for the picture, so what the visitor sees is what the model sees.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
-from birdcore.io.audio import AudioError, decode_bytes
+from birdcore.io.audio import AudioError, decode_bytes, truncation
 from birdcore.io.stream import stream_bytes
 from birdcore.config import FeatureConfig
 from birdcore.features.layers import LogMelFrontend
@@ -49,6 +49,7 @@ class ClipResult:
     top: list[Prediction]
     segment_seconds: float
     hop_seconds: float | None = None
+    warnings: list[str] = field(default_factory=list)  # problems that did not stop scoring (truncated file)
 
     def __post_init__(self):
         if self.hop_seconds is None:
@@ -103,12 +104,22 @@ class ClipClassifier:
         head = decode_bytes(data, sample_rate=self.run.sample_rate, name=name, max_seconds=MAX_SPECTROGRAM_SECONDS)
         total = _duration_seconds(data)
         report = None if progress is None or not total else (lambda done: progress(min(1.0, done / total)))
-        scores = scorer.score_stream(stream_bytes(data, sample_rate=self.run.sample_rate, name=name),
+        decoded = [0]  # samples at the run's rate
+
+        def counted(chunks):
+            for chunk in chunks:
+                decoded[0] += len(chunk)
+                yield chunk
+
+        scores = scorer.score_stream(counted(stream_bytes(data, sample_rate=self.run.sample_rate, name=name)),
                                      progress=report)
-        seconds = total or len(head) / self.run.sample_rate
+        rate = self.run.sample_rate
+        seconds = decoded[0] / rate  # what decoded, not the header's length (a truncated file has less)
+        note = truncation(header_frames=round((total or 0) * rate), decoded_frames=decoded[0], rate=rate)
         return ClipResult(name=name, seconds=seconds, recording=scores.recording, segments=scores.segments,
                           top=top_species(self.run, scores.recording, top=top),
-                          segment_seconds=self.run.config.audio.segment_seconds, hop_seconds=hop), head
+                          segment_seconds=self.run.config.audio.segment_seconds, hop_seconds=hop,
+                          warnings=[f"{name}: {note}"] if note else []), head
 
     def spectrogram(self, wave: np.ndarray) -> np.ndarray:
         """(n_mels, n_frames) image in [0, 1] of the first ``MAX_SPECTROGRAM_SECONDS`` (first channel)."""
@@ -126,8 +137,7 @@ def restrict(result: ClipResult, run: LoadedRun, keep, *, top: int = 5) -> tuple
     best = kept_top[0].score if kept_top else 0.0
     only_dropped = np.where(keep.keep, -np.inf, result.recording)
     dropped = [p for p in top_species(run, only_dropped, top=top) if p.score > best]
-    return ClipResult(name=result.name, seconds=result.seconds, recording=recording, segments=segments,
-                      top=kept_top, segment_seconds=result.segment_seconds, hop_seconds=result.hop_seconds), dropped
+    return replace(result, recording=recording, segments=segments, top=kept_top), dropped
 
 
 def narrow(result: ClipResult, run: LoadedRun, masks, *,
