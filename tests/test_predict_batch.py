@@ -270,3 +270,13 @@ def test_a_birdnet_worker_does_not_import_tensorflow(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"tensorflow": False, "threads": "1", "error": None, "seconds": 4.0}, result
+
+
+def test_raven_given_a_file_is_one_line_naming_it(trained_run, clips, tmp_path, capsys):
+    root, _ = clips
+    taken = tmp_path / "tables"
+    taken.write_text("not a folder")
+    assert main([str(trained_run), str(root), "--raven", str(taken)]) != 0
+    err = capsys.readouterr().err
+    assert f"--raven {taken}: is a file; give a folder" in err and "Traceback" not in err
+    assert taken.read_text() == "not a folder"

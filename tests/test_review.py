@@ -64,7 +64,7 @@ def test_a_schema_1_database_is_migrated_and_a_newer_one_refused(tmp_path):
     other = tmp_path / "other.sqlite"
     with engine_for(other).begin() as conn:
         conn.execute(sa.text("CREATE TABLE detections (x INTEGER)"))
-    with pytest.raises(StoreError, match="not a birdclef review database"):
+    with pytest.raises(StoreError, match="not a review database"):
         open_store(other)
 
 
@@ -200,6 +200,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     assert main(["import", str(tmp_path / "x.csv"), "--db", str(tmp_path / "r.sqlite")]) == 2
+    assert not (tmp_path / "r.sqlite").exists()  # a failed import leaves no database behind
+    open_store(tmp_path / "r.sqlite")  # a review database with nothing in it
     assert main(["sample", "--db", str(tmp_path / "r.sqlite"), "--per-species", "5"]) == 2
     err = capsys.readouterr().err
     assert "x.csv: not a detections CSV" in err and "no detections yet" in err and "Traceback" not in err

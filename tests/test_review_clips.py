@@ -139,7 +139,7 @@ def test_opening_a_database_never_creates_one(tmp_path):
     other = tmp_path / "other.sqlite"
     with engine_for(other).begin() as conn:
         conn.execute(sa.text("CREATE TABLE birds (x INTEGER)"))
-    with pytest.raises(StoreError, match="other.sqlite: not a birdclef review database"):
+    with pytest.raises(StoreError, match="other.sqlite: not a review database"):
         C.open_review_store(other)
     with engine_for(other).connect() as conn:
         assert sa.inspect(conn).get_table_names() == ["birds"]  # left as it was

@@ -33,6 +33,25 @@ def test_a_file_takes_the_place_of_the_deepest_site_holding_it(tmp_path):
     assert len(table.places) == 3
 
 
+def test_linked_recordings_take_the_place_of_the_folder_they_are_linked_into(tmp_path):
+    """Recorder folders often hold links to files kept elsewhere: the site is the link's folder
+    (a link whose target lies inside a site also counts there)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.wav").write_bytes(b"x")
+    (store / "b.wav").write_bytes(b"x")
+    north = tmp_path / "north"
+    north.mkdir()
+    (north / "a.wav").symlink_to(store / "a.wav")
+    sites = write(tmp_path / "sites.csv", "path,lat,lon\nnorth,42.48,-76.45\nstore/b.wav,18.2,-66.5\n")
+    table = SiteTable(read_sites(sites))
+    assert table.place_for(north / "a.wav") == Place(42.48, -76.45, ANY_WEEK)
+    assert table.place_for(store / "a.wav") is None
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.wav").symlink_to(store / "b.wav")
+    assert table.place_for(tmp_path / "elsewhere" / "b.wav") == Place(18.2, -66.5, ANY_WEEK)
+
+
 @pytest.mark.parametrize("text,message", [
     ("file,lat,lon\na,1,2\n", "missing column path"),
     ("path,lat\na,1\n", "missing column lon"),

@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             results = ResultsCsv(args.out)
             done = results.open()
         if args.raven is not None:
+            if args.raven.exists() and not args.raven.is_dir():
+                raise ValueError(f"--raven {args.raven}: is a file; give a folder for the selection tables")
             args.raven.mkdir(parents=True, exist_ok=True)
         status = _score_files(run, files, done, results, args, masks=masks)
         if args.summary is not None:

@@ -8,9 +8,11 @@ Examples:
     python -m birdcore.review import-labels --db review.sqlite --labels labels.csv
     python -m birdcore.review export --db review.sqlite --raven verified/   (or --labels verified.csv)
 
-DB is a SQLite file (created when missing) or a SQLAlchemy URL such as
+DB is a SQLite file or a SQLAlchemy URL such as
 postgresql+psycopg://user@host/birds for a team's shared database.  Reviews are made on the
-dashboard's Review page; `import-labels` records existing annotations as reviews.
+dashboard's Review page; `import-labels` records existing annotations as reviews.  Only `import`
+makes a new database (when DB does not exist); every other command needs an existing review
+database, and `report`, `thresholds` and `export` open it read-only.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, formatter_class=HelpFormatter)
-        p.add_argument("--db", required=True, help="review database: a SQLite file or a SQLAlchemy URL")
+        p.add_argument("--db", required=True, help="review database: a SQLite file or a SQLAlchemy URL" + (
+            " (made when it does not exist)" if name == "import" else " (an existing one, made by import)"))
         p.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
         return p
 
@@ -68,24 +71,93 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# how each command opens --db: "create" (import: made when missing), "write" (an existing one,
+# written to) or "read" (an existing one, opened read-only); none of them creates anything else
+ACCESS = {"import": "create", "import-labels": "write", "sample": "write", "report": "read", "thresholds": "read",
+          "export": "read"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        from birdcore.review.store import open_store
+        if args.command in ("import", "thresholds"):
+            _check_run(args.run)
+        if args.command == "import":
+            return _import(args)
+        from birdcore.review.store import open_existing
 
-        store = open_store(args.db)
+        store = open_existing(args.db, write=ACCESS[args.command] == "write")
         return COMMANDS[args.command](store, args)
     except Exception as exc:  # user-facing: one line, no traceback
         return fail(exc, args.verbose)
 
 
-def _import(store, args) -> int:
-    from birdcore.review.exchange import read_detections
+def _check_run(run) -> None:
+    """ValueError naming ``--run`` unless it is a run folder (``import`` also takes "" and "birdnet")."""
+    from birdcore.runs.folder import read_manifest
+    from birdcore.runs.loading import BIRDNET_REF
 
-    added, known = store.import_detections(read_detections(args.detections), run=str(args.run))
+    text = str(run)
+    if text in ("", BIRDNET_REF) and not isinstance(run, Path):
+        return
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ValueError(f"{text}: no such run folder (--run takes a run folder made by train_job.py"
+                         f"{' or birdnet' if not isinstance(run, Path) else ''})")
+    if not path.is_dir():
+        raise ValueError(f"{text}: not a run folder")
+    try:
+        read_manifest(path)
+    except Exception as exc:
+        reason = str(exc).split(": ", 1)[-1]  # read_manifest's message names the folder already
+        raise ValueError(f"{text}: not a run folder ({reason})") from None
+
+
+def _import(args) -> int:
+    """Read the CSV first, then open (or make) the database; a database this import made is removed
+    again when nothing could be stored in it."""
+    from birdcore.review.exchange import read_detections
+    from birdcore.review.store import open_store, sqlite_path
+
+    table = read_detections(args.detections)
+    path = sqlite_path(args.db)
+    made = [] if path is None else _missing(path)
+    try:
+        store = open_store(args.db)
+        added, known = store.import_detections(table, run=str(args.run))
+    except BaseException:
+        if made:
+            _remove(made)
+        raise
     log.info("%s: %d detections added, %d already in %s", args.detections, added, known, args.db)
     return 0
+
+
+def _missing(path: Path) -> list[Path]:
+    """``path`` and the folders above it that do not exist yet (what making it would create), deepest first."""
+    path = path.absolute()
+    if path.exists() or path.is_symlink():
+        return []
+    out = [path]
+    for parent in path.parents:
+        if parent.exists():
+            break
+        out.append(parent)
+    return out
+
+
+def _remove(made: list[Path]) -> None:
+    """Remove a database file this process made (with its WAL files), then its new empty folders."""
+    database, folders = made[0], made[1:]
+    if database.exists() and database.is_file():
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            database.with_name(database.name + suffix).unlink(missing_ok=True)
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _import_labels(store, args) -> int:
@@ -168,5 +240,5 @@ def _export(store, args) -> int:
     return 0
 
 
-COMMANDS = {"import": _import, "import-labels": _import_labels, "sample": _sample, "report": _report,
+COMMANDS = {"import-labels": _import_labels, "sample": _sample, "report": _report,
             "thresholds": _thresholds, "export": _export}

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from birdcore.review.store import Store, StoreError, VERDICTS, detections, engine_for, open_store, reviews, samples
+from birdcore.review.store import Store, VERDICTS, detections, open_existing, reviews, samples
 
 DISPLAY_RATE = 32000  # Hz: the clip is resampled down to this rate when the file's rate is higher
 CONTEXT_SECONDS = 2.0  # seconds of audio shown and played on each side of a detection
@@ -48,44 +48,10 @@ PROGRESS_COLUMNS = ["species", "common_name", "sampled", "yes", "no", "unsure", 
 # --------------------------------------------------------------------------- the database
 
 def open_review_store(db: str | Path) -> Store:
-    """The review database at a SQLite path or a SQLAlchemy URL, which must exist and be a review
-    store (the CLI's ``import`` makes one); unlike ``open_store`` nothing is created.  Raises
-    ``StoreError`` with a one-line message naming ``db``."""
-    text = str(db).strip()
-    if not text:
-        raise StoreError("no review database given")
-    path = None if "://" in text else Path(text).expanduser()
-    if path is None:
-        try:
-            url = sa.engine.make_url(text)
-        except sa.exc.ArgumentError as exc:
-            raise StoreError(f"{text}: not a database path or URL ({exc})") from None
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            path = Path(url.database).expanduser()  # a file all the same: it must exist
-    elif not path.is_dir():
-        text = str(path)
-    if path is not None:
-        if path.is_dir():
-            raise StoreError(f"{text}: is a folder, not a review database")
-        if not path.is_file():
-            raise StoreError(f"{text}: no such review database (make one with python -m birdcore.review import "
-                             f"DETECTIONS.csv --db {text})")
-    try:
-        engine = engine_for(text)
-        try:
-            with engine.connect() as conn:
-                tables = set(sa.inspect(conn).get_table_names())
-        finally:
-            engine.dispose()
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
-        raise StoreError(f"{text}: not a database path or URL ({exc})") from None
-    except ImportError as exc:
-        raise StoreError(f"{text}: the database driver is not installed ({exc})") from None
-    except sa.exc.DBAPIError as exc:
-        raise StoreError(f"{text}: cannot open the review database ({exc.orig or exc})") from None
-    if not {"meta", "detections", "reviews", "samples"} <= tables:
-        raise StoreError(f"{text}: not a birdclef review database")
-    return open_store(text)
+    """The existing review database at a SQLite path or a SQLAlchemy URL, opened for writing (the
+    page records reviews): ``store.open_existing(db, write=True)``.  Nothing is created; a missing,
+    empty or foreign database is a ``StoreError`` with a one-line message naming ``db``."""
+    return open_existing(db, write=True)
 
 
 def sampled_table(store: Store) -> pd.DataFrame:

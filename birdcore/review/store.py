@@ -2,8 +2,13 @@
 
 SQLite (a file path) is the embedded default; the same schema runs on PostgreSQL through a
 connection URL (``postgresql+psycopg://user:pass@host/db``, with the driver installed), through
-SQLAlchemy Core.  The schema is versioned (``meta.schema_version``) and ``open_store`` migrates
-an older database forward, step by step, in one transaction per step.
+SQLAlchemy Core.  The schema is versioned (``meta.schema_version``); an older database is migrated
+forward on open, step by step, in one transaction per step.
+
+Opening: ``open_existing(db, write=False)`` opens a review database that must already exist
+(read-only for SQLite unless ``write=True``) and refuses, untouched, anything else: a missing
+path, a folder, an empty file, someone else's database.  ``open_store(db)`` also makes a new one
+where there is none (``import``).
 
 Tables:
 
@@ -20,6 +25,7 @@ Tables:
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,20 +90,28 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def engine_for(db: str | Path) -> sa.Engine:
+def engine_for(db: str | Path, *, readonly: bool = False) -> sa.Engine:
     """An engine for a SQLite file path or a SQLAlchemy URL.  SQLite runs in WAL mode with a
-    busy timeout, so several reviewers (processes) can write to one file."""
+    busy timeout, so several reviewers (processes) can write to one file.  ``readonly``: a SQLite
+    file is opened with ``mode=ro`` (nothing can be written, not even the WAL switch) and its folder
+    is not created."""
     text = str(db)
     if "://" in text:
         return sa.create_engine(text)
-    path = Path(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+    path = Path(text).expanduser()
+    if readonly:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool, creator=lambda: sqlite3.connect(
+            uri, uri=True, timeout=30, check_same_thread=False))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(conn, _record):  # noqa: ANN001
         cur = conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        if not readonly:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -231,29 +245,122 @@ def _text(value) -> str | None:
     return text or None
 
 
+REVIEW_TABLES = frozenset({"meta", "detections", "reviews", "samples"})
+MAKE_ONE = "make one with python -m birdcore.review import DETECTIONS.csv --db {db}"
+
+
+def sqlite_path(db: str | Path) -> Path | None:
+    """The file of a SQLite database given as a path or a ``sqlite:///`` URL; None for other URLs
+    (and in-memory SQLite).  StoreError for text that is not a database URL."""
+    text = str(db).strip()
+    if "://" not in text:
+        return Path(text).expanduser()
+    try:
+        url = sa.engine.make_url(text)
+    except sa.exc.ArgumentError as exc:
+        raise StoreError(f"{text}: not a database path or URL ({exc})") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database).expanduser()
+    return None
+
+
+def _tables(db: str, engine_db: str | Path) -> set[str]:
+    """The table names of an existing database, read without writing anything."""
+    try:
+        engine = engine_for(engine_db, readonly=True)
+        try:
+            with engine.connect() as conn:
+                return set(sa.inspect(conn).get_table_names())
+        finally:
+            engine.dispose()
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise StoreError(f"{db}: not a database path or URL ({exc})") from None
+    except ImportError as exc:
+        raise StoreError(f"{db}: the database driver is not installed ({exc})") from None
+    except sa.exc.DBAPIError as exc:
+        raise StoreError(f"{db}: cannot open the review database ({exc.orig or exc})") from None
+
+
+def _check_schema(db: str, tables: set[str]) -> None:
+    if not tables:
+        raise StoreError(f"{db}: not a review database (an empty file or database)")
+    if not REVIEW_TABLES <= tables:
+        raise StoreError(f"{db}: not a review database (no birdclef review tables: it has "
+                         f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''})")
+
+
+def _version(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar() or 0)
+
+
+def _migrate(db: str, engine: sa.Engine, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{db}: review schema {version} is newer than this software understands "
+                         f"({SCHEMA_VERSION}); upgrade birdclef")
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        with engine.begin() as conn:
+            for statement in MIGRATIONS.get(step, []):
+                conn.execute(sa.text(statement))
+            conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(step)))
+
+
+def open_existing(db: str | Path, *, write: bool = False) -> Store:
+    """The existing review database at a SQLite path or a SQLAlchemy URL; nothing is ever created.
+
+    ``write=False`` (report, thresholds, export, training on reviews): a SQLite file is opened
+    read-only.  ``write=True`` (sample, import-labels, the Review page): opened for writing.
+    Either way an older schema is migrated first.  A missing file, a folder, an empty file or a
+    database without the review tables is refused, untouched, with a one-line ``StoreError``
+    naming ``db``."""
+    text = str(db).strip()
+    if not text:
+        raise StoreError("no review database given")
+    path = sqlite_path(text)
+    if path is not None and "://" not in text:
+        text = str(path)
+    if path is not None:
+        if path.is_dir():
+            raise StoreError(f"{text}: is a folder, not a review database")
+        if not path.is_file():
+            raise StoreError(f"{text}: no such review database ({MAKE_ONE.format(db=text)})")
+    _check_schema(text, _tables(text, path if path is not None else text))
+    try:
+        engine = engine_for(path if path is not None else text, readonly=not write)
+        version = _version(engine)
+        if version != SCHEMA_VERSION:
+            if write:
+                _migrate(text, engine, version)
+            else:
+                writer = engine_for(path if path is not None else text)
+                try:
+                    _migrate(text, writer, version)
+                finally:
+                    writer.dispose()
+    except sa.exc.DBAPIError as exc:
+        raise StoreError(f"{text}: cannot open the review database ({exc.orig or exc})") from None
+    return Store(engine, text)
+
+
 def open_store(db: str | Path) -> Store:
-    """Open (creating or migrating) the review database at a path or URL; StoreError when it is
-    newer than this software or not a review database."""
-    engine = engine_for(db)
+    """The review database at a path or URL for writing, made when there is none yet (a SQLite
+    path that does not exist, or a server database with no tables): what ``import`` uses.  An
+    existing one is ``open_existing(db, write=True)`` (migrated; StoreError when it is newer than
+    this software or not a review database)."""
+    text = str(db).strip()
+    path = sqlite_path(text)
+    if path is not None:
+        if path.exists() or path.is_symlink():
+            return open_existing(db, write=True)
+        engine = engine_for(path)
+    else:
+        if _tables(text, text):
+            return open_existing(db, write=True)
+        engine = engine_for(text)
     try:
         with engine.begin() as conn:
-            inspector = sa.inspect(conn)
-            tables = set(inspector.get_table_names())
-            if "detections" in tables and "meta" not in tables:
-                raise StoreError(f"{db}: not a birdclef review database (a 'detections' table without 'meta')")
-            if "meta" not in tables:
-                metadata.create_all(conn)
-                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                return Store(engine, str(db))
-            version = int(conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar() or 0)
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{db}: review schema {version} is newer than this software understands "
-                             f"({SCHEMA_VERSION}); upgrade birdclef")
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            with engine.begin() as conn:
-                for statement in MIGRATIONS.get(step, []):
-                    conn.execute(sa.text(statement))
-                conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(step)))
+            metadata.create_all(conn)
+            conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
     except sa.exc.DatabaseError as exc:
-        raise StoreError(f"{db}: cannot open the review database ({exc.orig or exc})") from None
+        raise StoreError(f"{db}: cannot make the review database ({exc.orig or exc})") from None
     return Store(engine, str(db))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +111,10 @@ class SiteTable:
 
     def place_for(self, file: str | Path) -> Place | None:
         """The place of ``file``, or None when no site holds it."""
-        p = Path(file).resolve()
-        for candidate in (p, *p.parents):
+        p = Path(os.path.abspath(file))
+        folder = p.parent.resolve()  # folders as the sites' roots are (resolved); the file's own link not
+        target = p.resolve()  # a linked file also counts where its target lies
+        for candidate in (folder / p.name, folder, *folder.parents, target, *target.parents):
             if candidate in self._by_root:
                 return self._by_root[candidate]
         return None

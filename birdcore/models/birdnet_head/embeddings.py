@@ -151,11 +151,16 @@ def review_examples(db: str, codes: list[str], sources: list[list[int]] | None, 
     (C,)) per clip whose species (or corrected species) is one of ``codes``: a ``yes`` is a positive
     of its species, a corrected species a positive of that one, a ``no`` a hard negative (all 0).
     Each file is decoded once at 48 kHz; a file that cannot be read is logged and skipped, and so are
-    the clips of ``held_out`` files (resolved paths of the validation and test recordings)."""
+    the clips of ``held_out`` files (resolved paths of the validation and test recordings).  The
+    database must exist (``review.store.open_existing``: StoreError otherwise); it is only read."""
     from birdcore.io.audio import AudioError, decode_audio
-    from birdcore.review.store import open_store
+    from birdcore.review.store import open_existing
 
-    verdicts = open_store(db).verdicts()
+    store = open_existing(db)  # read-only; StoreError naming ``db`` when it is not a review database
+    try:
+        verdicts = store.verdicts()
+    finally:
+        store.engine.dispose()
     verdicts = verdicts[verdicts["verdict"].isin(["yes", "no"]) | verdicts["corrected_species"].notna()]
     index = {c: i for i, c in enumerate(codes)}
     model, out, skipped = birdnet_engine(embeddings=True), [], 0
