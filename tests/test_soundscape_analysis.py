@@ -199,3 +199,25 @@ def test_a_click_in_the_timeline_names_its_row():
     for empty in (None, {}, {"selection": {}}, {"selection": {ROW_SELECTION: {}}},
                   {"selection": {"zoom": {"x": [0, 5]}}}, {"selection": {ROW_SELECTION: [{"species": "synchi1"}]}}):
         assert picked_rows(empty) == []
+
+
+def test_rows_after_a_files_audio_ends_are_left_out_and_named(trained_run, labelled_soundscapes, tmp_path, caplog):
+    """A soundscape cut short (its labels go on past its audio): the rows with no audio are left out
+    with a warning naming the file, instead of counting as silent misses; a file with no row left
+    is reported as failed."""
+    import logging
+
+    d = labelled_soundscapes["dir"]
+    lines = (d / "summary.csv").read_text().splitlines()
+    first = lines[1].split(",")[2]  # filename_seconds,birds,filename,seconds
+    own = [line for line in lines[1:] if line.split(",")[2] == first]
+    (tmp_path / "labels.csv").write_text("\n".join([lines[0], *own, f"{first}_70,nocall,{first},70",
+                                                    f"{first}_75,nocall,{first},75"]) + "\n")
+    rows = read_rows(tmp_path / "labels.csv", audio_dir=d / "audio")
+    with caplog.at_level(logging.WARNING):
+        scored = score_rows(load_run(trained_run), rows)
+    assert len(scored.table) == len(own) and scored.failed == {}
+    assert f"{first}: the audio ends at 60.0 s; 2 of its {len(own) + 2} rows start after that" in caplog.text
+    (tmp_path / "late.csv").write_text("\n".join([lines[0], f"{first}_70,nocall,{first},70"]) + "\n")
+    with pytest.raises(ValueError, match="none of the 1 labelled audio files could be scored"):
+        score_rows(load_run(trained_run), read_rows(tmp_path / "late.csv", audio_dir=d / "audio"))

@@ -83,7 +83,8 @@ def score_rows(run, rows: SoundscapeRows, *, overlap: float = 0.0, min_overlap: 
     """Score the rows of ``rows`` whose audio exists with ``run`` (a ``runs.loading.LoadedRun``).
 
     Files without audio and files that fail to decode are logged with their reason and left out
-    (``RowScores.failed``); the others go on.  ``on_file(key, done, total)`` reports progress.
+    (``RowScores.failed``); the others go on.  Rows that start after their file's audio ends (a
+    file cut short) are logged and left out too.  ``on_file(key, done, total)`` reports progress.
     """
     from birdcore.io.audio import AudioError
     from birdcore.io.stream import stream_audio
@@ -113,6 +114,15 @@ def score_rows(run, rows: SoundscapeRows, *, overlap: float = 0.0, min_overlap: 
             continue
         seconds[key] = counted[0] / run.sample_rate
         table = rows.table[rows.table["file"] == key]
+        beyond = table["start_s"].to_numpy(float) >= seconds[key]
+        if beyond.any():  # a file shorter than its labels (cut short?): those rows have no audio
+            note = (f"{key}: the audio ends at {seconds[key]:.1f} s; {int(beyond.sum())} of its {len(table)} rows "
+                    f"start after that and are left out")
+            log.warning("%s", note)
+            table = table[~beyond]
+            if table.empty:
+                failed[key] = note
+                continue
         parts.append((table, rows_from_windows(windows, hop=hop, length=length, starts=table["start_s"].to_numpy(float),
                                                ends=table["end_s"].to_numpy(float), min_overlap=min_overlap)))
         if on_file is not None:
