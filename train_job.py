@@ -5,7 +5,7 @@ Examples:
     python train_job.py --demo
     python train_job.py --data-dir /data/birdsong-recognition --weights imagenet
     python train_job.py --data-dir /data/birdsong-recognition --tune --max-trials 10
-    python train_job.py --data-dir /data/birdsong-recognition --name my-run --resume
+    python train_job.py --name my-run --resume    # continues runs/.my-run.partial with its saved data folder
 """
 from __future__ import annotations
 
@@ -14,12 +14,20 @@ import sys
 import time
 from pathlib import Path
 
-from birdcore.cli.common import HelpFormatter, add_common_data_args, add_engine_arg, fail, import_tensorflow_quietly, log, setup_logging
+from birdcore.cli.common import (HelpFormatter, add_common_data_args, add_engine_arg, at_least, fail,
+                                 import_tensorflow_quietly, log, setup_logging)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line naming the option and the reason (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=HelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                      formatter_class=HelpFormatter)
     p.add_argument("--data-dir", type=Path, help="dataset folder (train.csv or train_metadata.csv + train_audio/)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the run folder")
     p.add_argument("--name", help="run name (default: a timestamp)")
@@ -44,11 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "model.backbone_lr_scale (0.1) times the head's learning rate; model.keras is then the "
                         "whole network (default 0)")
     p.add_argument("--reviews", default=None, metavar="DB",
-                   help="--backbone birdnet: a review database (python -m birdcore.review) whose verified clips join "
-                        "the training split, yes as positives and no as hard negatives")
-    p.add_argument("--pooling", choices=["max", "attention", "mean"], default=None, help="default max")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40; demo 12)")
-    p.add_argument("--batch-size", type=int, default=None, help="recordings per batch (default 8)")
+                   help="--backbone birdnet: an existing review database (python -m birdcore.review; opened "
+                        "read-only) whose verified clips join the training split, yes as positives and no as hard "
+                        "negatives")
+    p.add_argument("--pooling", choices=["max", "attention", "mean"], default=None,
+                   help="pooling over time (default: max; attention with --backbone birdnet)")
+    p.add_argument("--epochs", type=at_least(1), default=None, help="maximum epochs (default 40; demo 12)")
+    p.add_argument("--batch-size", type=at_least(1), default=None, help="recordings per batch (default 8)")
     p.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default 3.74e-4; --backbone birdnet: 3e-4)")
     p.add_argument("--train-seconds", type=float, default=None, help="random crop per recording (default 30)")
@@ -68,10 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default auto: float16 on a GPU, float32 on CPU; bf16: bfloat16 (A100/H100 and newer)")
     p.add_argument("--target-fpr", type=float, default=None, help="threshold operating point (default 0.001)")
     p.add_argument("--tune", action="store_true", help="search hyperparameters with keras-tuner first")
-    p.add_argument("--max-trials", type=int, default=None, help="tuning trials (default 10)")
-    p.add_argument("--trial-epochs", type=int, default=None, help="epochs per tuning trial (default 10)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run (give its --name)")
-    p.add_argument("--batch-segments", type=int, default=32, help="segments per forward pass when scoring")
+    p.add_argument("--max-trials", type=at_least(1), default=None, help="tuning trials (default 10)")
+    p.add_argument("--trial-epochs", type=at_least(1), default=None, help="epochs per tuning trial (default 10)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run --name NAME in --out, with its saved configuration and, "
+                        "unless --data-dir is given, its saved data folder")
+    p.add_argument("--batch-segments", type=at_least(1), default=32, help="segments per forward pass when scoring")
     add_common_data_args(p)
     return p
 
@@ -85,7 +97,14 @@ def config_from_args(args):
     from birdcore.config import RunConfig, demo_config
     from birdcore.models.base import kind_for
 
-    cfg = RunConfig.load(args.config) if args.config else (demo_config() if args.demo else RunConfig())
+    if args.config:
+        try:
+            cfg = RunConfig.load(args.config)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"--config {args.config}: not a readable config.json ({' '.join(str(exc).split())})") \
+                from None
+    else:
+        cfg = demo_config() if args.demo else RunConfig()
     m, t = cfg.model, cfg.train
     for value, obj, attr in [
         (args.weights, m, "weights"), (args.backbone, m, "backbone"), (args.pooling, m, "pooling"),
@@ -118,6 +137,9 @@ def config_from_args(args):
     if args.noise_dir:
         cfg.augment.background_noise_dir = str(args.noise_dir)
     if args.reviews:
+        from birdcore.review.store import open_existing
+
+        open_existing(args.reviews).engine.dispose()  # said now, before any data is read: StoreError naming it
         cfg.train.review_db = str(args.reviews)
     if args.no_augment:
         a = cfg.augment
@@ -126,16 +148,89 @@ def config_from_args(args):
     return cfg.override(args.set)
 
 
+# options of this command that set a config field, for naming the option a bad value came from
+OPTION_OF_FIELD = {
+    "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.learning_rate": "--lr",
+    "train.train_seconds": "--train-seconds", "train.secondary_weight": "--secondary-weight",
+    "eval.target_fpr": "--target-fpr", "tune.max_trials": "--max-trials", "tune.epochs_per_trial": "--trial-epochs",
+    "train.seed": "--seed", "split.seed": "--seed", "model.fine_tune": "--fine-tune",
+}
+
+
+def config_problem(exc, args) -> str:
+    """A ``ConfigValueError`` as one line naming where the value came from: the last ``--set`` of the
+    field, the option that sets it, or the --config file."""
+    key = exc.key
+    for item in reversed(args.set):
+        if item.partition("=")[0].strip() == key:
+            return f"--set {item}: {exc.reason}"
+    option = OPTION_OF_FIELD.get(key)
+    given = getattr(args, option[2:].replace("-", "_"), None) if option else None
+    if given is not None:
+        return f"{option} {format(given, 'g') if isinstance(given, float) else given}: {exc.reason}"
+    if args.config:
+        return f"{args.config}: {exc}"
+    return str(exc)
+
+
+def saved_data_dir(out: Path, name: str) -> Path | None:
+    """The data folder saved in the config.json of the interrupted run ``out/.name.partial`` (None if
+    it stopped before its data was read)."""
+    import json
+
+    try:
+        saved = json.loads((out / f".{name}.partial" / "config.json").read_text()).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(saved) if isinstance(saved, str) and saved else None
+
+
+def check_args(args) -> Path | None:
+    """The checks that need neither TensorFlow nor data, in the order a user would fix them; returns
+    the data folder (--data-dir, or the one an interrupted run saved, for --resume) and raises
+    ValueError with a one-line message."""
+    data_dir = args.data_dir
+    if args.resume:
+        if not args.name:
+            raise ValueError("--resume needs --name NAME (the run to continue)")
+        partial, final = args.out / f".{args.name}.partial", args.out / args.name
+        if (final / "run.json").is_file():
+            return data_dir  # complete already: nothing to train, no data needed
+        if not partial.is_dir():  # killed before its run folder existed: the same command starts it afresh
+            if data_dir is None and not args.demo:
+                raise ValueError(f"no run {args.name} to resume in {args.out} (no {partial.name} there); to start "
+                                 "it, give --data-dir DIR (or --demo) too")
+            return data_dir  # train_run says it starts the run
+        if data_dir is None:
+            data_dir = saved_data_dir(args.out, args.name)
+            if data_dir is not None and not data_dir.is_dir():
+                raise ValueError(f"{data_dir}: no such folder (the data folder run {args.name} was started with); "
+                                 "give --data-dir DIR")
+            if data_dir is None and not args.demo:
+                raise ValueError(f"{partial} stopped before it had read its data, so it has no saved data folder: "
+                                 f"give --data-dir DIR (or --demo) with --resume")
+    elif not data_dir and not args.demo and not (args.baseline and args.species_list):
+        raise ValueError("give --data-dir DIR (a Cornell-format dataset), or --demo for a synthetic one, or "
+                         "--baseline with --species-list FILE")
+    if args.species_list and not args.baseline:
+        raise ValueError("--species-list makes a --baseline run for the listed species; trained runs take their "
+                         "species from --data-dir")
+    for option, path in (("--data-dir", args.data_dir), ("--noise-dir", args.noise_dir)):
+        if path is not None and not path.is_dir():
+            raise ValueError(f"{option} {path}: " + ("not a folder" if path.exists() else "no such folder"))
+    for option, path in (("--config", args.config), ("--species-list", args.species_list)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{option} {path}: " + ("not a file" if path.exists() else "no such file"))
+    return data_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if not args.data_dir and not args.demo and not (args.baseline and args.species_list):
-        log.error("give --data-dir DIR (a Cornell-format dataset), or --demo for a synthetic one, or --baseline "
-                  "with --species-list FILE")
-        return 2
-    if args.species_list and not args.baseline:
-        log.error("--species-list makes a --baseline run for the listed species; trained runs take their species "
-                  "from --data-dir")
+    try:
+        data_dir = check_args(args)
+    except ValueError as exc:
+        log.error("%s", exc)
         return 2
     name = args.name
     import_tensorflow_quietly()
@@ -143,9 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         from birdcore.models.birdnet.engines import use_engine
 
         use_engine(args.engine)
+    from birdcore.config import ConfigValueError
+
     try:
-        cfg = config_from_args(args)
-        data_dir = args.data_dir
+        try:
+            cfg = config_from_args(args).check()
+        except ConfigValueError as exc:
+            log.error("%s", config_problem(exc, args))
+            return 2
         if args.demo and data_dir is None:
             from birdcore.data.synthetic import make_synthetic_dataset
 
@@ -154,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("generating a synthetic demo dataset in %s", data_dir)
                 make_synthetic_dataset(data_dir, n_species=6, recordings_per_species=12, seconds=(4.0, 9.0),
                                        sample_rate=cfg.audio.sample_rate, seed=0)
+        elif args.resume and args.data_dir is None and data_dir is not None:
+            log.info("resuming with the run's saved data folder %s", data_dir)
         if args.demo:
             cfg.synthetic = True
         name = name or time.strftime(("demo-synthetic-" if cfg.synthetic else "run-") + "%Y%m%d-%H%M%S")
@@ -169,9 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         final = train_run(data_dir=data_dir, out_dir=args.out, name=name, cfg=cfg, resume=args.resume,
                           cache_dir=args.cache_dir, workers=args.workers, batch_segments=args.batch_segments)
     except KeyboardInterrupt:
-        log.error("interrupted; continue later with --resume --name %s", name or "<run name>")
+        if name and (args.out / f".{name}.partial").is_dir():
+            log.error("interrupted; continue later with --resume --name %s", name)
+        else:
+            log.error("interrupted before the run folder was made; nothing to resume")
         return 130
     except Exception as exc:
+        if isinstance(exc, ConfigValueError):
+            exc = ValueError(config_problem(exc, args))
         return fail(exc, args.verbose)
     print(final)
     return 0

@@ -201,6 +201,33 @@ class RunConfig:
             setattr(section, name, value)
         return self
 
+    def check(self) -> "RunConfig":
+        """Check the ranges of the numeric settings (``_RULES``) before anything is built or read;
+        raises ``ConfigValueError`` (a ValueError) naming the first bad field, e.g.
+        ``model.dropout=5: must be in [0, 1)``.  Returns the config."""
+        for key, (test, reason, optional) in _RULES.items():
+            section_name, name = key.split(".")
+            value = getattr(getattr(self, section_name), name)
+            if value is None and optional:
+                continue
+            try:
+                ok = test(value)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigValueError(key, value, reason)
+        s = self.split
+        if s.val_fraction + s.test_fraction >= 1:
+            raise ConfigValueError("split.test_fraction", s.test_fraction,
+                                   f"split.val_fraction + split.test_fraction must be < 1 (val_fraction is "
+                                   f"{s.val_fraction:g}): no training recordings would be left")
+        f = self.features
+        if f.fmax is not None and f.fmax <= f.fmin:
+            raise ConfigValueError("features.fmax", f.fmax, f"must be > features.fmin ({f.fmin:g})")
+        if self.tune.lr_max < self.tune.lr_min:
+            raise ConfigValueError("tune.lr_max", self.tune.lr_max, f"must be ≥ tune.lr_min ({self.tune.lr_min:g})")
+        return self
+
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
         """Read a saved config; accepts a run's config.json ({"config": ..., "versions": ...}) too."""
@@ -217,6 +244,103 @@ _SECTIONS = {
     "train": TrainConfig,
     "tune": TuneConfig,
     "eval": EvalConfig,
+}
+
+
+class ConfigValueError(ValueError):
+    """A config field whose value is out of range: ``key`` ("section.field"), ``value`` and ``reason``."""
+
+    def __init__(self, key: str, value: Any, reason: str):
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"{key}={_show(value)}: {reason}")
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written after ``--set section.field=`` (JSON where it can be)."""
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _at_least(low: int):
+    return lambda v: _integer(v) and v >= low, f"must be a whole number ≥ {low}"
+
+
+_POSITIVE = (lambda v: _number(v) and v > 0, "must be > 0")
+_NON_NEGATIVE = (lambda v: _number(v) and v >= 0, "must be ≥ 0")
+_FRACTION = (lambda v: _number(v) and 0 <= v <= 1, "must be in [0, 1]")
+_FRACTION_OPEN = (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)")
+_PROBABILITY_OPEN = (lambda v: _number(v) and 0 < v < 1, "must be in (0, 1)")
+
+
+def _pair(low_ok):
+    return (lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(_number(x) and low_ok(x) for x in v)
+            and v[0] <= v[1])
+
+
+def _fractions(v) -> bool:
+    return isinstance(v, (tuple, list)) and len(v) > 0 and all(_number(x) and 0 <= x <= 1 for x in v)
+
+
+# The range of every numeric setting: "section.field" -> (test, reason, None allowed).  RunConfig.check
+# applies them, so that a bad value is refused, naming the field, before any data is read or model built.
+_RULES: dict[str, tuple[Any, str, bool]] = {
+    "audio.sample_rate": (*_at_least(1), False),
+    "audio.segment_seconds": (*_POSITIVE, False),
+    "audio.max_decode_seconds": (*_POSITIVE, True),
+    "features.n_mels": (*_at_least(1), False),
+    "features.fft_length": (*_at_least(1), False),
+    "features.window_lengths": (lambda v: isinstance(v, (tuple, list)) and len(v) == 3
+                                and all(_integer(x) and x >= 1 for x in v),
+                                "must be 3 whole numbers ≥ 1 (samples)", False),
+    "features.hop_length": (*_at_least(1), False),
+    "features.fmin": (*_NON_NEGATIVE, False),
+    "features.fmax": (*_POSITIVE, True),
+    "features.top_db": (*_POSITIVE, False),
+    "augment.start_removal_max_seconds": (*_NON_NEGATIVE, False),
+    "augment.time_mask_max": (*_FRACTION, False),
+    "augment.freq_mask_max": (*_FRACTION, False),
+    "augment.db_floor_max": (*_FRACTION, False),
+    "augment.same_species_mix_prob": (*_FRACTION, False),
+    "augment.same_species_mix_gain": (_pair(lambda x: x >= 0), "must be [low, high] with 0 ≤ low ≤ high", False),
+    "augment.background_noise_prob": (*_FRACTION, False),
+    "augment.background_noise_snr_db": (_pair(lambda x: True), "must be [low, high] in dB with low ≤ high", False),
+    "model.dropout": (*_FRACTION_OPEN, False),
+    "model.small_cnn_width": (*_at_least(1), False),
+    "model.bn_momentum": (*_FRACTION, False),
+    "model.head_units": (*_at_least(1), False),
+    "model.fine_tune": (*_at_least(0), False),
+    "model.backbone_lr_scale": (*_NON_NEGATIVE, False),
+    "split.val_fraction": (*_FRACTION_OPEN, False),
+    "split.test_fraction": (*_FRACTION_OPEN, False),
+    "split.seed": (*_at_least(0), False),
+    "train.epochs": (*_at_least(1), False),
+    "train.batch_size": (*_at_least(1), False),
+    "train.learning_rate": (*_POSITIVE, False),
+    "train.train_seconds": (*_POSITIVE, False),
+    "train.secondary_weight": (*_FRACTION, False),
+    "train.label_smoothing": (*_FRACTION_OPEN, False),
+    "train.weight_decay": (*_NON_NEGATIVE, False),
+    "train.early_stopping_patience": (*_at_least(1), False),
+    "train.seed": (*_at_least(0), False),
+    "train.steps_per_epoch": (*_at_least(1), True),
+    "tune.max_trials": (*_at_least(1), False),
+    "tune.epochs_per_trial": (*_at_least(1), False),
+    "tune.lr_min": (*_POSITIVE, False),
+    "tune.lr_max": (*_POSITIVE, False),
+    "tune.time_mask_choices": (_fractions, "must be a list of fractions in [0, 1]", False),
+    "tune.freq_mask_choices": (_fractions, "must be a list of fractions in [0, 1]", False),
+    "tune.db_floor_choices": (_fractions, "must be a list of fractions in [0, 1]", False),
+    "eval.target_fpr": (*_PROBABILITY_OPEN, False),
 }
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -13,7 +14,8 @@ def fake_partial(out, name, *, epochs_total=10, seconds=(100.0, 5.0, 5.0, 6.0), 
     """A run folder as a training job leaves it after len(seconds) epochs."""
     path = out / f".{name}.partial"
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"config": {"train": {"epochs": epochs_total}}}))
+    (path / "config.json").write_text(json.dumps({"config": {"train": {"epochs": epochs_total}},
+                                                  "data_dir": "/data/birdsong"}))
     rows = ["epoch,loss,val_top1,val_loss,seconds"] + [f"{i + 1},0.2,0.5,0.3,{s}" for i, s in enumerate(seconds)]
     (path / "history.csv").write_text("\n".join(rows) + "\n")
     (path / "train_state.json").write_text(json.dumps({"epoch": len(seconds) - 1, "best": best[0],
@@ -69,6 +71,25 @@ def test_a_real_run_builder_folder_reads_as_running(tmp_path):
     finally:
         run.release()
     assert runs_in_progress(tmp_path)[0].state == STOPPED
+
+
+def test_a_run_that_stopped_before_writing_anything_has_a_real_age_and_a_command_that_works(tmp_path):
+    """An empty partial folder (a job that failed or was killed before reading its data) is "last written"
+    when the folder was, not in 1970, and resuming it needs --data-dir: it saved none."""
+    path = tmp_path / ".early.partial"
+    path.mkdir()
+    then = time.time() - 3 * 3600
+    os.utime(path, (then, then))
+    p = read_progress(path)
+    assert abs(p.updated - then) < 2 and p.data_dir is None
+    assert "last written 3h00m ago" in p.describe()
+    assert "`train_job.py --resume --name early --data-dir DIR`" in p.describe()
+
+
+def test_a_stopped_run_with_a_saved_data_folder_resumes_with_its_name_alone(tmp_path):
+    p = read_progress(fake_partial(tmp_path, "saved"))
+    assert p.data_dir == "/data/birdsong"
+    assert "`train_job.py --resume --name saved` (and the same --out)" in p.describe()
 
 
 def test_eta_uses_the_median_of_later_epochs():

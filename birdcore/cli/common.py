@@ -113,6 +113,21 @@ def place_from_args(args):
     return Place(args.lat, args.lon, week_of(args.date) if args.date is not None else args.week)
 
 
+def at_least(low: int):
+    """argparse type: a whole number ≥ ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number ≥ {low}"
+    return parse
+
+
 def add_engine_arg(parser, *, applies: str) -> None:
     """``--engine litert|keras``: what runs BirdNET (``models.birdnet.engines``); ``applies`` says to
     which runs it applies, for the help text."""

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdcore.cli.common import (HelpFormatter, add_engine_arg, add_place_args, fail, log,
+from birdcore.cli.common import (HelpFormatter, add_engine_arg, add_place_args, at_least, fail, log,
                                  place_from_args, setup_logging)
 from birdcore.serving.detections import (Prediction, ResultsCsv, raven_names, segment_detections, top_kept,
                          write_raven_table)
@@ -131,13 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "score and where), written at the end; needs --out")
     parser.add_argument("--min-score", type=_probability, default=0.5,
                         help="lowest segment score written to --out / --raven")
-    parser.add_argument("--top", type=_positive_int, default=5, help="species shown per file")
+    parser.add_argument("--top", type=at_least(1), default=5, help="species shown per file")
     parser.add_argument("--overlap", type=float, default=0.0,
                         help="seconds by which BirdNET's 3 s windows overlap (0 to <3; BirdNET runs only): finer "
                              "detection times, more work")
     add_engine_arg(parser, applies="BirdNET runs only")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
-    parser.add_argument("--jobs", type=_positive_int, default=1,
+    parser.add_argument("--jobs", type=at_least(1), default=1,
                         help="worker processes scoring files in parallel, each with cores/N threads; for "
                              "machines with many cores (on 2 vCPUs it gave no reliable gain, BENCHMARKS.md)")
     parser.add_argument("--species-list", type=Path, default=None,
@@ -225,13 +225,6 @@ def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 

@@ -60,7 +60,10 @@ class RunProgress:
     best_val_top1: float | None
     best_epoch: int | None
     eta_seconds: float | None
-    updated: float  # Unix time of the newest file in the run folder
+    updated: float  # Unix time of the newest file in the run folder (or of the folder itself); 0: unknown
+    # the dataset folder saved in the run's config.json, which ``--resume`` reuses; None until the job
+    # has read its data (resuming then needs ``--data-dir``)
+    data_dir: str | None = None
 
     def describe(self) -> str:
         """One line for people, e.g. "epoch 34 of 150 · best val top-1 0.652 (epoch 32) · about 9m07s left"."""
@@ -74,8 +77,9 @@ class RunProgress:
         if self.state == RUNNING and self.eta_seconds:
             parts.append(f"about {duration(self.eta_seconds)} left")
         elif self.state == STOPPED:
-            parts.append(f"last written {duration(max(0.0, time.time() - self.updated))} ago; continue it with "
-                         f"`train_job.py --resume --name {self.name}` (and the same --out)")
+            command = f"train_job.py --resume --name {self.name}" + ("" if self.data_dir else " --data-dir DIR")
+            age = f"last written {duration(max(0.0, time.time() - self.updated))} ago; " if self.updated > 0 else ""
+            parts.append(f"{age}continue it with `{command}` (and the same --out)")
         elif self.state == ELSEWHERE:
             parts.append("its job runs on another machine")
         return " · ".join(parts)
@@ -102,7 +106,9 @@ def read_progress(partial: Path) -> RunProgress:
         state = RUNNING if isinstance(lock.get("pid"), int) and pid_alive(lock["pid"]) else STOPPED
     history = epoch_seconds(partial / HISTORY_FILE)
     done = max((e for e, _ in history), default=0)
-    config = _read_json(partial / "config.json").get("config")
+    saved = _read_json(partial / "config.json")
+    config = saved.get("config")
+    data_dir = saved.get("data_dir") if isinstance(saved.get("data_dir"), str) and saved.get("data_dir") else None
     train = config.get("train") if isinstance(config, dict) else None
     total = train.get("epochs") if isinstance(train, dict) else None
     total = int(total) if isinstance(total, (int, float)) and not isinstance(total, bool) and total > 0 else None
@@ -113,13 +119,23 @@ def read_progress(partial: Path) -> RunProgress:
     if total and done:
         seconds = [s for _, s in history if s == s]
         eta = eta_seconds(seconds, max(0, total - done)) if seconds else None
-    try:
-        updated = max(p.stat().st_mtime for p in partial.iterdir())
-    except (OSError, ValueError):
-        updated = 0.0
+    updated = 0.0  # the folder's own time counts too: a job that stopped before writing a file leaves it empty
+    for p in (partial, *_entries(partial)):
+        try:
+            updated = max(updated, p.stat().st_mtime)
+        except OSError:
+            pass
     return RunProgress(name=name, path=partial, state=state, epochs_done=done, epochs_total=total,
                        best_val_top1=float(best) if has_best else None,
-                       best_epoch=best_epoch + 1 if has_best else None, eta_seconds=eta, updated=updated)
+                       best_epoch=best_epoch + 1 if has_best else None, eta_seconds=eta, updated=updated,
+                       data_dir=data_dir)
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def runs_in_progress(out_dir: Path) -> list[RunProgress]:

@@ -66,12 +66,21 @@ def load_noise_bank(cfg: RunConfig) -> list[np.ndarray] | None:
     folder = cfg.augment.background_noise_dir
     if not (cfg.augment.background_noise and folder):
         return None
-    bank = []
+    if not Path(folder).is_dir():
+        raise ValueError(f"{folder}: no such folder (the background-noise folder, --noise-dir or "
+                         "augment.background_noise_dir)")
+    bank, n_files = [], 0
     for path in sorted(Path(folder).rglob("*")):
-        if is_audio_path(path):
+        if is_audio_path(path) and path.is_file():
+            n_files += 1
             try:
                 bank.append(decode_audio(path, sample_rate=cfg.audio.sample_rate, max_seconds=600))
             except AudioError as exc:
                 log.warning("noise file skipped: %s", exc)
+    if not bank:  # an empty folder was warned about before the run began (training.train.check_inputs)
+        (log.warning if n_files else log.info)(
+            "background noise folder %s: %s; mixing in synthesised coloured noise instead", folder,
+            f"none of its {n_files} audio files could be read" if n_files else "no audio files in it")
+        return None
     log.info("background noise bank: %d recordings from %s", len(bank), folder)
-    return bank or None
+    return bank

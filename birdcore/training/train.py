@@ -40,19 +40,104 @@ def train_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resum
 
     ``extra_callbacks`` are Keras callbacks added after the run's own (monitoring hooks).
     """
-    keras.utils.set_random_seed(cfg.train.seed)
     done = Path(out_dir) / name
     if resume and (done / "run.json").is_file():  # the job finished before: nothing to resume
         read_manifest(done)  # a run this software reads, or RunFolderError
         _drop_checkpoints(done)
         log.info("%s is already complete; nothing to resume", done)
         return done
+    check_inputs(data_dir=data_dir, out_dir=out_dir, name=name, cfg=cfg, resume=resume)
+    keras.utils.set_random_seed(cfg.train.seed)
     run = RunBuilder.open(Path(out_dir), name, resume=resume)
     try:
         return _train(run, data_dir=data_dir, cfg=cfg, resume=resume, cache_dir=cache_dir, workers=workers,
                       batch_segments=batch_segments, extra_callbacks=extra_callbacks or [])
+    except Exception:
+        if not resume and not _worth_resuming(run.path):  # failed before training began: leave nothing behind
+            import shutil
+
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     finally:
         run.release()
+
+
+def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resume: bool) -> None:
+    """What can be checked before a run folder is made, so that bad input leaves nothing behind: the
+    run name (a run to resume, or a free name), the config (ranges, the kind's rules), the data folder
+    and its metadata, the noise folder, and (for a new run) that the split leaves recordings to train
+    and validate on.  Raises RunFolderError, ``config.ConfigValueError``, ``DatasetError`` or
+    ValueError, each with a one-line message."""
+    from birdcore.runs.folder import RunFolderError
+
+    out, builder = Path(out_dir), RunBuilder(Path(out_dir), name)  # RunFolderError for a bad name
+    if builder.final.exists():
+        raise RunFolderError(f"{builder.final}: a complete run with this name exists; choose another --name")
+    if resume and not builder.path.is_dir():  # killed before its folder existed: start it (bench_kill_resume)
+        log.info("no run %s to resume in %s yet: starting it", name, out)
+        resume = False
+    if not resume and builder.path.exists():
+        raise RunFolderError(f"{builder.path}: an interrupted run with this name exists; "
+                             "add --resume to continue it, or choose another --name")
+    saved = builder.path / "config.json"
+    if resume and saved.is_file():  # the run goes on with its own configuration: check that one
+        cfg = RunConfig.load(saved)
+    cfg.check()
+    kind_for(cfg.model.kind).check_config(cfg)  # the kind's own rules (BirdNET's audio settings, ...)
+    if data_dir is None or not Path(data_dir).is_dir():
+        raise ValueError(f"{data_dir}: no such folder" if data_dir is None or not Path(data_dir).exists()
+                         else f"{data_dir}: not a folder")
+    noise = cfg.augment.background_noise_dir
+    if cfg.augment.background_noise and noise and not Path(noise).is_dir():
+        raise ValueError(f"{noise}: no such folder (the background-noise folder, --noise-dir or "
+                         "augment.background_noise_dir)")
+    if cfg.augment.background_noise and noise and kind_for(cfg.model.kind).uses_noise_bank:
+        from birdcore.io.audio import AUDIO_EXTENSIONS, is_audio_path
+
+        if not any(is_audio_path(p) and p.is_file() for p in Path(noise).rglob("*")):
+            log.warning("background noise folder %s has no audio files (%s); training mixes in synthesised "
+                        "coloured noise instead", noise, " ".join(AUDIO_EXTENSIONS))
+    from birdcore.data.metadata import read_metadata
+
+    meta = read_metadata(Path(data_dir))  # DatasetError: no or unreadable metadata
+    if not resume or not (builder.path / "split.csv").exists():  # a resumed run keeps its saved split
+        check_split(meta[meta["exists"]], cfg, data_dir=data_dir)
+
+
+def check_split(meta, cfg: RunConfig, *, data_dir) -> None:
+    """Refuse a dataset whose split leaves the training or the validation part empty.
+
+    Validation picks the best checkpoint, stops training early and sets the per-species thresholds,
+    so a run without it would have no sound thresholds and nothing to choose its model by: it is
+    refused up front, saying how many recordings per species the split needs, rather than trained."""
+    from birdcore.data.split import _counts, split_recordings
+
+    s = cfg.split
+    if meta.empty:
+        raise ValueError(f"{data_dir}: none of the recordings in its metadata exist")
+    parts = split_recordings(meta, method=s.method, val_fraction=s.val_fraction, test_fraction=s.test_fraction,
+                             seed=s.seed)
+    if (parts == "train").sum() == 0:
+        raise ValueError(f"{data_dir}: the training split is empty (split.method {s.method}): the dataset is too "
+                         "small")
+    if (parts == "val").sum() > 0:
+        return
+    why = "validation picks the checkpoint, stops training early and sets the thresholds"
+    if s.val_fraction <= 0:
+        raise ValueError(f"split.val_fraction is 0: the validation split is empty ({why}); give it a fraction > 0")
+    if s.method == "stratified":
+        need = next(n for n in range(1, 10_000) if _counts(n, s.val_fraction, s.test_fraction)[0] >= 1)
+        most = int(meta["primary"].value_counts().max())
+        raise ValueError(f"{data_dir}: the validation split would be empty: at val_fraction {s.val_fraction:g} and "
+                         f"test_fraction {s.test_fraction:g} a species needs at least {need} recordings to give "
+                         f"train, validation and test one each, and no species here has more than {most} ({why})")
+    raise ValueError(f"{data_dir}: the validation split would be empty (split.method {s.method}, val_fraction "
+                     f"{s.val_fraction:g}): add recordings ({why})")
+
+
+def _worth_resuming(path: Path) -> bool:
+    """Whether a failed run's folder holds work a --resume would continue (a finished epoch or tuning)."""
+    return (path / STATE_FILE).exists() or (path / "tuning").exists()
 
 
 def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_segments, extra_callbacks) -> Path:
@@ -72,6 +157,9 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
     n_species = len(data.codes)
     counts = {s: int(len(data.rows(s))) for s in ("train", "val", "test")}
     log.info("split: %s; %d species; precision policy %s", counts, n_species, policy)
+    if counts["val"] == 0:  # checked on the metadata before; unreadable recordings can still empty it
+        raise ValueError(f"{data_dir}: no validation recordings are left once the unreadable ones are skipped "
+                         "(see the warnings above); validation picks the checkpoint and sets the thresholds")
 
     tuning, best_epoch, model = None, 0, None
     if kind.trains:
