@@ -107,7 +107,12 @@ def test_resume_continues_at_the_right_epoch(synth_dir, tmp_path, caplog):
     assert json.loads((partial / "train_state.json").read_text())["epoch"] == 1
     progress = read_progress(partial)  # what the dashboard shows of the interrupted run
     assert (progress.state, progress.epochs_done, progress.epochs_total) == ("stopped", 2, 4)
-    assert "--resume --name r" in progress.describe()
+    assert "`train_job.py --resume --name r` (and the same --out)" in progress.describe()
+    from train_job import build_parser, check_args
+
+    # that command, without --data-dir, finds the data folder the run saved
+    assert check_args(build_parser().parse_args(["--resume", "--name", "r", "--out", str(tmp_path / "runs")])) \
+        == synth_dir
     with pytest.raises(RunFolderError, match="--resume"):
         train_run(cfg=cfg, **kwargs)
     saved = json.loads((partial / "config.json").read_text())

@@ -6,7 +6,6 @@ import logging
 import pytest
 
 from birdcore.config import RunConfig
-from birdcore.runs.progress import read_progress
 from conftest import tiny_config
 
 
@@ -197,31 +196,3 @@ def test_resume_uses_the_saved_data_folder_or_asks_for_one(tmp_path):
     assert check_args(parse(["--resume", "--name", "saved", "--out", str(runs), "--data-dir", str(runs)])) == runs
     with pytest.raises(ValueError, match="give --data-dir DIR"):
         check_args(parse(["--resume", "--name", "early", "--out", str(runs)]))
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def test_the_command_progress_suggests_resumes_the_run(small, tmp_path, capsys):
-    """A run interrupted after an epoch: ``train_job.py --resume --name r`` (what the progress line says,
-    no --data-dir) finishes it."""
-    import keras
-
-    from birdcore.training.train import train_run
-    from train_job import main
-
-    class StopAfterFirstEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            raise _Interrupt()
-
-    runs = tmp_path / "runs"
-    with pytest.raises(_Interrupt):
-        train_run(data_dir=small["data"], out_dir=runs, name="r", cfg=tiny_config(epochs=2),
-                  cache_dir=tmp_path / "cache", workers=1, extra_callbacks=[StopAfterFirstEpoch()])
-    described = read_progress(runs / ".r.partial").describe()
-    assert "`train_job.py --resume --name r` (and the same --out)" in described
-    assert main(["--resume", "--name", "r", "--out", str(runs), "--cache-dir", str(tmp_path / "cache"),
-                 "--workers", "1"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == str(runs / "r")
-    assert (runs / "r" / "run.json").is_file() and not (runs / ".r.partial").exists()
