@@ -179,3 +179,30 @@ def test_a_truncated_mp3_decodes_what_is_there_with_one_warning_naming_it(tmp_pa
     assert len(messages) == 2 and all(m.startswith(f"{cut}: decoded ") for m in messages)  # one per decode
     assert all("of the 20.0 s its header gives" in m for m in messages)
 
+
+def test_a_whole_vbr_mp3_without_a_length_tag_is_not_called_truncated(tmp_path, caplog):
+    """Without a Xing/Info or VBRI tag libsndfile estimates an mp3's length from its first frame's
+    bitrate: 3 s of silence then noise, variable bitrate, "lasts" about 100 s.  Decoding it whole is
+    not a truncation, so no warning."""
+    import io
+    import logging
+
+    from birdcore.io.stream import stream_audio
+
+    rng = np.random.default_rng(0)
+    wave = np.concatenate([np.zeros(3 * 22050), 0.3 * rng.standard_normal(20 * 22050)]).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, wave, 22050, format="MP3", subtype="MPEG_LAYER_III", bitrate_mode="VARIABLE")
+    data = buf.getvalue()
+    tag = data.find(b"Xing")
+    first = max(i for i in range(tag) if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0)
+    second = next(i for i in range(tag + 4, len(data) - 1) if data[i] == 0xFF and data[i + 1] == data[first + 1])
+    untagged = tmp_path / "untagged.mp3"
+    untagged.write_bytes(data[:first] + data[second:])  # the tag's frame removed
+    with sf.SoundFile(untagged) as handle:
+        assert handle.frames > 40 * 22050  # the estimate is far off
+    with caplog.at_level(logging.WARNING, logger="birdcore"):
+        assert decode_audio(untagged, sample_rate=22050).size == pytest.approx(23 * 22050, abs=2000)
+        assert sum(len(c) for c in stream_audio(untagged, sample_rate=22050)) == pytest.approx(23 * 22050, abs=2000)
+    assert not [r for r in caplog.records if "its header gives" in r.getMessage()]
+

@@ -276,7 +276,9 @@ def test_raven_given_a_file_is_one_line_naming_it(trained_run, clips, tmp_path, 
     root, _ = clips
     taken = tmp_path / "tables"
     taken.write_text("not a folder")
-    assert main([str(trained_run), str(root), "--raven", str(taken)]) != 0
+    out = tmp_path / "detections.csv"
+    assert main([str(trained_run), str(root), "--raven", str(taken), "--out", str(out)]) != 0
     err = capsys.readouterr().err
     assert f"--raven {taken}: is a file; give a folder" in err and "Traceback" not in err
     assert taken.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tables"]  # nothing written for --out either

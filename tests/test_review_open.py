@@ -98,6 +98,20 @@ def test_readers_open_the_database_read_only(tmp_path):
     assert len(S.open_existing(db).samples()) == 1
 
 
+def test_a_reader_leaves_no_wal_or_shm_files_beside_a_quiet_database(tmp_path):
+    """With no writer active, a reader opens the file as immutable: it needs no -wal/-shm files (a
+    reader who cannot write the folder could not make them) and leaves none behind."""
+    db = tmp_path / "review.sqlite"
+    store = open_store(db)
+    store.import_detections(pd.read_csv(detections_csv(tmp_path)), run="r")
+    store.engine.dispose()
+    assert sorted(p.name for p in tmp_path.glob("review.sqlite*")) == ["review.sqlite"]
+    reader = S.open_existing(db)
+    assert len(reader.detections()) == 3
+    reader.engine.dispose()
+    assert sorted(p.name for p in tmp_path.glob("review.sqlite*")) == ["review.sqlite"]
+
+
 def test_a_reader_migrates_an_older_schema_then_reads_it(tmp_path):
     from test_review import create_schema_1
 

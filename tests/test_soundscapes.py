@@ -79,6 +79,9 @@ def test_without_audio_dir_the_labels_folder_and_its_audio_subfolder_are_searche
     shutil.rmtree(tmp_path / "audio")
     rows = read_rows(tmp_path / "labels.csv")
     assert [p.parent for p in rows.audio.values() if p is not None] == [tmp_path] and len(rows.missing) == 1
+    shutil.copytree(tmp_path / "elsewhere", tmp_path / "train_soundscapes")  # BirdCLEF 2021's layout
+    rows = read_rows(tmp_path / "labels.csv")
+    assert rows.missing == [] and {p.parent.name for p in rows.audio.values()} == {tmp_path.name, "train_soundscapes"}
 
 
 def test_a_row_takes_the_max_of_the_windows_that_overlap_it_enough():

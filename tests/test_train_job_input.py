@@ -71,10 +71,11 @@ def test_a_failure_while_preparing_data_leaves_no_partial_run(small, tmp_path):
     shutil.copytree(small["data"], broken)
     for path in (broken / "train_audio").rglob("*.wav"):
         path.write_bytes(b"not audio")
-    with pytest.raises(ValueError, match="no recording could be decoded"):
-        train_run(data_dir=broken, out_dir=tmp_path / "runs", name="b", cfg=tiny_config(epochs=1),
-                  cache_dir=tmp_path / "cache", workers=1)
-    assert not any((tmp_path / "runs").iterdir())
+    for resume in (False, True):  # --resume of a run killed before its folder existed starts a new one
+        with pytest.raises(ValueError, match="no recording could be decoded"):
+            train_run(data_dir=broken, out_dir=tmp_path / "runs", name="b", cfg=tiny_config(epochs=1),
+                      cache_dir=tmp_path / "cache", workers=1, resume=resume)
+        assert not any((tmp_path / "runs").iterdir())
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])

@@ -245,13 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         files = list(dict.fromkeys(expand_paths(args.paths)))
         for line in masks.describe(files):
             log.info("%s", line)
+        if args.raven is not None and args.raven.exists() and not args.raven.is_dir():  # before --out is written
+            raise ValueError(f"--raven {args.raven}: is a file; give a folder for the selection tables")
         done: set[str] = set()
         if args.out is not None:
             results = ResultsCsv(args.out)
             done = results.open()
         if args.raven is not None:
-            if args.raven.exists() and not args.raven.is_dir():
-                raise ValueError(f"--raven {args.raven}: is a file; give a folder for the selection tables")
             args.raven.mkdir(parents=True, exist_ok=True)
         status = _score_files(run, files, done, results, args, masks=masks)
         if args.summary is not None:

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="annotated soundscapes: a labels CSV, or Raven selection tables (file or folder)")
         p.add_argument("--audio-dir", type=Path, default=None,
                        help="folder of the audio files, subfolders included (default: the files beside the "
-                            "labels or --test file, and its audio/ subfolder)")
+                            "labels or --test file, and its audio/, example_test_audio/, test_audio/, "
+                            "train_soundscapes/ or test_soundscapes/ folder)")
         p.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
 
     ev = sub.add_parser("evaluate", help="metrics with the run's saved settings and thresholds",

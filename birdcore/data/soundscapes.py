@@ -145,16 +145,21 @@ def _seconds(column: pd.Series, path: Path, *, allow_empty: bool = False) -> pd.
     return values.astype(float)
 
 
+# where the audio sits beside the labels in the layouts analysts have (ours, and the 2020-2021
+# competitions': example_test_audio/, test_audio/, train_soundscapes/, test_soundscapes/)
+AUDIO_FOLDERS = ("audio", "example_test_audio", "test_audio", "train_soundscapes", "test_soundscapes")
+
+
 def _audio_files(audio_dir: Path | None, default: Path) -> list[Path]:
     """Audio files for the rows: everything under ``audio_dir`` (subfolders too), or, by default,
-    the files in ``default`` (the labels' folder; not its other subfolders, which may hold anything)
-    and everything under ``default``/audio."""
+    the files in ``default`` (the labels' folder; not its other subfolders, which may hold anything
+    such as another site's copies) and everything under its ``AUDIO_FOLDERS``."""
     if audio_dir is not None and not Path(audio_dir).is_dir():
         raise SoundscapeError(f"{audio_dir}: no such audio folder")
     if audio_dir is not None:
-        candidates = Path(audio_dir).rglob("*")
+        candidates = list(Path(audio_dir).rglob("*"))
     else:
-        candidates = [*Path(default).glob("*"), *(Path(default) / "audio").rglob("*")]
+        candidates = [*Path(default).glob("*"), *(p for name in AUDIO_FOLDERS for p in (Path(default) / name).rglob("*"))]
     return sorted(p for p in candidates if p.is_file() and is_audio_path(p))
 
 

@@ -94,7 +94,7 @@ def score_rows(run, rows: SoundscapeRows, *, overlap: float = 0.0, min_overlap: 
     length = float(run.config.audio.segment_seconds)
     parts, seconds, failed = [], {}, {}
     for key in rows.missing:
-        failed[key] = f"{key}: no audio file for it in the audio folder"
+        failed[key] = f"{key}: no audio file for it in the audio folder (give --audio-dir DIR where it is elsewhere)"
         log.warning("%s", failed[key])
     todo = [k for k in rows.files if rows.audio.get(k) is not None]
     for done, key in enumerate(todo):

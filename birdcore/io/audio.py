@@ -190,6 +190,8 @@ def _read_soundfile(source, max_seconds: float | None, label: str) -> tuple[np.n
                 frames = -1 if max_seconds is None else int(math.ceil(max_seconds * rate))
                 data = handle.read(frames=frames, dtype="float32", always_2d=True)
                 wanted = handle.frames if frames < 0 else min(frames, handle.frames)
+                if not states_frame_count(source, handle.format):
+                    wanted = 0  # a length libsndfile only estimated: nothing to compare with
     except BaseException:
         decoder.report(failed=True)
         raise
@@ -209,6 +211,43 @@ def truncation(*, header_frames: int, decoded_frames: int, rate: int) -> str | N
         return None
     return (f"decoded {decoded_frames / rate:.1f} s of the {header_frames / rate:.1f} s its header gives "
             f"(truncated or damaged?); only that much is used")
+
+
+def states_frame_count(source, fmt: str) -> bool:
+    """Whether the frame count libsndfile gives for ``source`` (a path or a seekable file object;
+    ``fmt``: ``SoundFile.format``) is stated by the file, so that decoding less means the file is
+    cut short.  WAV, FLAC and OGG state it (a cut WAV or OGG file is read to its real end), and so
+    does an mp3 with a Xing/Info (LAME) or VBRI tag in its first frame; an mp3 without one gets a
+    length estimated from its first frame's bitrate, which a variable-bitrate file does not keep."""
+    if fmt != "MP3":
+        return True
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as fh:
+                return _mp3_states_frame_count(fh)
+        position = source.tell()
+        try:
+            source.seek(0)
+            return _mp3_states_frame_count(source)
+        finally:
+            source.seek(position)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _mp3_states_frame_count(fh) -> bool:
+    head = fh.read(10)
+    start = 0
+    if head[:3] == b"ID3" and len(head) == 10:  # skip an ID3v2 tag (syncsafe size; a footer adds 10 bytes)
+        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
+        start = 10 + size + (10 if head[5] & 0x10 else 0)
+    fh.seek(start)
+    data = fh.read(4096)
+    sync = next((i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0), None)
+    if sync is None:
+        return False
+    frame = data[sync: sync + 200]  # the tags sit 13-40 bytes into the first frame
+    return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
 
 
 def warn_if_truncated(label: str, *, header_frames: int, decoded_frames: int, rate: int) -> str | None:

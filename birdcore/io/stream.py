@@ -25,7 +25,7 @@ import soundfile as sf
 import soxr
 
 from birdcore.io.audio import (AudioError, DecoderMessages, _os_reason, _soundfile_reason, check_file, decode_audio,
-                               decode_bytes, warn_if_truncated)
+                               decode_bytes, states_frame_count, warn_if_truncated)
 
 _RESAMPLE_QUALITY = "HQ"  # the quality decode_audio uses
 
@@ -97,7 +97,8 @@ def _stream_source(source, label: str, sample_rate: int, chunk_seconds: float, *
             yield from _in_chunks(whole(), sample_rate, chunk_seconds)
             return
         with handle:
-            yield from _read_blocks(handle, label, sample_rate, chunk_seconds, decoder)
+            stated = handle.frames if states_frame_count(source, handle.format) else 0
+            yield from _read_blocks(handle, label, sample_rate, chunk_seconds, decoder, stated_frames=stated)
     except AudioError:
         decoder.report(failed=True)
         raise
@@ -122,8 +123,9 @@ def _open(source, label: str, decoder: DecoderMessages) -> sf.SoundFile | None:
 
 
 def _read_blocks(handle: sf.SoundFile, label: str, sample_rate: int, chunk_seconds: float,
-                 decoder: DecoderMessages) -> Iterator[np.ndarray]:
-    """Read (block, channels) float32 blocks at the file rate, mix to mono, resample, yield."""
+                 decoder: DecoderMessages, *, stated_frames: int = 0) -> Iterator[np.ndarray]:
+    """Read (block, channels) float32 blocks at the file rate, mix to mono, resample, yield; warn
+    when fewer frames decode than the file states (``stated_frames``; 0: not stated)."""
     rate = int(handle.samplerate)
     if rate <= 0:
         raise AudioError(label, "not a readable audio file (invalid sample rate)")
@@ -157,7 +159,7 @@ def _read_blocks(handle: sf.SoundFile, label: str, sample_rate: int, chunk_secon
             yield out
     if n_in == 0:
         raise AudioError(label, "no audio samples")
-    warn_if_truncated(label, header_frames=handle.frames, decoded_frames=n_in, rate=rate)
+    warn_if_truncated(label, header_frames=stated_frames, decoded_frames=n_in, rate=rate)
     if resampler is not None:
         tail = _resample(resampler, np.zeros(0, np.float32), label, rate, last=True)
         if tail.size:

@@ -100,9 +100,7 @@ def engine_for(db: str | Path, *, readonly: bool = False) -> sa.Engine:
         return sa.create_engine(text)
     path = Path(text).expanduser()
     if readonly:
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        engine = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool, creator=lambda: sqlite3.connect(
-            uri, uri=True, timeout=30, check_same_thread=False))
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool, creator=lambda: _connect_readonly(path))
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
@@ -117,6 +115,17 @@ def engine_for(db: str | Path, *, readonly: bool = False) -> sa.Engine:
         cur.close()
 
     return engine
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file ``path``.  With no ``-wal`` file beside it no writer
+    is active (WAL mode keeps one while any connection is open), so it is opened as immutable:
+    SQLite then needs neither a ``-shm`` nor a ``-wal`` file, which a reader who cannot write the
+    folder could not make, and leaves none behind.  With one, it reads through the WAL as usual."""
+    path = path.resolve()
+    quiet = not Path(f"{path}-wal").exists()
+    uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if quiet else "")
+    return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
 
 
 @dataclass
@@ -325,20 +334,28 @@ def open_existing(db: str | Path, *, write: bool = False) -> Store:
         if not path.is_file():
             raise StoreError(f"{text}: no such review database ({MAKE_ONE.format(db=text)})")
     _check_schema(text, _tables(text, path if path is not None else text))
+    target = path if path is not None else text
+    engine = None
     try:
-        engine = engine_for(path if path is not None else text, readonly=not write)
+        engine = engine_for(target, readonly=not write)
         version = _version(engine)
         if version != SCHEMA_VERSION:
             if write:
                 _migrate(text, engine, version)
             else:
-                writer = engine_for(path if path is not None else text)
+                writer = engine_for(target)
                 try:
                     _migrate(text, writer, version)
                 finally:
                     writer.dispose()
-    except sa.exc.DBAPIError as exc:
-        raise StoreError(f"{text}: cannot open the review database ({exc.orig or exc})") from None
+                engine.dispose()  # a reader opened before the migration: open it afresh
+                engine = engine_for(target, readonly=True)
+    except BaseException as exc:
+        if engine is not None:
+            engine.dispose()
+        if isinstance(exc, sa.exc.DBAPIError):
+            raise StoreError(f"{text}: cannot open the review database ({exc.orig or exc})") from None
+        raise
     return Store(engine, text)
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from birdcore.io.audio import AudioError, decode_bytes, truncation
+from birdcore.io.audio import AudioError, decode_bytes, states_frame_count, truncation
 from birdcore.io.stream import stream_bytes
 from birdcore.config import FeatureConfig
 from birdcore.features.layers import LogMelFrontend
@@ -33,6 +33,17 @@ def _duration_seconds(data: bytes) -> float | None:
         return info.frames / info.samplerate if info.samplerate else None
     except Exception:  # noqa: BLE001 - any header problem: no progress fraction, scoring reports the error
         return None
+
+
+def _states_frame_count(data: bytes) -> bool:
+    """Whether the upload's header states its length (``audio.states_frame_count``)."""
+    try:
+        import soundfile as sf
+
+        fmt = sf.info(io.BytesIO(data)).format
+    except Exception:  # noqa: BLE001 - no header: nothing to compare with
+        return False
+    return states_frame_count(io.BytesIO(data), fmt)
 
 
 @dataclass
@@ -115,7 +126,8 @@ class ClipClassifier:
                                      progress=report)
         rate = self.run.sample_rate
         seconds = decoded[0] / rate  # what decoded, not the header's length (a truncated file has less)
-        note = truncation(header_frames=round((total or 0) * rate), decoded_frames=decoded[0], rate=rate)
+        stated = total if total and _states_frame_count(data) else 0
+        note = truncation(header_frames=round(stated * rate), decoded_frames=decoded[0], rate=rate)
         return ClipResult(name=name, seconds=seconds, recording=scores.recording, segments=scores.segments,
                           top=top_species(self.run, scores.recording, top=top),
                           segment_seconds=self.run.config.audio.segment_seconds, hop_seconds=hop,

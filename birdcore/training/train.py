@@ -46,7 +46,7 @@ def train_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resum
         _drop_checkpoints(done)
         log.info("%s is already complete; nothing to resume", done)
         return done
-    check_inputs(data_dir=data_dir, out_dir=out_dir, name=name, cfg=cfg, resume=resume)
+    resume = check_inputs(data_dir=data_dir, out_dir=out_dir, name=name, cfg=cfg, resume=resume)
     keras.utils.set_random_seed(cfg.train.seed)
     run = RunBuilder.open(Path(out_dir), name, resume=resume)
     try:
@@ -62,11 +62,12 @@ def train_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resum
         run.release()
 
 
-def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resume: bool) -> None:
+def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resume: bool) -> bool:
     """What can be checked before a run folder is made, so that bad input leaves nothing behind: the
     run name (a run to resume, or a free name), the config (ranges, the kind's rules), the data folder
     and its metadata, the noise folder, and (for a new run) that the split leaves recordings to train
-    and validate on.  Raises RunFolderError, ``config.ConfigValueError``, ``DatasetError`` or
+    and validate on.  Returns whether the run resumes (False for a run to resume that has no folder
+    yet: it starts).  Raises RunFolderError, ``config.ConfigValueError``, ``DatasetError`` or
     ValueError, each with a one-line message."""
     from birdcore.runs.folder import RunFolderError
 
@@ -102,6 +103,7 @@ def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, re
     meta = read_metadata(Path(data_dir))  # DatasetError: no or unreadable metadata
     if not resume or not (builder.path / "split.csv").exists():  # a resumed run keeps its saved split
         check_split(meta[meta["exists"]], cfg, data_dir=data_dir)
+    return resume
 
 
 def check_split(meta, cfg: RunConfig, *, data_dir) -> None:
