@@ -187,3 +187,24 @@ def test_large_upload_decodes_in_memory():
     wave = decode_bytes(data, sample_rate=rate, name="field.wav")
     assert wave.shape == (n,) and wave.dtype == np.float32
     assert not wave[:-rate * 2].any() and np.abs(wave[-rate:]).max() > 0.3
+
+
+def test_a_log_line_written_while_native_output_is_hidden_still_reaches_stderr():
+    """predict decodes in a thread while the main one imports TensorFlow with its native chatter hidden
+    (fd 2 pointed at a temp file); an error logged meanwhile used to vanish with that chatter, now and
+    then (it once failed the test above).  Here the log line is written inside such a block, in a
+    real process: it must reach stderr, and the native chatter must not."""
+    import subprocess
+    import sys
+
+    code = ("import os, logging\n"
+            "from birdcore.cli.common import setup_logging\n"
+            "from birdcore.io.native_stderr import quiet_native_stderr\n"
+            "setup_logging()\n"
+            "with quiet_native_stderr():\n"
+            "    os.write(2, b'native chatter\\n')\n"
+            "    logging.getLogger('birdcore').error('bad.wav: contains NaN or infinite samples')\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "ERROR bad.wav: contains NaN or infinite samples" in res.stderr
+    assert "native chatter" not in res.stderr

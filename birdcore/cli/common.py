@@ -16,9 +16,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 log = logging.getLogger("birdcore")
 
 
+_log_stream = None  # the process's stderr, on a file descriptor of its own (see setup_logging)
+
+
+def _stderr_for_logs():
+    """Where log lines go: the process's real stderr through a duplicate of fd 2, made once.  Native
+    code's output is captured by pointing fd 2 elsewhere for a while (``io.native_stderr``: mp3
+    decoder notes, TensorFlow's start-up chatter, which is dropped); a log line another thread
+    writes meanwhile would be captured, and dropped, with it.  A replaced ``sys.stderr`` (a test's
+    capture) is used as it is."""
+    global _log_stream
+    stream = sys.stderr
+    if stream is None or stream is not sys.__stderr__:
+        return stream
+    if _log_stream is None:
+        try:
+            _log_stream = os.fdopen(os.dup(stream.fileno()), "w", buffering=1, encoding=stream.encoding,
+                                    errors="backslashreplace")
+        except (AttributeError, OSError, ValueError):
+            return stream
+    return _log_stream
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Timestamped lines on stderr: ``2026-11-25 14:03:11 INFO message``."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_stderr_for_logs())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger("birdcore")
     root.handlers[:] = [handler]
