@@ -24,26 +24,18 @@ MAX_SPECTROGRAM_SECONDS = 120.0
 AUDIO_SUFFIXES = (".mp3", ".ogg", ".flac", ".wav", ".m4a", ".webm")
 
 
-def _duration_seconds(data: bytes) -> float | None:
-    """Duration from the file header in ``data``, or None when libsndfile cannot tell."""
+def _header(data: bytes) -> tuple[float | None, bool]:
+    """(duration from the file header in ``data``, or None when libsndfile cannot tell; whether the
+    file states that length, ``audio.states_frame_count``, rather than libsndfile estimating it)."""
     try:
         import soundfile as sf
 
         info = sf.info(io.BytesIO(data))
-        return info.frames / info.samplerate if info.samplerate else None
     except Exception:  # noqa: BLE001 - any header problem: no progress fraction, scoring reports the error
-        return None
-
-
-def _states_frame_count(data: bytes) -> bool:
-    """Whether the upload's header states its length (``audio.states_frame_count``)."""
-    try:
-        import soundfile as sf
-
-        fmt = sf.info(io.BytesIO(data)).format
-    except Exception:  # noqa: BLE001 - no header: nothing to compare with
-        return False
-    return states_frame_count(io.BytesIO(data), fmt)
+        return None, False
+    if not info.samplerate:
+        return None, False
+    return info.frames / info.samplerate, states_frame_count(io.BytesIO(data), info.format)
 
 
 @dataclass
@@ -113,7 +105,7 @@ class ClipClassifier:
         if not data:
             raise AudioError(name, "empty file")
         head = decode_bytes(data, sample_rate=self.run.sample_rate, name=name, max_seconds=MAX_SPECTROGRAM_SECONDS)
-        total = _duration_seconds(data)
+        total, stated = _header(data)
         report = None if progress is None or not total else (lambda done: progress(min(1.0, done / total)))
         decoded = [0]  # samples at the run's rate
 
@@ -126,8 +118,7 @@ class ClipClassifier:
                                      progress=report)
         rate = self.run.sample_rate
         seconds = decoded[0] / rate  # what decoded, not the header's length (a truncated file has less)
-        stated = total if total and _states_frame_count(data) else 0
-        note = truncation(header_frames=round(stated * rate), decoded_frames=decoded[0], rate=rate)
+        note = truncation(header_frames=round(total * rate) if stated else 0, decoded_frames=decoded[0], rate=rate)
         return ClipResult(name=name, seconds=seconds, recording=scores.recording, segments=scores.segments,
                           top=top_species(self.run, scores.recording, top=top),
                           segment_seconds=self.run.config.audio.segment_seconds, hop_seconds=hop,

@@ -62,13 +62,21 @@ def prepare_data(run, cfg: RunConfig, *, data_dir: Path, cache_dir: Path | None,
     return Dataset(df, species, cache)
 
 
-def load_noise_bank(cfg: RunConfig) -> list[np.ndarray] | None:
+def noise_folder(cfg: RunConfig) -> Path | None:
+    """The background-noise folder the config asks for (None: none); ValueError when it is missing."""
     folder = cfg.augment.background_noise_dir
     if not (cfg.augment.background_noise and folder):
         return None
     if not Path(folder).is_dir():
         raise ValueError(f"{folder}: no such folder (the background-noise folder, --noise-dir or "
                          "augment.background_noise_dir)")
+    return Path(folder)
+
+
+def load_noise_bank(cfg: RunConfig) -> list[np.ndarray] | None:
+    folder = noise_folder(cfg)
+    if folder is None:
+        return None
     bank, n_files = [], 0
     for path in sorted(Path(folder).rglob("*")):
         if is_audio_path(path) and path.is_file():

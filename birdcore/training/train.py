@@ -28,7 +28,7 @@ from birdcore.runs.folder import RunBuilder, library_versions, read_manifest
 from birdcore.runs.history import HISTORY_FILE, read_history
 from birdcore.training.callbacks import CHECKPOINT_DIR, STATE_FILE, RunKeeper, ValidationScorer
 from birdcore.training.devices import compile_model, configure_precision, distribution_strategy, is_tuning_worker
-from birdcore.training.prepare import load_noise_bank, prepare_data
+from birdcore.training.prepare import load_noise_bank, noise_folder, prepare_data
 
 log = logging.getLogger("birdcore")
 
@@ -88,11 +88,8 @@ def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, re
     if data_dir is None or not Path(data_dir).is_dir():
         raise ValueError(f"{data_dir}: no such folder" if data_dir is None or not Path(data_dir).exists()
                          else f"{data_dir}: not a folder")
-    noise = cfg.augment.background_noise_dir
-    if cfg.augment.background_noise and noise and not Path(noise).is_dir():
-        raise ValueError(f"{noise}: no such folder (the background-noise folder, --noise-dir or "
-                         "augment.background_noise_dir)")
-    if cfg.augment.background_noise and noise and kind_for(cfg.model.kind).uses_noise_bank:
+    noise = noise_folder(cfg)
+    if noise is not None and kind_for(cfg.model.kind).uses_noise_bank:
         from birdcore.io.audio import AUDIO_EXTENSIONS, is_audio_path
 
         if not any(is_audio_path(p) and p.is_file() for p in Path(noise).rglob("*")):
