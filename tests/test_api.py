@@ -1,6 +1,7 @@
 """The classification API (birdcore.serving.api) through real HTTP requests to a uvicorn server on a free
 localhost port, with BirdNET (installed in the venv) as the model and clips made here."""
 import io
+import re
 import socket
 import subprocess
 import sys
@@ -8,9 +9,10 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -92,6 +94,34 @@ def test_health_species_and_docs(api):
     assert {"400", "413", "415", "422"} <= set(spec["paths"]["/v1/classify"]["post"]["responses"])
     docs = requests.get(f"{api.url}/docs", timeout=10)
     assert docs.status_code == 200 and "openapi.json" in docs.text
+
+
+def page_assets(html: str) -> list[str]:
+    """The URLs a page loads: every ``<script src>`` and ``<link href>``."""
+    tags = re.findall(r"<(?:script|link)\b[^>]*>", html, flags=re.IGNORECASE)
+    return [m.group(2) for tag in tags for m in [re.search(r"\b(src|href)\s*=\s*[\"']([^\"']+)", tag)] if m]
+
+
+@pytest.mark.parametrize("root_path", ["", "/api"])
+def test_docs_pages_load_their_assets_from_the_api_not_a_cdn(api, root_path):
+    """/docs and /redoc work offline: their scripts and styles are served by the API itself, under the
+    root path a proxy serves it at (README, "API under a prefix": the proxy strips the prefix)."""
+    from birdcore.serving.api import create_app
+
+    app = create_app(api.clf, max_upload_bytes=LIMIT, root_path=root_path) if root_path else api.app
+    with serving(app) if root_path else nullcontext(api.url) as url:
+        for page in ("/docs", "/redoc"):
+            html = requests.get(f"{url}{page}", timeout=10)
+            assert html.status_code == 200, (page, html.status_code)
+            assert f"{root_path}/openapi.json" in html.text
+            assets = page_assets(html.text)
+            assert any(a.endswith(".js") for a in assets), (page, assets)
+            for asset in assets:
+                parts = urlsplit(asset)
+                assert not parts.netloc and not parts.scheme, f"{page} loads {asset} from another host"
+                assert asset.startswith(f"{root_path}/"), f"{page}: {asset} misses the root path {root_path!r}"
+                served = requests.get(f"{url}{asset[len(root_path):]}", timeout=10)  # as the proxy forwards it
+                assert served.status_code == 200 and served.content, (page, asset, served.status_code)
 
 
 def test_classify_returns_the_classify_pages_answer(api):

@@ -13,6 +13,7 @@ page are checked.  When nginx is installed, deploy/nginx-birdclef.conf is run in
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
@@ -267,6 +268,55 @@ def wait_healthy(app: App, healthcheck: list[str], deadline: float) -> None:
         time.sleep(0.25)
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses TCP sockets listen on at ``port``, from Linux's /proc/net/tcp and tcp6."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        path = Path("/proc/net") / table
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            if sys.byteorder == "little":  # the kernel prints each 32-bit word in host byte order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add(str(ipaddress.ip_address(raw)))
+    return found
+
+
+def test_dashboard_listens_on_localhost_unless_told_otherwise(tmp_path):
+    """`make run` (scripts/start-dashboard.sh) listens on 127.0.0.1 only, like the API; the switch
+    BIRDCLEF_DASHBOARD_HOST and the image's STREAMLIT_SERVER_ADDRESS (over .streamlit/config.toml) open it."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp (not Linux): the listening address cannot be read")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_") and k != "BIRDCLEF_DASHBOARD_HOST"}
+    base |= {"PYTHON": sys.executable, "BIRDCLEF_RUNS": str(runs), "HOME": str(tmp_path),
+             "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"}
+    image = dockerfile_stages()["dashboard"]["env"]["STREAMLIT_SERVER_ADDRESS"]
+    cases = {"make run": ({}, {"127.0.0.1"}),
+             "BIRDCLEF_DASHBOARD_HOST=0.0.0.0": ({"BIRDCLEF_DASHBOARD_HOST": "0.0.0.0"}, {"0.0.0.0"}),
+             f"the image's STREAMLIT_SERVER_ADDRESS={image}": ({"STREAMLIT_SERVER_ADDRESS": image}, {"0.0.0.0"})}
+    apps = {}
+    try:
+        for i, (name, (extra, _)) in enumerate(cases.items()):
+            port = free_port()
+            env = base | extra | {"STREAMLIT_SERVER_PORT": str(port)}
+            apps[name] = (App(name, ["bash", "scripts/start-dashboard.sh"], cwd=ROOT, env=env,
+                              log=tmp_path / f"dashboard-{i}.log"), port)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        for name, (app, port) in apps.items():
+            wait_healthy(app, [sys.executable, "scripts/healthcheck.py", "dashboard"], deadline)
+            assert listening_addresses(port) == cases[name][1], f"{name}:\n{app.tail()}"
+    finally:
+        for app, _ in apps.values():
+            app.stop()
+
+
 @pytest.fixture(scope="module")
 def containers(tmp_path_factory):
     """The dashboard and API images' commands, started as compose starts them (the usual set-up)."""
@@ -335,7 +385,12 @@ def test_api_container_classifies_with_birdnet_when_no_run_exists(containers):
     body = answer.json()
     assert len(body["top"]) == 3 and body["seconds"] == 6.0 and body["segment_seconds"] == 3.0
     docs = requests.get(f"http://127.0.0.1:{port}/docs", timeout=10).text
-    assert f"{dotenv()['BIRDCLEF_API_ROOT_PATH']}/openapi.json" in docs  # links work behind the proxy's prefix
+    root = dotenv()["BIRDCLEF_API_ROOT_PATH"]
+    assert f"{root}/openapi.json" in docs  # links work behind the proxy's prefix
+    assets = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="([^"]+)"', docs)
+    assert assets and all(a.startswith(f"{root}/") for a in assets), assets  # no CDN: the API serves them
+    for asset in assets:  # as the proxy forwards them, prefix stripped
+        assert requests.get(f"http://127.0.0.1:{port}{asset[len(root):]}", timeout=10).status_code == 200, asset
 
 
 # ---------------------------------------------------------------- the reverse proxy example

@@ -5,7 +5,8 @@
   per-segment detections, as JSON;
 - ``GET /v1/species``: the species the model can name, with their thresholds;
 - ``GET /healthz``: the model is loaded and the server answers;
-- ``/docs`` and ``/openapi.json``: the OpenAPI description.
+- ``/docs`` (Swagger UI), ``/redoc`` and ``/openapi.json``: the OpenAPI description; the docs pages'
+  scripts and styles are served by the API itself (``fastapi_offline``), so they work offline.
 
 Scoring is the classify page's: one ``ClipClassifier`` (loaded once, shared by every request) and the
 same narrowing (``classify.narrow``, ``species_mask.from_names``, ``birdnet_range.species_filter``).
@@ -22,11 +23,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -382,13 +385,33 @@ def model_name(clf: ClipClassifier) -> str:
     return str(clf.run.manifest.get("name") or clf.run.path.name)
 
 
+class _RootPath:
+    """ASGI middleware doing what uvicorn's ``--root-path`` does: a request the proxy forwarded without
+    its prefix (``/api/docs`` -> ``/docs``) gets ``root_path`` set and the prefix put back in front of
+    ``path``, as ASGI has it.  Starlette's mounts (the docs' static files) find their files only then;
+    FastAPI's own ``root_path`` argument (deprecated) sets ``root_path`` alone."""
+
+    def __init__(self, app, root_path: str):
+        self.app, self.root_path = app, root_path
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            scope = dict(scope, root_path=self.root_path)
+            path = scope["path"]
+            if path != self.root_path and not path.startswith(self.root_path + "/"):
+                scope["path"] = self.root_path + path
+                if scope.get("raw_path") is not None:
+                    scope["raw_path"] = quote(self.root_path).encode("ascii") + scope["raw_path"]
+        await self.app(scope, receive, send)
+
+
 def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024 ** 2, max_concurrent: int = 2,
                root_path: str = "") -> FastAPI:
     """The API around one loaded classifier, shared by every request.
 
     ``max_upload_bytes``: the largest request body; ``max_concurrent``: classifications run at once
     (others wait; bounds the memory of decoded audio); ``root_path``: the path prefix a reverse proxy
-    serves the API under (for the links of ``/docs``).
+    serves the API under, stripping it (for the links of ``/docs`` and its scripts: ``_RootPath``).
     """
     if max_upload_bytes <= 0 or max_concurrent < 1:
         raise ValueError("max_upload_bytes must be positive and max_concurrent at least 1")
@@ -396,10 +419,16 @@ def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024
     name = model_name(classifier)
     licence = run.manifest.get("license")
     limiter = anyio.CapacityLimiter(max_concurrent)
-    app = FastAPI(title="birdclef classification API", version=API_VERSION, root_path=root_path,
-                  description=f"Which birds are singing in a clip, by **{name}** ({len(run.species):,} species). "
-                              "Uploads are decoded in memory and never stored; requests over "
-                              f"{_megabytes(max_upload_bytes)} are refused (413)." + (f" {licence}" if licence else ""))
+    # FastAPIOffline: FastAPI with /docs and /redoc loading Swagger UI and ReDoc from the API itself
+    # (/static-offline-docs/, under the root path), not from a CDN, so they work offline
+    app = FastAPIOffline(title="birdclef classification API", version=API_VERSION,
+                         description=f"Which birds are singing in a clip, by **{name}** "
+                                     f"({len(run.species):,} species). Uploads are decoded in memory and never "
+                                     "stored; requests over "
+                                     f"{_megabytes(max_upload_bytes)} are refused (413)."
+                                     + (f" {licence}" if licence else ""))
+    if root_path:
+        app.add_middleware(_RootPath, root_path=root_path)
     app.state.classifier = classifier
 
     @lru_cache(maxsize=256)
