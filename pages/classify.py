@@ -10,7 +10,7 @@ from birdcore.serving.classify import AUDIO_SUFFIXES, narrow
 from birdcore.analysis.plots import segment_heatmap_figure, spectrogram_figure
 from birdcore.serving.detections import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
 from birdcore.data.species_lists import names_from_text
-from birdcore.serving.species_mask import from_names
+from birdcore.serving.species_mask import birds_only, from_names
 
 OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9
 
@@ -65,6 +65,9 @@ with st.expander("Narrow the species (optional): a place and date, or your own l
     day = col_date.date_input("Date (empty: any time of year)", value=None)
     listed = st.text_area("Only these species (one per line: scientific name, eBird code or common name)",
                           value="", height=100)
+    birds_only_box = st.checkbox("Birds only", value=False,
+                                 help="BirdNET also names sounds (Engine, Human vocal, Dog, Siren, ...) and frogs, "
+                                      "insects and mammals; tick this to leave them out.")
 
 upload_tab, record_tab = st.tabs(["Upload a file", "Record"])
 with upload_tab:
@@ -119,6 +122,8 @@ if listed_names := names_from_text(listed):
 if use_place:
     place_filter = ui.species_filter(run_dir if model == "run" else None, lat, lon, day)
 masks = [m for m in (list_filter, place_filter) if m is not None]
+if birds_only_box:
+    masks.append(birds_only(clf.run.species))
 result, dropped, _ = narrow(result, clf.run, masks, top=5)
 if not result.top:
     st.warning("No species of this model is left after your filter; widen it to see results.")
@@ -135,7 +140,7 @@ for p in result.top:
     rows.append({"species": p.common_name, "scientific name": p.sci_name,
                  **({} if p.ebird_code == p.sci_name else {"code": p.ebird_code}),
                  "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
-                 "decision": p.decision,
+                 "decision": p.decision, **({} if p.group == "bird" else {"not a bird": p.group}),
                  **({"occurrence here": occurrence.get(p.ebird_code)} if place_filter is not None else {}),
                  **({"eBird": f"https://ebird.org/species/{p.ebird_code}"} if links else {})})
 st.subheader("Top species")

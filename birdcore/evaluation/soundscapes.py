@@ -90,9 +90,9 @@ def read_settings(run) -> tuple[SoundscapeSettings, dict]:
 
 def labels_for(scored: RowScores, run) -> tuple[Labels, dict[str, int]]:
     """Truth of the scored rows in the run's species, and {labelled name the run lacks: rows}."""
-    from birdcore.serving.species_mask import name_matcher
+    from birdcore.data.species_names import SpeciesResolver
 
-    truth, unknown, missing = SM.label_matrix(scored.table["birds"], scored.codes, name_matcher(run.species))
+    truth, unknown, missing = SM.label_matrix(scored.table["birds"], scored.codes, SpeciesResolver(run.species))
     ends = np.minimum(scored.table["end_s"].to_numpy(float),
                       scored.table["file"].map(scored.seconds).to_numpy(float))
     row_hours = np.clip(ends - scored.table["start_s"].to_numpy(float), 0, None) / 3600.0

@@ -69,7 +69,8 @@ class NativeStderr:
 @contextlib.contextmanager
 def quiet_native_stderr():
     """Hide what native code writes to stderr inside the block (TensorFlow's start-up
-    chatter about oneDNN and missing CUDA drivers); replay it if the block fails."""
+    chatter about oneDNN and missing CUDA drivers, LiteRT's "Created TensorFlow Lite XNNPACK
+    delegate"): logged at debug level (``-v`` shows it), replayed if the block fails."""
     captured = NativeStderr()
     try:
         with captured:
@@ -77,6 +78,10 @@ def quiet_native_stderr():
     except BaseException:
         captured.replay()
         raise
+    if captured.text.strip():
+        import logging
+
+        logging.getLogger("birdcore").debug("native: %s", captured.text.strip())
 
 
 def _redirect() -> None:

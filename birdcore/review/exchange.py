@@ -13,11 +13,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from birdcore.data.soundscapes import ROW_SECONDS, read_rows
+from birdcore.data.species_groups import is_bird
+from birdcore.data.species_names import same_species
 from birdcore.io.atomic import atomic_write_text
 from birdcore.serving.detections import CSV_HEADER, Detection, raven_names, write_raven_table
 
@@ -51,14 +54,30 @@ def _key_of(file: str, keys: list[str]) -> str | None:
     return max(hits, key=len) if hits else None
 
 
-def reviews_from_labels(detections: pd.DataFrame, labels: Path, *, audio_dir: Path | None = None) -> pd.DataFrame:
-    """(detection id, verdict) for the detections whose file and time the labels cover."""
+@dataclass
+class LabelReviews:
+    """What existing labels say of the detections they cover: ``verdicts`` (detection_id, verdict),
+    and ``warning`` (one line, or None) when labels and detections share no species at all."""
+
+    verdicts: pd.DataFrame
+    warning: str | None = None
+    not_judged: dict[str, int] = field(default_factory=dict)  # non-bird class → covered detections left alone
+
+
+def reviews_from_labels(detections: pd.DataFrame, labels: Path, *, audio_dir: Path | None = None) -> LabelReviews:
+    """Verdicts for the detections whose file and time the labels cover.  Species are matched by
+    ``data.species_names`` (eBird code, scientific or common name), so BirdNET's detections, named by
+    scientific name, meet labels that use eBird codes.  Detections of classes that are not birds
+    (``data.species_groups``: BirdNET's Engine, frogs, ...) are left alone unless the labels name that
+    class: labels of birds say nothing of them."""
     rows = read_rows(labels, audio_dir=audio_dir)
     if not rows.labelled:
         raise ValueError(f"{labels}: these rows have no labels")
     table = rows.table
     keys = list(dict.fromkeys(table["file"]))
+    labelled = {b for birds in table["birds"] for b in birds}
     out = []
+    not_judged: dict[str, int] = {}
     for det in detections.itertuples(index=False):
         key = _key_of(det.file, keys)
         if key is None:
@@ -66,10 +85,28 @@ def reviews_from_labels(detections: pd.DataFrame, labels: Path, *, audio_dir: Pa
         covered = table[(table["file"] == key) & (table["start_s"] < det.end_s) & (table["end_s"] > det.start_s)]
         if covered.empty:
             continue
-        named = {b.lower() for birds in covered["birds"] for b in birds}
-        species = {str(det.species).lower(), str(getattr(det, "common_name", "") or "").lower()}
-        out.append({"detection_id": int(det.id), "verdict": "yes" if named & species else "no"})
-    return pd.DataFrame(out, columns=["detection_id", "verdict"])
+        named = {b for birds in covered["birds"] for b in birds}
+        names = [n for n in (str(det.species), str(getattr(det, "common_name", "") or "")) if n]
+        if not is_bird(str(det.species)) and not any(same_species(n, b) for n in names for b in labelled):
+            not_judged[str(det.species)] = not_judged.get(str(det.species), 0) + 1  # labels of birds say nothing
+            continue
+        hit = any(same_species(n, b) for n in names for b in named)
+        out.append({"detection_id": int(det.id), "verdict": "yes" if hit else "no"})
+    verdicts = pd.DataFrame(out, columns=["detection_id", "verdict"])
+    warning = _no_shared_species(table, detections, labels) if out and not (verdicts["verdict"] == "yes").any() else None
+    return LabelReviews(verdicts, warning, not_judged)
+
+
+def _no_shared_species(table: pd.DataFrame, detections: pd.DataFrame, labels: Path) -> str | None:
+    """A warning when no detected species is named anywhere in the labels (after resolving names)."""
+    labelled = sorted({b for birds in table["birds"] for b in birds})
+    detected = sorted(set(detections["species"].astype(str)))
+    if any(same_species(d, b) for d in detected for b in labelled):
+        return None
+    show = lambda names: ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")  # noqa: E731
+    return (f"{labels}: the labels and the detections share no species (labels name {show(labelled)}; detections "
+            f"name {show(detected)}), so every covered detection is 'no': check that they come from the same "
+            f"species set")
 
 
 def verified(verdicts: pd.DataFrame) -> pd.DataFrame:

@@ -105,6 +105,16 @@ def birdnet_run() -> LoadedRun:
                      birdnet_columns=list(range(len(species))))
 
 
+def run_species(ref: str | Path) -> pd.DataFrame:
+    """The species table of a run folder (``species.csv``) or of ``"birdnet"``, without loading a model."""
+    if str(ref) == BIRDNET_REF:
+        from birdcore.models.birdnet import runtime as bn
+
+        return bn.species_table()
+    read_manifest(Path(ref))
+    return pd.read_csv(Path(ref) / "species.csv", keep_default_na=False)
+
+
 def load_run_ref(ref: str | Path) -> LoadedRun:
     """A run folder, or ``"birdnet"`` for BirdNET V2.4 over all its species (``birdnet_run``)."""
     return birdnet_run() if str(ref) == BIRDNET_REF else load_run(Path(ref))

@@ -37,20 +37,21 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from birdcore.io.audio import AudioError
 from birdcore.serving.birdnet_range import DEFAULT_THRESHOLD, ANY_WEEK, Place, species_filter, week_of
 from birdcore.serving.classify import AUDIO_SUFFIXES, ClipClassifier, narrow
-from birdcore.serving.detections import Prediction, segment_detections, threshold_for
+from birdcore.data.species_groups import group_of
+from birdcore.serving.detections import MAX_TOP, Prediction, segment_detections, threshold_for
 from birdcore.data.species_lists import names_from_text
-from birdcore.serving.species_mask import from_names
+from birdcore.serving.species_mask import birds_only, from_names
 
 log = logging.getLogger("birdcore")
 
 API_VERSION = "1"
 MAX_FIELD_BYTES = 64 * 1024  # a text field (a species list of a few thousand names fits)
-MAX_TOP = 50
 DEFAULT_TOP = 5
 DEFAULT_MIN_SCORE = 0.5  # the classify page's default for the detections download
 MAX_OVERLAP = 2.9  # seconds; BirdNET's own tools accept 0 to 2.9
 FILE_FIELD = "file"
-TEXT_FIELDS = ("species", "lat", "lon", "date", "week", "range_threshold", "top", "overlap", "min_score")
+TEXT_FIELDS = ("species", "lat", "lon", "date", "week", "range_threshold", "top", "overlap", "min_score",
+               "birds_only")
 
 
 class BadRequest(Exception):
@@ -211,6 +212,7 @@ class ClassifyOptions:
     top: int = DEFAULT_TOP
     overlap: float = 0.0
     min_score: float = DEFAULT_MIN_SCORE
+    birds_only: bool = False
 
 
 def _one(fields: dict[str, list[str]], name: str) -> str | None:
@@ -268,7 +270,10 @@ def parse_options(fields: dict[str, list[str]], *, supports_overlap: bool) -> Cl
         raise BadRequest(400, "overlap: this model scores fixed segments; window overlap is for BirdNET models only")
     top = _number(fields, "top", low=1, high=MAX_TOP, integer=True)
     min_score = _number(fields, "min_score", low=0.0, high=1.0)
-    return ClassifyOptions(names=names, place=place,
+    birds = _one(fields, "birds_only")
+    if birds is not None and birds.lower() not in ("true", "false", "1", "0"):
+        raise BadRequest(400, f"birds_only: expected true or false, got '{birds[:40]}'")
+    return ClassifyOptions(birds_only=birds is not None and birds.lower() in ("true", "1"), names=names, place=place,
                            range_threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
                            top=DEFAULT_TOP if top is None else top, overlap=overlap,
                            min_score=DEFAULT_MIN_SCORE if min_score is None else min_score)
@@ -310,6 +315,9 @@ class SpeciesScore(BaseModel):
     threshold: float | None
     detected: bool | None = Field(description="score >= threshold; null without a threshold")
     decision: str = Field(examples=["detected", "below threshold", "no threshold"])
+    group: str = Field(examples=["bird", "other animal", "sound"],
+                       description="BirdNET also names sounds (Engine, Human vocal, Dog) and frogs, insects and "
+                                   "mammals: these are not birds")
     occurrence: float | None = Field(None, description="with a location: BirdNET's occurrence probability "
                                                        "there and then (null: a species BirdNET does not know)")
 
@@ -320,6 +328,7 @@ class SegmentDetection(BaseModel):
     code: str
     common_name: str
     score: float
+    group: str = Field(examples=["bird"], description="bird, other animal or sound")
 
 
 class Classification(BaseModel):
@@ -363,6 +372,9 @@ CLASSIFY_FORM = {
                     "description": "BirdNET models only: seconds by which the 3 s windows overlap"},
         "min_score": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_MIN_SCORE,
                       "description": "lowest segment score reported in detections"},
+        "birds_only": {"type": "boolean", "default": False,
+                       "description": "leave out classes that are not birds (BirdNET's sounds such as Engine, and "
+                                      "its frogs, insects and mammals)"},
     },
 }
 
@@ -377,7 +389,7 @@ _ERRORS = {400: {"model": Problem, "description": "a field is wrong (named in de
 
 def _score(p: Prediction, occurrence: dict | None) -> dict:
     return {"code": p.ebird_code, "common_name": p.common_name, "sci_name": p.sci_name, "score": round(p.score, 6),
-            "threshold": p.threshold, "detected": p.detected, "decision": p.decision,
+            "threshold": p.threshold, "detected": p.detected, "decision": p.decision, "group": p.group,
             **({} if occurrence is None else {"occurrence": occurrence.get(p.ebird_code)})}
 
 
@@ -475,6 +487,8 @@ def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024
             except (ImportError, RuntimeError) as exc:  # BirdNETUnavailable: no range model installed
                 raise BadRequest(400, f"lat/lon: the location filter is unavailable on this server ({exc})") from None
             masks.append(range_filter)
+        if options.birds_only:
+            masks.append(birds_only(run.species))
         upload = form.upload
         try:
             result, _ = classifier.classify_upload(upload.data, name=upload.name, top=options.top,
@@ -492,7 +506,8 @@ def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024
                 "removed_by_filter": [_score(p, occurrence) for p in dropped],
                 "min_score": options.min_score,
                 "detections": [{"start_s": d.start_s, "end_s": round(d.end_s, 3), "code": d.ebird_code,
-                                "common_name": d.common_name, "score": round(d.score, 6)} for d in detections],
+                                "common_name": d.common_name, "score": round(d.score, 6),
+                                "group": group_of(d.ebird_code)} for d in detections],
                 "warnings": result.warnings, "license": licence}
 
     @app.post("/v1/classify", response_model=Classification, response_model_exclude_unset=True, responses=_ERRORS,

@@ -27,6 +27,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from birdcore.io.native_stderr import quiet_native_stderr
 from birdcore.models.birdnet import runtime as bn
 from birdcore.serving.species_mask import SpeciesMask
 
@@ -83,8 +84,9 @@ class RangeModel:
         path = bn.model_dir() / RANGE_MODEL_FILE
         if not path.is_file():
             raise bn.BirdNETUnavailable(f"{path}: BirdNET range model file missing")
-        self._it = Interpreter(model_path=str(path), num_threads=threads)
-        self._it.allocate_tensors()
+        with quiet_native_stderr():  # LiteRT's start-up line (shown with -v)
+            self._it = Interpreter(model_path=str(path), num_threads=threads)
+            self._it.allocate_tensors()
         self._in = self._it.get_input_details()[0]["index"]
         self._out = self._it.get_output_details()[0]["index"]
         self._lock = threading.Lock()

@@ -11,6 +11,7 @@ Used by batch scoring (``birdcore.cli.predict``) and the dashboard's classify pa
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ CSV_HEADER = ("file", "start_s", "end_s", "species", "common_name", "score")
 RAVEN_HEADER = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
                 "High Freq (Hz)", "Species Code", "Common Name", "Confidence")
 RAVEN_SUFFIX = ".selections.txt"
+MAX_TOP = 50  # the most species one answer lists (predict --top, the API's top)
 
 @dataclass
 class Prediction:
@@ -37,6 +39,23 @@ class Prediction:
     @property
     def detected(self) -> bool | None:
         return None if self.threshold is None else self.score >= self.threshold
+
+    @property
+    def group(self) -> str:
+        """"bird", "other animal" or "sound" (``data.species_groups``: BirdNET's non-bird classes)."""
+        from birdcore.data.species_groups import group_of
+
+        return group_of(self.sci_name or self.ebird_code)
+
+    @property
+    def label(self) -> str:
+        """The species' names, each once: ``Common (Scientific)``, with the code first where it is not
+        the scientific name (BirdNET's codes are), and a mark on non-bird classes."""
+        names = self.common_name if not self.sci_name or self.sci_name == self.common_name else \
+            f"{self.common_name} ({self.sci_name})"
+        code = "" if self.ebird_code in (self.sci_name, self.common_name) else f"{self.ebird_code}  "
+        mark = "" if self.group == "bird" else f"  [{self.group}, not a bird]"
+        return f"{code}{names}{mark}"
 
     @property
     def decision(self) -> str:
@@ -108,31 +127,67 @@ def segment_detections(run, segment_scores: np.ndarray, *, seconds: float, min_s
     return out
 
 
+JOURNAL_KEY = "#producer "  # the first line of a journal: what made its detections (JSON)
+
+
 class ResultsCsv:
     """A detections CSV written file by file, resumable after an interruption.
 
-    Rows of a file are appended and flushed first; then the file's path is
-    appended to the sidecar ``<csv>.done``.  On opening, rows of files not
-    listed as done (a file cut off mid-write) are removed, so redoing them
-    never duplicates rows.  Files are identified by their path as given.
+    Rows of a file are appended and flushed first; then the file's path is appended to the journal
+    ``<csv>.done``.  On opening, rows of files not listed as done (a file cut off mid-write) are
+    removed, so redoing them never duplicates rows.  Files are identified by their path as given.
+
+    The journal's first line records ``producer``: the run and every setting that changes the
+    detections (a flat dict of JSON values).  Opening an output made by another producer raises
+    ValueError naming the difference, so a rerun with other settings never mixes its detections with
+    the old ones; ``overwrite=True`` starts the output again instead.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, producer: dict | None = None, overwrite: bool = False):
         self.path = Path(path)
         self.done_path = self.path.with_name(self.path.name + ".done")
+        self.producer = None if producer is None else dict(producer)
+        self.overwrite = overwrite
         self._csv = self._done = None
         self._writer = None
 
     def open(self) -> set[str]:
         """Prepare both files for appending; returns the paths already done."""
-        done = _complete_lines(self.done_path)
+        self._check_header()
+        if self.overwrite:
+            for p in (self.path, self.done_path):
+                p.unlink(missing_ok=True)
+        previous, done = read_journal(self.done_path)
+        if self.producer is not None and (done or _has_rows(self.path)):
+            self._check_producer(previous)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rewrite_csv(set(done))
-        atomic_write_text(self.done_path, "".join(f"{d}\n" for d in done))  # drops a half-written last line
+        key = self.producer if self.producer is not None else previous
+        head = "" if key is None else JOURNAL_KEY + json.dumps(key, sort_keys=True) + "\n"
+        atomic_write_text(self.done_path, head + "".join(f"{d}\n" for d in done))  # drops a half-written line
         self._csv = open(self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._csv, lineterminator="\n")
         self._done = open(self.done_path, "a", encoding="utf-8")
         return set(done)
+
+    def _check_producer(self, previous: dict | None) -> None:
+        if previous is None:
+            raise ValueError(f"{self.path}: already holds detections whose settings were not recorded (an older "
+                             f"version or another program wrote it); give --overwrite to replace them, or choose "
+                             f"another --out")
+        diff = producer_difference(previous, self.producer)
+        if diff:
+            raise ValueError(f"{self.path}: holds detections made with other settings ({diff}); rerun with the "
+                             f"same settings to continue it, give --overwrite to replace them, or choose another --out")
+
+    def _check_header(self) -> None:
+        if not self.path.is_file():
+            return
+        with open(self.path, newline="", encoding="utf-8") as old:
+            header = next(csv.reader(old), None)
+        if header is not None and tuple(header) != CSV_HEADER:
+            raise ValueError(f"{self.path}: exists and is not a detections file "
+                             f"(header {','.join(header)[:80]!r}); choose another --out")
 
     def _rewrite_csv(self, done: set[str]) -> None:
         with replacing(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
@@ -141,10 +196,7 @@ class ResultsCsv:
             if self.path.exists():
                 with open(self.path, newline="", encoding="utf-8") as old:
                     reader = csv.reader(old)
-                    header = next(reader, None)
-                    if header is not None and tuple(header) != CSV_HEADER:
-                        raise ValueError(f"{self.path}: exists and is not a detections file "
-                                         f"(header {','.join(header)[:80]!r}); choose another --out")
+                    next(reader, None)
                     for row in reader:
                         if len(row) == len(CSV_HEADER) and row[0] in done:
                             writer.writerow(row)
@@ -162,6 +214,40 @@ class ResultsCsv:
             if handle is not None:
                 handle.close()
         self._csv = self._done = self._writer = None
+
+
+def read_journal(path: Path) -> tuple[dict | None, list[str]]:
+    """A journal's producer (None when it records none) and the files it lists as done, in order."""
+    lines = _complete_lines(Path(path))
+    if lines and lines[0].startswith(JOURNAL_KEY):
+        try:
+            producer = json.loads(lines[0][len(JOURNAL_KEY):])
+        except ValueError:
+            raise ValueError(f"{path}: damaged first line (the settings that made the detections)") from None
+        return producer, lines[1:]
+    return None, lines
+
+
+def producer_of(detections_csv: Path) -> dict | None:
+    """The producer recorded in a detections CSV's journal (``<csv>.done``), or None."""
+    return read_journal(Path(detections_csv).with_name(Path(detections_csv).name + ".done"))[0]
+
+
+def producer_difference(old: dict, new: dict) -> str:
+    """The settings in which two producers differ, as ``name: old → new`` joined by "; " ("" if none)."""
+    def show(value) -> str:
+        return "none" if value is None else str(value)
+
+    keys = sorted(set(old) | set(new))
+    return "; ".join(f"{k}: {show(old.get(k))} → {show(new.get(k))}" for k in keys if old.get(k) != new.get(k))
+
+
+def _has_rows(path: Path) -> bool:
+    """Whether a detections CSV holds any line after its header."""
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return sum(1 for _ in zip(range(2), fh)) > 1
 
 
 def raven_names(paths: list[Path]) -> dict[Path, str]:

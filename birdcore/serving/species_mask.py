@@ -18,8 +18,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from birdcore.data.species_lists import names_from_text, read_species_list  # noqa: F401  (the readers of lists)
-from birdcore.data.taxonomy import scientific_names as ebird_scientific_names
+from birdcore.data.species_lists import FORMATS, names_from_text, read_species_list  # noqa: F401  (the readers of lists)
+from birdcore.data.species_names import SpeciesResolver
 
 
 @dataclass
@@ -57,15 +57,23 @@ def combine(masks: Iterable[SpeciesMask | None]) -> SpeciesMask | None:
     return out
 
 
+def birds_only(species: pd.DataFrame) -> SpeciesMask:
+    """Keep the birds of a run's species (``data.species_groups``: BirdNET's sounds and other animals dropped)."""
+    from birdcore.data.species_groups import is_bird
+
+    names = species["sci_name"].where(species["sci_name"].astype(str).str.strip() != "", species["ebird_code"])
+    keep = np.array([is_bird(n) for n in names.astype(str)], bool)
+    return SpeciesMask(keep, f"birds only: {len(keep) - int(keep.sum())} non-bird classes left out")
+
+
 def from_names(species: pd.DataFrame, names: Iterable[str], *, source: str = "species list") -> SpeciesMask:
     """Keep the run's species (``ebird_code``, ``common_name``, ``sci_name``; C rows) named in ``names``.
 
-    Matching is case-insensitive on any of the three columns, or on the scientific
-    name before ``_`` in BirdNET's ``Scientific_Common`` form, or (for an eBird code
-    the run does not use) on the scientific name the eBird taxonomy gives it.  Raises ``ValueError``
+    Names are matched by ``data.species_names.SpeciesResolver`` (eBird code, scientific or common
+    name, BirdNET's ``Scientific_Common``, through the eBird/Clements taxonomy).  Raises ``ValueError``
     listing names that match no species of the run (a typo should not pass silently).
     """
-    match = name_matcher(species)
+    match = SpeciesResolver(species)
     keep = np.zeros(len(species), bool)
     unmatched = []
     for name in names:
@@ -78,26 +86,6 @@ def from_names(species: pd.DataFrame, names: Iterable[str], *, source: str = "sp
             keep[i] = True
     if unmatched:
         shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
-        raise ValueError(f"{source}: {len(unmatched)} name(s) match no species of this model: {shown}")
+        raise ValueError(f"{source}: {len(unmatched)} name(s) match no species of this model: {shown} "
+                         f"(a species list is {FORMATS})")
     return SpeciesMask(keep, f"{source}: {int(keep.sum())} species")
-
-
-def name_matcher(species: pd.DataFrame):
-    """A function giving the column (row of ``species``: ``ebird_code``, ``common_name``,
-    ``sci_name``) that a species name denotes, or None: case-insensitive on any of the three
-    columns, on the scientific name before ``_`` in BirdNET's ``Scientific_Common`` form, or (an
-    eBird code the run does not use) on the scientific name the eBird taxonomy gives it."""
-    index: dict[str, int] = {}
-    for i, row in enumerate(species[["ebird_code", "common_name", "sci_name"]].itertuples(index=False)):
-        for value in row:
-            if isinstance(value, str) and value.strip():
-                index.setdefault(value.strip().lower(), i)
-
-    def match(name: str) -> int | None:
-        key = name.strip().lower()
-        i = index.get(key, index.get(key.split("_", 1)[0].strip()))
-        if i is None:
-            i = next((index[n.lower()] for n in ebird_scientific_names(key) if n.lower() in index), None)
-        return i
-
-    return match

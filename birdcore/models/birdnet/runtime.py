@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from birdcore.io.native_stderr import quiet_native_stderr
 from birdcore.features import windows as windowing
 
 SAMPLE_RATE = 48000  # Hz
@@ -182,10 +183,11 @@ class BirdNET:
         self.batch = int(batch)
         source = {"model_content": model_content} if model_content is not None else {
             "model_path": str(model_dir() / MODEL_FILE)}
-        self._it = Interpreter(**source, num_threads=threads or os.cpu_count())
-        self._in = self._it.get_input_details()[0]["index"]
-        self._out = self._it.get_output_details()[0]["index"]
-        self._it.allocate_tensors()
+        with quiet_native_stderr():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" (shown with -v)
+            self._it = Interpreter(**source, num_threads=threads or os.cpu_count())
+            self._in = self._it.get_input_details()[0]["index"]
+            self._out = self._it.get_output_details()[0]["index"]
+            self._it.allocate_tensors()
         self._unproject = self._embedding_map() if embeddings else None
         self._size = 0
         self._lock = threading.Lock()
