@@ -1,17 +1,20 @@
+# make install       install into .venv, with this checkout as the birdclef package (editable: .venv/bin/birdclef)
 # make run           install into .venv and start the dashboard (streamlit run app.py)
 # make api           install into .venv and start the classification API (python -m birdcore.serve)
 # make test          install into .venv and run the test suite
 # make demo          install, train a small model on generated data (about a minute on CPU)
 # make browser-deps  Debian packages for the browser end-to-end test (chromium, chromium-driver)
 # make proxy-deps    Debian packages for running the nginx example in the deployment test (nginx, openssl)
-# The install and start steps are scripts/*.sh, which the Dockerfile runs too (README, "Deploy").
+# The install and start steps are scripts/*.sh, which the Dockerfile runs too (README, "Deploy"); only
+# the editable install of this checkout (pyproject.toml) is make's own.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: install run api test demo browser-deps proxy-deps clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-birdnet.txt scripts/install.sh
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-birdnet.txt scripts/install.sh pyproject.toml
 	VENV=$(VENV) bash scripts/install.sh --dev
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed

@@ -27,7 +27,7 @@ def make_review_db(folder, *, per_species=3):
             for code, name in (("synchi1", "Synthetic Chirper"), ("syntri1", "Synthetic Triller")) for i in range(10)]
     pd.DataFrame(rows).to_csv(folder / "detections.csv", index=False)
     db = folder / "review.sqlite"
-    assert review_cli(["import", str(folder / "detections.csv"), "--db", str(db), "--run", "birdnet"]) == 0
+    assert review_cli(["import", str(folder / "detections.csv"), "--db", str(db)]) == 0  # synthetic species: no run names them
     assert review_cli(["sample", "--db", str(db), "--per-species", str(per_species), "--strategy", "top"]) == 0
     return db
 

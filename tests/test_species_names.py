@@ -140,3 +140,40 @@ def test_the_species_list_format_rule_is_the_same_for_predict_and_training(tmp_p
     with pytest.raises(ValueError, match="a species list is one name per line"):
         from_names(birdnet_species, ["Dodo"], source="x")
     assert "CSV" in FORMATS
+
+
+@needs_birdnet
+def test_evaluate_matches_a_datasets_codes_to_a_run_named_by_another_edition(tmp_path, capsys):
+    """Cornell 2020 calls Pacific-slope Flycatcher ``pasfly``; a run made from scientific names has the newer
+    code ``wesfly`` for *Empidonax difficilis*. Before one resolver, evaluate found none of the species."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from birdcore.cli.evaluate import main as evaluate
+
+    root = Path(__file__).resolve().parents[1]
+    listing = tmp_path / "species.txt"
+    listing.write_text("Empidonax difficilis\nTurdus migratorius\n")
+    res = subprocess.run([sys.executable, str(root / "train_job.py"), "--baseline", "birdnet", "--species-list",
+                          str(listing), "--out", str(tmp_path / "runs"), "--name", "sci"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert pd.read_csv(tmp_path / "runs" / "sci" / "species.csv")["ebird_code"].tolist() == ["wesfly", "amerob"]
+    data = tmp_path / "cornell"
+    rows = ["ebird_code,filename,duration,secondary_labels,sci_name"]
+    t = np.arange(3 * 48000) / 48000
+    for k, (code, sci) in enumerate([("pasfly", "Empidonax difficilis"), ("amerob", "Turdus migratorius")] * 2):
+        path = data / "train_audio" / code / f"XC{900 + k}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, (0.2 * np.sin(2 * np.pi * (2000 + 500 * k) * t)).astype(np.float32), 48000)
+        rows.append(f"{code},{path.name},3,[],{sci}")
+    (data / "train.csv").write_text("\n".join(rows) + "\n")
+    assert evaluate([str(tmp_path / "runs" / "sci"), "--data-dir", str(data), "--json", "--cache-dir",
+                     str(tmp_path / "cache"), "--workers", "1"]) == 0
+    out, err = capsys.readouterr()
+    import json
+
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["n_recordings"] == 4 and not result["skipped"]
+    assert "pasfly → wesfly" in err

@@ -9,9 +9,9 @@ from birdcore.cli.common import HelpFormatter
 from birdcore.runs.progress import runs_in_progress
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m birdcore.progress") -> int:
     """Print the unfinished runs of a runs folder, one line each; exit status 0 (1 if the folder is missing)."""
-    parser = argparse.ArgumentParser(prog="python -m birdcore.progress", formatter_class=HelpFormatter,
+    parser = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter,
                                      description="Where the unfinished runs of a runs folder stand.")
     parser.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), help="the runs folder (--out)")
     args = parser.parse_args(argv)

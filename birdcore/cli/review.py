@@ -31,8 +31,8 @@ def _probability(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m birdcore.review", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "python -m birdcore.review") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -77,8 +77,8 @@ ACCESS = {"import": "create", "import-labels": "write", "sample": "write", "repo
           "export": "read"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m birdcore.review") -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbose)
     try:
         if args.command in ("import", "thresholds"):

@@ -13,9 +13,9 @@ import sys
 from birdcore.cli.common import HelpFormatter, fail, import_tensorflow_quietly, log, setup_logging
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m birdcore.serve") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m birdcore.serve", formatter_class=HelpFormatter,
+        prog=prog, formatter_class=HelpFormatter,
         description="The classification API: POST /v1/classify (an audio file, multipart), GET /v1/species, "
                     "GET /healthz, and OpenAPI docs at /docs.")
     p.add_argument("--run", required=True,
@@ -61,8 +61,8 @@ def load_app(*, run_ref: str, max_upload_mb: float, max_concurrent: int, root_pa
                       root_path=root_path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m birdcore.serve") -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbose)
     try:
         check_args(args)

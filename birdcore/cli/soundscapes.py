@@ -26,8 +26,8 @@ def _place(args) -> dict | None:
     return None if place is None else {"lat": place.lat, "lon": place.lon, "week": place.week}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m birdcore.soundscapes", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "python -m birdcore.soundscapes") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m birdcore.soundscapes") -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbose)
     import_tensorflow_quietly()
     try:

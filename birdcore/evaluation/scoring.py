@@ -135,17 +135,27 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+class NothingHeldOut(ValueError):
+    """Every recording ``evaluate_dataset`` could score is one the run trained or validated on."""
+
+
 def evaluate_dataset(run_dir: Path, *, data_dir: Path, cache_dir: Path | None = None, workers: int | None = None,
-                     batch_segments: int = 32) -> dict:
+                     batch_segments: int = 32, include_training: bool = False) -> dict:
     """Score every usable recording of ``data_dir`` with the run's model; returns the metrics dict
-    plus ``skipped`` (recordings not scored, with reasons)."""
+    plus ``skipped`` (recordings not scored, with reasons).
+
+    Recordings the run trained or validated on (its ``split.csv``, matched by ``evaluation.held_out``)
+    are left out unless ``include_training``; ``excluded_training`` / ``excluded_validation`` count
+    those left out, ``included_training`` / ``included_validation`` those scored anyway, and
+    ``run_test_recordings`` the run's own test recordings among those scored.  NothingHeldOut
+    (one line) when every recording left is one the run saw."""
     from birdcore.data.cache import DecodeCache, default_cache_dir
     from birdcore.data.metadata import read_metadata
     from birdcore.runs.loading import load_run
 
     run = load_run(run_dir)
     codes = run.codes
-    df = read_metadata(Path(data_dir))
+    df = _in_run_codes(read_metadata(Path(data_dir)), run.species)
     skipped = {}
     known = df["primary"].isin(codes)
     for _, row in df[~known].iterrows():
@@ -153,6 +163,7 @@ def evaluate_dataset(run_dir: Path, *, data_dir: Path, cache_dir: Path | None = 
     df = df[known].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"{data_dir}: none of its species are among the run's {len(codes)} species")
+    df, overlap = _leave_out_seen(run, df, data_dir=data_dir, include_training=include_training)
     cache = DecodeCache(Path(cache_dir) if cache_dir else default_cache_dir(),
                         sample_rate=run.sample_rate, max_seconds=run.config.audio.max_decode_seconds)
     report = cache.build(df["path"].tolist(), workers=workers, progress=sys.stderr.isatty(),
@@ -171,5 +182,69 @@ def evaluate_dataset(run_dir: Path, *, data_dir: Path, cache_dir: Path | None = 
     arrays = score_arrays(ok, codes, scores, segs, segment_seconds=run.config.audio.segment_seconds)
     metrics = evaluate_arrays(arrays, target_fpr=run.config.eval.target_fpr)
     metrics["skipped"] = skipped
+    n_test = int(ok["recording_id"].isin(overlap.pop("test_ids")).sum())
+    metrics.update(overlap, run_test_recordings=n_test)
     return metrics
+
+
+def _in_run_codes(df: pd.DataFrame, species: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (a dataset's metadata) with its primary and secondary species named by the run's codes where
+    ``data.species_names`` resolves them (Cornell 2020's ``pasfly`` is a run's ``wesfly``, an eBird code is
+    BirdNET's scientific name); names it cannot resolve are kept as they are (reported as unknown)."""
+    from birdcore.data.species_names import SpeciesResolver
+
+    codes = set(species["ebird_code"])
+    resolve = SpeciesResolver(species)
+    names = set(df["primary"]) | {s for row in df["secondary"] for s in row}
+    to_run = {n: n if n in codes else (resolve.code(n) or n) for n in names}
+    renamed = {n: c for n, c in to_run.items() if n != c}
+    if renamed:
+        shown = ", ".join(f"{n} → {c}" for n, c in list(renamed.items())[:5])
+        log.info("species named differently in the dataset and the run, matched by name: %s%s", shown,
+                 f" and {len(renamed) - 5} more" if len(renamed) > 5 else "")
+    out = df.copy()
+    out["primary"] = out["primary"].map(to_run)
+    out["secondary"] = out["secondary"].map(lambda row: [to_run[s] for s in row])
+    return out
+
+
+def _leave_out_seen(run, df: pd.DataFrame, *, data_dir, include_training: bool) -> tuple[pd.DataFrame, dict]:
+    """``df`` without the recordings the run trained or validated on (all of them with
+    ``include_training``), and the counts for the result; logs what it did."""
+    from birdcore.evaluation.held_out import SEEN, read_split, run_data_dir, run_split_of
+
+    counts = {"excluded_training": 0, "excluded_validation": 0, "included_training": 0, "included_validation": 0}
+    split = read_split(run.path)
+    if split is None:
+        log.debug("%s has no split.csv: it saw no recordings, none is left out", run.path)
+        return df, {**counts, "test_ids": set()}
+    if not run.kind.trains:  # zero-shot: it learnt nothing from any recording, nothing to leave out
+        log.info("%s was not trained (%s): every recording is new to it, none is left out", run.path.name,
+                 run.kind.description)
+        return df, {**counts, "test_ids": set()}
+    synthetic = bool(run.manifest.get("synthetic", run.config.synthetic))
+    parts = run_split_of(df, split, synthetic=synthetic, run_data_dir=run_data_dir(run.path))
+    n = {part: int((parts == part).sum()) for part in SEEN}
+    test_ids = set(df.loc[parts == "test", "recording_id"])
+    seen = parts.isin(list(SEEN))
+    if not seen.any():
+        return df, {**counts, "test_ids": test_ids}
+    what = f"{n['train']} training and {n['val']} validation recordings"
+    if include_training:
+        log.warning("these figures include %s of the run (--include-training; its split.csv): they overstate how "
+                    "it does on recordings it has not seen", what)
+        counts.update(included_training=n["train"], included_validation=n["val"])
+        return df, {**counts, "test_ids": test_ids}
+    if seen.all():
+        raise NothingHeldOut(
+            f"{data_dir}: all {len(df)} recordings of the run's species were used to train ({n['train']}) or validate "
+            f"({n['val']}) {run.path.name} (its split.csv), so none is left to score; give --include-training to "
+            "score them anyway (the figures then include training data), or a dataset of other recordings")
+    log.info("left out %d of the %d recordings: the run trained on %d and validated on %d of them (its split.csv); "
+             "--include-training scores them too", int(seen.sum()), len(df), n["train"], n["val"])
+    if test_ids:
+        log.info("%d of the recordings scored are the run's own test recordings (scored in its metrics.json too)",
+                 len(test_ids))
+    counts.update(excluded_training=n["train"], excluded_validation=n["val"])
+    return df[~seen.to_numpy()].reset_index(drop=True), {**counts, "test_ids": test_ids}
 

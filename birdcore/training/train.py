@@ -65,10 +65,11 @@ def train_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resum
 def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resume: bool) -> bool:
     """What can be checked before a run folder is made, so that bad input leaves nothing behind: the
     run name (a run to resume, or a free name), the config (ranges, the kind's rules), the data folder
-    and its metadata, the noise folder, and (for a new run) that the split leaves recordings to train
-    and validate on.  Returns whether the run resumes (False for a run to resume that has no folder
-    yet: it starts).  Raises RunFolderError, ``config.ConfigValueError``, ``DatasetError`` or
-    ValueError, each with a one-line message."""
+    and its metadata, the noise folder, (for a new run) that the split leaves recordings to train
+    and validate on, and the backbone's starting weights (ImageNet's fetched now, not after hours of
+    decoding: ``training.weights``).  Returns whether the run resumes (False for a run to resume that
+    has no folder yet: it starts).  Raises RunFolderError, ``config.ConfigValueError``, ``DatasetError``,
+    ``WeightsUnavailable`` or ValueError, each with a one-line message."""
     from birdcore.runs.folder import RunFolderError
 
     out, builder = Path(out_dir), RunBuilder(Path(out_dir), name)  # RunFolderError for a bad name
@@ -100,6 +101,9 @@ def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, re
     meta = read_metadata(Path(data_dir))  # DatasetError: no or unreadable metadata
     if not resume or not (builder.path / "split.csv").exists():  # a resumed run keeps its saved split
         check_split(meta[meta["exists"]], cfg, data_dir=data_dir)
+    from birdcore.training.weights import check_weights
+
+    check_weights(cfg)  # last, after the quick checks: it may download ImageNet's weights (WeightsUnavailable)
     return resume
 
 
