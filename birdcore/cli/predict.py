@@ -21,56 +21,41 @@ Outputs:
 and then (``birdcore.serving.birdnet_range``); ``--sites FILE`` gives a place per folder
 or file instead (``birdcore.serving.sites``).  Dropped species score 0 in every output.
 
-A file that cannot be read gets one line naming it and the reason; the
-others go on, and the exit status is 1 when any file failed.
+Inputs are folders (searched recursively), audio files, list files (``.txt``/``.list``: one path or URI
+per line), globs, and URIs pyarrow's filesystems read (``s3://bucket/site/``, ``file:///...``):
+``birdcore.io.inputs``.
+
+``--cluster local|ADDRESS`` scores on a Ray cluster (``birdcore.serving.ray_batch``: an actor per model
+copy, ``--actors N`` of them with ``--cpus-per-actor``/``--gpus-per-actor`` each); without it, files are
+scored in this process.  Both give the same rows and use the same journal.
+
+A file that cannot be read gets one line naming it and the reason (and a row in ``OUT.failures.csv``
+with ``--out``); the others go on.  Exit status: 0 when every file was scored, 1 when some failed,
+2 for a usage error (a bad option or run, nothing to score, an ``--out`` made with other settings).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from birdcore.cli.common import (HelpFormatter, add_engine_arg, add_place_args, at_least, fail, log,
                                  place_from_args, setup_logging, whole_between)
-from birdcore.serving.detections import (MAX_TOP, Prediction, ResultsCsv, raven_names, segment_detections,
-                                         top_kept, write_raven_table)
+from birdcore.serving.batch import BatchSettings, FileOutcome, FileScorer, producer_key
+from birdcore.serving.detections import MAX_TOP, raven_names, write_raven_table
 
-CHUNK_SECONDS = 60.0  # audio streamed per chunk
 LOG_EVERY_SECONDS = 30.0  # progress lines when stderr is not a terminal
 
 
-def expand_paths(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Files as given, and audio files found recursively in folders, in sorted order; and one line
-    per path that gives nothing to score (missing, or a folder without audio files)."""
-    from birdcore.io.audio import AUDIO_EXTENSIONS, is_audio_path
-
-    out: list[Path] = []
-    problems: list[str] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and is_audio_path(q))
-            if not found:
-                problems.append(f"{p}: no audio files in this folder (looked for "
-                                f"{', '.join(sorted(AUDIO_EXTENSIONS))})")
-            out.extend(found)
-        elif not p.exists():
-            problems.append(f"{p}: no such file or folder")
-        else:
-            out.append(p)
-    return out, problems
-
-
 class Progress:
-    """Progress over files: a tqdm bar with ETA on a terminal, else a log line every ``every`` seconds."""
+    """Progress over files: a tqdm bar on a terminal, else a log line every ``every`` seconds; both
+    say the files and hours of audio done, the speed as a multiple of real time, and the time left."""
 
     def __init__(self, total: int, *, every: float = LOG_EVERY_SECONDS):
-        self.total, self.every, self.done = total, every, 0
+        self.total, self.every, self.done, self.audio_s = total, every, 0, 0.0
         self.t0 = self._last = time.monotonic()
         self.bar = None
         if sys.stderr.isatty():
@@ -85,12 +70,20 @@ class Progress:
         else:
             self._maybe_log(f" (in {name}: {_hms(seconds)} of audio)")
 
-    def file_done(self) -> None:
+    def file_done(self, seconds: float = 0.0) -> None:
+        """A file finished; ``seconds``: its length."""
         self.done += 1
+        self.audio_s += seconds
         if self.bar is not None:
             self.bar.update(1)
+            self.bar.set_postfix_str(self.rate())
         else:
             self._maybe_log("")
+
+    def rate(self) -> str:
+        """"2.4 h of audio, 140× real time" so far."""
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        return f"{self.audio_s / 3600:.2f} h of audio, {self.audio_s / elapsed:.0f}× real time"
 
     def _maybe_log(self, extra: str) -> None:
         now = time.monotonic()
@@ -99,7 +92,8 @@ class Progress:
         self._last = now
         elapsed = now - self.t0
         eta = "?" if self.done == 0 else _hms(elapsed / self.done * (self.total - self.done))
-        log.info("%d/%d files, %s elapsed, ETA %s%s", self.done, self.total, _hms(elapsed), eta, extra)
+        log.info("%d/%d files, %s, %s elapsed, ETA %s%s", self.done, self.total, self.rate(), _hms(elapsed), eta,
+                 extra)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -112,34 +106,29 @@ def _hms(seconds: float) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
-class _Counted:
-    """Wraps a chunk iterator and counts its samples (the file's length at the model rate)."""
-
-    def __init__(self, chunks):
-        self.chunks, self.samples = chunks, 0
-
-    def __iter__(self):
-        for chunk in self.chunks:
-            self.samples += int(chunk.size)
-            yield chunk
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m birdcore.predict", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "python -m birdcore.predict") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("run_dir", type=Path,
                         help="a complete run folder, or 'birdnet' for BirdNET V2.4 zero-shot over its 6,522 "
                              "species (model licensed CC BY-NC-SA 4.0)")
-    parser.add_argument("paths", type=Path, nargs="+", help="audio files or folders")
+    parser.add_argument("paths", nargs="+",
+                        help="audio files, folders (recursive), list files (.txt/.list: a path or URI a line), "
+                             "globs, or URIs (s3://bucket/site/, file:///data/)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="per-segment detections CSV (resumable: re-run the same command to continue; its "
-                             "journal OUT.done records the run and settings, and a rerun with others is refused)")
+                        help="per-segment detections: a CSV, or a Parquet dataset (a folder) when OUT ends in "
+                             ".parquet (resumable: re-run the same command to continue; its journal records the "
+                             "run and settings, and a rerun with others is refused)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start --out again even if it holds detections made with other settings")
     parser.add_argument("--raven", type=Path, default=None, help="folder for Raven Pro selection tables")
     parser.add_argument("--summary", type=Path, default=None,
                         help="per-species summary CSV of all of --out's detections (files, segments, best "
                              "score and where), written at the end; needs --out")
+    parser.add_argument("--site-day", type=Path, default=None,
+                        help="per species × site × day CSV of all of --out's detections: detections, and those at "
+                             "the run's thresholds (site: the file's folder; day: the date in its name, "
+                             "YYYYMMDD_HHMMSS and the like); needs --out")
     parser.add_argument("--min-score", type=_probability, default=0.5,
                         help="lowest segment score written to --out / --raven")
     parser.add_argument("--top", type=whole_between(1, MAX_TOP), default=5,
@@ -149,12 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "detection times, more work")
     add_engine_arg(parser, applies="BirdNET runs only")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
-    parser.add_argument("--jobs", type=at_least(1), default=1,
-                        help="worker processes scoring files in parallel, each with cores/N threads; for "
-                             "machines with many cores (on 2 vCPUs it gave no reliable gain, BENCHMARKS.md)")
     parser.add_argument("--species-list", type=Path, default=None,
                         help="text file naming the species to keep, one per line (scientific name, eBird code, "
-                             "common name, or BirdNET's Scientific_Common); '#' starts a comment")
+                             "common name, or BirdNET's Scientific_Common; '#' starts a comment), or a CSV with "
+                             "an ebird_code or scientific_name column")
     parser.add_argument("--birds-only", action="store_true",
                         help="leave out classes that are not birds (BirdNET's 11 sounds such as Engine, Human vocal "
                              "and Dog, and its 90 frogs, insects and mammals); without it they are marked in the "
@@ -169,76 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CSV of path,lat,lon[,date|week]: a place per folder or file (paths relative to the "
                             "CSV), for batches from several recorders; files under no site use --lat/--lon if "
                             "given, else no location filter")
+    ray = parser.add_argument_group(
+        "cluster", "score on a Ray cluster (the one parallel path: it replaces --jobs N, which is now "
+                   "--cluster local --actors N); without --cluster, files are scored in this process")
+    ray.add_argument("--cluster", default=None, metavar="local|ADDRESS",
+                     help="'local' starts Ray on this machine; HOST:PORT (a head started with `ray start --head`) "
+                          "or ray://HOST:10001 joins a running cluster")
+    ray.add_argument("--actors", type=at_least(1), default=None,
+                     help="model copies scoring files at once (default: the cluster's CPUs / --cpus-per-actor)")
+    ray.add_argument("--cpus-per-actor", type=_positive, default=1.0,
+                     help="CPUs (and compute threads) each actor reserves")
+    ray.add_argument("--gpus-per-actor", type=_fraction_or_more, default=0.0,
+                     help="GPUs each actor reserves (e.g. 1, or 0.25 to share one GPU between 4 actors)")
+    parser.add_argument("--jobs", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     return parser
-
-
-class FileMasks:
-    """The species mask of each file (``SpeciesMask`` or None): ``--species-list`` and the location
-    filter, the latter per file with ``--sites`` (files under no site fall back to ``--lat/--lon``,
-    else are not filtered by location).  Raises ValueError naming the problem."""
-
-    def __init__(self, run, args):
-        from birdcore.serving.species_mask import from_names, read_species_list
-
-        self.run, self.threshold = run, args.range_threshold
-        from birdcore.serving.species_mask import birds_only, combine
-
-        self.listed = None
-        if args.species_list is not None:
-            self.listed = from_names(run.species, read_species_list(args.species_list), source=str(args.species_list))
-        if getattr(args, "birds_only", False):
-            self.listed = combine([self.listed, birds_only(run.species)])
-        self.fallback = location_filter(run, args)
-        self.sites = None
-        if getattr(args, "sites", None) is not None:
-            from birdcore.serving.sites import SiteTable, read_sites
-
-            self.sites = SiteTable(read_sites(args.sites))
-        self._filters: dict = {} if self.fallback is None else {self.fallback.place: self.fallback}
-
-    def _range_filter(self, place):
-        if place not in self._filters:
-            from birdcore.serving.birdnet_range import species_filter
-
-            self._filters[place] = species_filter(self.run.species, place, threshold=self.threshold)
-        return self._filters[place]
-
-    def for_file(self, path: Path):
-        """The mask for ``path``: the species every filter that applies to it keeps, or None."""
-        from birdcore.serving.species_mask import combine
-
-        place = self.place_for(path)
-        return combine([self.listed, None if place is None else self._range_filter(place)])
-
-    def place_for(self, path: Path):
-        """The place whose range filter applies to ``path`` (a ``birdnet_range.Place``), or None."""
-        place = self.sites.place_for(path) if self.sites is not None else None
-        if place is None and self.fallback is not None:
-            place = self.fallback.place
-        return place
-
-    def describe(self, files: list[Path]) -> list[str]:
-        """Log lines saying which filters apply, and to how many of ``files``."""
-        lines = [f"species: {m.summary()}" for m in (self.listed, self.fallback) if m is not None]
-        if self.sites is not None:
-            placed = sum(self.sites.place_for(f) is not None for f in files)
-            lines.append(f"sites: {len(self.sites.places)} place(s); {placed} of {len(files)} files are under a site")
-            if placed < len(files):
-                rest = "the --lat/--lon filter" if self.fallback is not None else "no location filter"
-                lines.append(f"{len(files) - placed} file(s) under no site get {rest}")
-        return lines
-
-
-def location_filter(run, args):
-    """The ``RangeFilter`` asked for by ``--lat/--lon/--date/--week``, or None without ``--lat/--lon``.
-    Raises ValueError for a half-given or out-of-range place."""
-    place = place_from_args(args)
-    if place is None:
-        return None
-    from birdcore.serving.birdnet_range import species_filter
-
-    return species_filter(run.species, place, threshold=args.range_threshold)
 
 
 def _probability(text: str) -> float:
@@ -248,71 +180,74 @@ def _probability(text: str) -> float:
     return value
 
 
-def producer_key(run, args) -> dict:
-    """What makes the detections of ``--out``: the run and every setting that changes them, for its
-    journal (``detections.ResultsCsv``).  The engine is left out: LiteRT and Keras give BirdNET's
-    scores within 1e-4, so an output may be continued on another machine."""
-    from birdcore.runs.loading import BIRDNET_REF
-
-    ref = str(args.run_dir)
-    if ref == BIRDNET_REF:
-        run_name, run_id = BIRDNET_REF, "BirdNET V2.4"
-    else:
-        run_name, run_id = str(Path(ref).resolve()), _digest(Path(ref) / "run.json")
-    placed = args.lat is not None or args.sites is not None
-    return {"run": run_name, "run_id": run_id, "min_score": args.min_score, "overlap": args.overlap,
-            "species_list": _digest(args.species_list), "birds_only": bool(args.birds_only),
-            "place": None if args.lat is None else f"{args.lat:g},{args.lon:g},week {place_from_args(args).week}",
-            "sites": _digest(args.sites), "range_threshold": args.range_threshold if placed else None}
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
-def _digest(path: Path | None) -> str | None:
-    """The first 16 hex digits of a file's SHA-256 (its content, wherever it lies), None without a file."""
-    if path is None:
-        return None
-    import hashlib
-
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+def _fraction_or_more(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def settings_from_args(args) -> BatchSettings:
+    """The batch's ``BatchSettings`` from the command line (ValueError for a half-given place)."""
+    place = place_from_args(args)
+    return BatchSettings(
+        run_ref=str(args.run_dir), engine=args.engine, overlap=args.overlap, min_score=args.min_score,
+        top=args.top if (args.json or (args.out is None and args.raven is None)) else 0,
+        species_list=None if args.species_list is None else str(args.species_list), birds_only=args.birds_only,
+        place=None if place is None else (place.lat, place.lon, place.week), range_threshold=args.range_threshold,
+        sites=None if args.sites is None else str(args.sites),
+        detections=args.out is not None or args.raven is not None)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m birdcore.predict") -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbose)
     results = None  # Keras/TensorFlow are imported (quietly) by the runs that need them: not BirdNET's
     try:
-        if args.engine:
-            from birdcore.models.birdnet.engines import use_engine
+        if args.jobs is not None:
+            raise ValueError(f"--jobs is replaced by --cluster local --actors {args.jobs} (one parallel path, on Ray)")
+        for option, value in (("--summary", args.summary), ("--site-day", args.site_day)):
+            if value is not None and args.out is None:
+                raise ValueError(f"{option} needs --out (it summarizes the detections output)")
+        if args.cluster is None and (args.actors is not None or args.gpus_per_actor):
+            raise ValueError("--actors and --gpus-per-actor need --cluster local|ADDRESS")
+        settings = settings_from_args(args)
+        scorer = FileScorer(settings)  # loads the run and checks every setting before any file is read
+        from birdcore.io.inputs import list_inputs
 
-            use_engine(args.engine)
-        run = _load(str(args.run_dir))
-        run.segment_hop_seconds(args.overlap)  # refuses an overlap this run cannot use, before any work
-        masks = FileMasks(run, args)
-        if args.summary is not None and args.out is None:
-            raise ValueError("--summary needs --out (it summarizes the detections CSV)")
-        files, missing = expand_paths(args.paths)
-        files = list(dict.fromkeys(files))
+        listing = list_inputs(list(args.paths))
+        files, missing = listing.files, listing.problems
         if not files:
             raise ValueError("nothing to score: " + "; ".join(missing))
         for line in missing:
             log.error("%s", line)
-        for line in masks.describe(files):
+        for line in scorer.masks.describe(files):
             log.info("%s", line)
         if args.raven is not None and args.raven.exists() and not args.raven.is_dir():  # before --out is written
             raise ValueError(f"--raven {args.raven}: is a file; give a folder for the selection tables")
         done: set[str] = set()
         if args.out is not None:
-            results = ResultsCsv(args.out, producer=producer_key(run, args), overwrite=args.overwrite)
+            from birdcore.serving.parquet_results import open_results
+
+            results = open_results(args.out, producer=producer_key(settings), overwrite=args.overwrite)
             done = results.open()
         if args.raven is not None:
             args.raven.mkdir(parents=True, exist_ok=True)
-        status = _score_files(run, files, done, results, args, masks=masks)
+        status = _score_files(scorer, files, done, results, args)
         status = 1 if missing else status
-        if args.summary is not None:
+        if results is not None:
             results.close()
+        if args.summary is not None:
             write_summary(args.out, args.summary)
+        if args.site_day is not None:
+            write_site_day(scorer.run, args.out, args.site_day)
         return status
     except KeyboardInterrupt:
         log.error("interrupted%s", "; run the same command again to continue" if args.out else "")
@@ -324,155 +259,126 @@ def main(argv: list[str] | None = None) -> int:
             results.close()
 
 
-@dataclass
-class FileScores:
-    """One file's outcome: scores (recording (C,), segments (S, C)) and length, or a one-line error."""
+def _scored(scorer: FileScorer, todo: list[str], args, progress: Progress):
+    """``FileOutcome`` of each of ``todo``: in this process, in order (a thread decodes ahead while the
+    model scores, ``stream.stream_files``; URIs are fetched one by one), or with ``--cluster`` on Ray's
+    actors, in the order they finish."""
+    if args.cluster is not None:
+        from birdcore.serving import ray_batch
 
-    path: Path
-    seconds: float = 0.0
-    recording: np.ndarray | None = None
-    segments: np.ndarray | None = None
-    error: str | None = None
-
-
-def score_file(scorer, path: Path, *, sample_rate: int, on_audio=None, verbose: bool = False,
-               chunks=None) -> FileScores:
-    """Stream one file through ``scorer`` (bounded memory); a failure becomes ``FileScores.error``.
-    ``chunks``: the file's decoded chunks when already being read (``stream.stream_files``)."""
-    from birdcore.io.audio import AudioError
-    from birdcore.io.stream import stream_audio
-
-    if chunks is None:
-        chunks = stream_audio(path, sample_rate=sample_rate, chunk_seconds=CHUNK_SECONDS)
-    chunks = _Counted(chunks)
-    try:
-        scores = scorer.score_stream(chunks, progress=on_audio)
-    except AudioError as exc:
-        return FileScores(path, error=str(exc))
-    except Exception as exc:  # never let one odd file stop a batch
-        if verbose:
-            log.exception("%s: unexpected error", path)
-        return FileScores(path, error=f"{path}: unexpected error ({type(exc).__name__}: {exc})")
-    return FileScores(path, chunks.samples / sample_rate, scores.recording, scores.segments)
-
-
-def _load(run_ref: str):
-    from birdcore.runs.loading import load_run_ref
-
-    return load_run_ref(run_ref)
-
-
-_WORKER: dict = {}
-
-
-def _worker_init(run_ref: str, threads: int, verbose: bool, overlap: float = 0.0, engine: str | None = None) -> None:
-    """Per worker process: quiet logging, ``threads`` compute threads, and its own model (BirdNET on ``engine``).
-
-    TensorFlow is imported only if the run's model needs it (BirdNET zero-shot and head runs on LiteRT
-    do not); its thread counts are set through the environment it reads when it starts computing."""
-    setup_logging(verbose)
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    if engine:
-        from birdcore.models.birdnet.engines import use_engine
-
-        use_engine(engine)
-    run = _load(run_ref)
-    _WORKER.update(run=run, scorer=run.scorer(threads=threads, overlap=overlap), verbose=verbose)
-
-
-def _worker_score(path: Path) -> FileScores:
-    return score_file(_WORKER["scorer"], path, sample_rate=_WORKER["run"].sample_rate, verbose=_WORKER["verbose"])
-
-
-def _scored(run, todo: list[Path], args, progress: "Progress"):
-    """FileScores of ``todo`` in order: in this process (a thread decodes ahead while the model
-    scores, ``stream.stream_files``), or with ``--jobs N`` in N worker processes (each with cores/N
-    compute threads; files are handed out one at a time)."""
-    jobs = min(args.jobs, len(todo))
-    if jobs <= 1:
-        from birdcore.io.stream import stream_files
-
-        scorer = run.scorer(overlap=args.overlap)
-        for path, chunks in stream_files(todo, sample_rate=run.sample_rate, chunk_seconds=CHUNK_SECONDS):
-            yield score_file(scorer, path, sample_rate=run.sample_rate, verbose=args.verbose, chunks=chunks,
-                             on_audio=lambda s, n=path.name: progress.audio(n, s))
+        started = time.monotonic()
+        ray_batch.connect(args.cluster, verbose=args.verbose)
+        log.info("Ray cluster %s: %d CPUs (%.1f s to start or join)", args.cluster, ray_batch.cluster_cpus(),
+                 time.monotonic() - started)
+        yield from ray_batch.score_on_ray(scorer.settings, todo, actors=args.actors,
+                                          cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from birdcore.io.inputs import is_uri
+    from birdcore.io.stream import stream_files
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    log.info("scoring with %d worker processes, %d thread%s each", jobs, threads, "s" if threads > 1 else "")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init,
-                               initargs=(str(args.run_dir), threads, args.verbose, args.overlap, args.engine))
-    try:
-        yield from pool.map(_worker_score, todo)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    local = [f for f in todo if not is_uri(f)]
+    streams = stream_files([Path(f) for f in local], sample_rate=scorer.run.sample_rate)
+    for path in todo:
+        if is_uri(path):
+            yield scorer.score(path, verbose=args.verbose, on_audio=lambda s, n=path: progress.audio(n, s))
+            continue
+        _, chunks = next(streams)
+        yield scorer.score(path, chunks=chunks, verbose=args.verbose,
+                           on_audio=lambda s, n=Path(path).name: progress.audio(n, s))
 
 
-def _score_files(run, files: list[Path], done: set[str], results: ResultsCsv | None, args, *,
-                 masks: FileMasks | None = None) -> int:
-    names = raven_names(files)
-    todo = [p for p in files if str(p) not in done]
+def _score_files(scorer: FileScorer, files: list[str], done: set[str], results, args) -> int:
+    names = raven_names([Path(f) for f in files])
+    todo = [p for p in files if p not in done]
     if len(todo) < len(files):
         log.info("%s: %d of %d files already done; skipping them", args.out, len(files) - len(todo), len(files))
-    hop = run.segment_hop_seconds(args.overlap)
     text_output = results is None and args.raven is None
     failures = n_detections = 0
     progress = Progress(len(todo))
+    failed_log = Failures(args.out) if args.out is not None else None
     try:
-        for res in _scored(run, todo, args, progress):
-            path = res.path
+        for res in _scored(scorer, todo, args, progress):
             if res.error is not None:
                 log.error("%s", res.error)
                 failures += 1
+                if failed_log is not None:
+                    failed_log.add(res.path, res.error)
                 progress.file_done()
                 continue
-            keep = None if masks is None else masks.for_file(path)
-            if keep is not None:
-                res.recording, res.segments = keep.apply(res.recording), keep.apply(res.segments)
-            if results is not None or args.raven is not None:
-                dets = segment_detections(run, res.segments, seconds=res.seconds, min_score=args.min_score,
-                                          hop_seconds=hop)
-                n_detections += len(dets)
-                if args.raven is not None:
-                    write_raven_table(args.raven / names[path], dets, sample_rate=run.sample_rate)
-                if results is not None:
-                    results.add(str(path), dets)
+            n_detections += len(res.detections)
+            if args.raven is not None:
+                write_raven_table(args.raven / names[Path(res.path)], res.detections, sample_rate=scorer.run.sample_rate)
+            if results is not None:
+                results.add(res.path, res.detections)
             if args.json or text_output:
-                place = None if masks is None else masks.place_for(path)
-                _print_top(path, top_kept(run, res.recording, keep, top=args.top), res.seconds,
-                           as_json=args.json, place=place)
-            progress.file_done()
+                _print_top(res, as_json=args.json)
+            progress.file_done(res.seconds)
     finally:
         progress.close()
+        if failed_log is not None:
+            failed_log.close()
     if not text_output:
-        log.info("%d files scored, %d failed, %d detections >= %g", len(todo) - failures, failures, n_detections,
-                 args.min_score)
+        log.info("%d files scored (%s), %d failed, %d detections >= %g", len(todo) - failures, progress.rate(),
+                 failures, n_detections, args.min_score)
     return 1 if failures else 0
 
 
-def write_summary(detections: Path, summary: Path) -> None:
-    """Write the per-species summary of a detections CSV (``detections.summarize_detections``) atomically."""
-    from birdcore.serving.detections import summarize_detections, summary_csv
-    from birdcore.io.atomic import atomic_write_text
+class Failures:
+    """``OUT.failures.csv``: ``file,reason`` of each file that could not be scored, appended as they come
+    (a rerun tries them again and appends again)."""
 
-    rows = summarize_detections(detections)
+    def __init__(self, out: Path):
+        self.path = Path(out).with_name(Path(out).name + ".failures.csv")
+        self._fh = None
+
+    def add(self, file: str, reason: str) -> None:
+        if self._fh is None:
+            new = not self.path.exists()
+            self._fh = open(self.path, "a", newline="", encoding="utf-8")
+            if new:
+                self._fh.write("file,reason\n")
+        csv.writer(self._fh, lineterminator="\n").writerow([file, reason])
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+def write_summary(detections: Path, summary: Path) -> None:
+    """Write the per-species summary of a detections output (CSV or Parquet; ``detections.summarize_rows``)
+    atomically."""
+    from birdcore.io.atomic import atomic_write_text
+    from birdcore.serving.detections import summarize_detections, summarize_rows, summary_csv
+    from birdcore.serving.parquet_results import detection_rows, is_parquet_output
+
+    rows = summarize_rows(detection_rows(detections)) if is_parquet_output(detections) else \
+        summarize_detections(detections)
     atomic_write_text(summary, summary_csv(rows))
     log.info("%s: %d species detected", summary, len(rows))
 
 
-def _print_top(path: Path, preds: list[Prediction], seconds: float, *, as_json: bool, place=None) -> None:
-    """The file's top species; ``place``: the location filter's place for it (``birdnet_range.Place``)."""
+def write_site_day(run, detections: Path, out: Path) -> None:
+    """The per species × site × day table of a detections output, with the run's thresholds."""
+    from birdcore.serving.detections import threshold_for
+    from birdcore.serving.site_day_summary import write_site_day_summary
+
+    thresholds = {code: threshold_for(run, code) for code in run.codes}
+    table = write_site_day_summary(detections, out, thresholds=thresholds if any(
+        t is not None for t in thresholds.values()) else None)
+    log.info("%s: %d species × site × day rows", out, len(table))
+
+
+def _print_top(res: FileOutcome, *, as_json: bool) -> None:
+    """A file's top species (``res.top``: ``Prediction``s) and, with a location filter, its place."""
+    place, preds = res.place, res.top
     if as_json:
         where = {} if place is None else {"place": {"lat": place.lat, "lon": place.lon, "week": place.week}}
-        print(json.dumps({"file": str(path), "seconds": seconds, **where,
+        print(json.dumps({"file": res.path, "seconds": res.seconds, **where,
                           "top": [{**p.__dict__, "detected": p.detected, "group": p.group} for p in preds]}),
               flush=True)
         return
-    print(f"{path}  ({seconds:.1f} s)" + ("" if place is None else f"  [species expected at {place.describe()}]"))
+    print(f"{res.path}  ({res.seconds:.1f} s)" + ("" if place is None else f"  [species expected at {place.describe()}]"))
     for p in preds:
         decision = "" if p.detected is None else ("  detected" if p.detected else "  below threshold")
         print(f"  {p.score:6.3f}  {p.label}{decision}", flush=True)

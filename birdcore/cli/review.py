@@ -140,16 +140,16 @@ def _check_detections_of(csv_path: Path, table, run) -> None:
     another run, or they name species the run does not have (matched by ``data.species_names``)."""
     from birdcore.data.species_names import SpeciesResolver
     from birdcore.runs.loading import BIRDNET_REF, run_species
-    from birdcore.serving.detections import producer_of
+    from birdcore.serving.parquet_results import journal_of_output, producer_of_output
 
     text = str(run)
     if not text:
         return
-    made_by = (producer_of(csv_path) or {}).get("run")
+    made_by = (producer_of_output(csv_path) or {}).get("run")
     expected = BIRDNET_REF if text == BIRDNET_REF and not isinstance(run, Path) else str(Path(text).resolve())
     if made_by is not None and made_by != expected:
         raise ValueError(f"{csv_path}: its detections were made by {made_by}, not --run {text} (its journal "
-                         f"{csv_path}.done says so); import them with --run {made_by}, or score again with {text}")
+                         f"{journal_of_output(csv_path)} says so); import them with --run {made_by}, or score again with {text}")
     species = run_species(text)
     unknown = SpeciesResolver(species).unmatched(table["species"].astype(str))
     if unknown:

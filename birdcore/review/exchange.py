@@ -23,23 +23,38 @@ from birdcore.data.species_groups import is_bird
 from birdcore.data.species_names import same_species
 from birdcore.io.atomic import atomic_write_text
 from birdcore.serving.detections import CSV_HEADER, Detection, raven_names, write_raven_table
+from birdcore.serving.parquet_results import is_parquet_output, read_parquet_detections
 
 
 def read_detections(path: Path) -> pd.DataFrame:
-    """A detections CSV; ValueError naming the file when it is not one."""
-    try:
-        table = pd.read_csv(path, keep_default_na=False)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ValueError(f"{path}: not a readable detections CSV ({exc})") from None
+    """A detections CSV, or the Parquet output of ``--out X.parquet`` (a dataset folder, or one Parquet
+    file); ValueError naming the file when it is not one."""
+    parquet = is_parquet_output(Path(path)) or Path(path).is_dir()
+    kind = "Parquet dataset" if parquet else "CSV"
+    if parquet:
+        try:
+            table = read_parquet_detections(Path(path))
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
+            raise ValueError(f"{path}: not a readable detections Parquet dataset "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        for column in ("file", "species", "common_name"):
+            if column in table.columns:  # as the CSV reads them: text, empty where missing
+                table[column] = table[column].astype(object).where(table[column].notna(), "").astype(str)
+    else:
+        try:
+            table = pd.read_csv(path, keep_default_na=False)
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ValueError(f"{path}: not a readable detections CSV ({exc})") from None
     missing = [c for c in ("file", "start_s", "end_s", "species", "score") if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: not a detections CSV of python -m birdcore.predict --out (columns "
+        raise ValueError(f"{path}: not a detections {kind} of python -m birdcore.predict --out (columns "
                          f"{','.join(CSV_HEADER)}); missing {', '.join(missing)}")
     for column in ("start_s", "end_s", "score"):
         values = pd.to_numeric(table[column], errors="coerce")
         if values.isna().any():
-            line = int(values.isna().to_numpy().nonzero()[0][0]) + 2
-            raise ValueError(f"{path}: line {line}: {column} is not a number")
+            first = int(values.isna().to_numpy().nonzero()[0][0])
+            where = f"row {first + 1}" if parquet else f"line {first + 2}"
+            raise ValueError(f"{path}: {where}: {column} is not a number")
         table[column] = values.astype(float)
     return table
 

@@ -309,25 +309,28 @@ SUMMARY_HEADER = ("species", "common_name", "files", "detections", "max_score", 
 
 
 def summarize_detections(path: Path) -> list[dict]:
-    """Per species of a detections CSV (``CSV_HEADER``): how many files and segments it was detected
-    in, and its best score with where it was (file, start in seconds).  Best-scoring species first
-    (ties: more files, then name).  Raises ValueError naming the file if it is not a detections CSV."""
+    """Per species of a detections CSV (``CSV_HEADER``): ``summarize_rows`` of its rows.  Raises
+    ValueError naming the file if it is not a detections CSV."""
     path = Path(path)
-    by_species: dict[str, dict] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         if tuple(next(reader, ())) != CSV_HEADER:
             raise ValueError(f"{path}: not a detections CSV (expected the header {','.join(CSV_HEADER)})")
-        for row in reader:
-            if len(row) != len(CSV_HEADER):
-                continue
-            file, start, _end, code, name, score = row
-            entry = by_species.setdefault(code, {"species": code, "common_name": name, "files": set(),
-                                                 "detections": 0, "max_score": -1.0})
-            entry["files"].add(file)
-            entry["detections"] += 1
-            if float(score) > entry["max_score"]:
-                entry.update(max_score=float(score), max_file=file, max_start_s=float(start))
+        return summarize_rows(row for row in reader if len(row) == len(CSV_HEADER))
+
+
+def summarize_rows(rows) -> list[dict]:
+    """Per species of detection rows (``CSV_HEADER`` order, numbers as text or numbers): how many files
+    and segments it was detected in, and its best score with where it was (file, start in seconds).
+    Best-scoring species first (ties: more files, then name).  Memory grows with species, not rows."""
+    by_species: dict[str, dict] = {}
+    for file, start, _end, code, name, score in rows:
+        entry = by_species.setdefault(code, {"species": code, "common_name": name, "files": set(),
+                                             "detections": 0, "max_score": -1.0})
+        entry["files"].add(file)
+        entry["detections"] += 1
+        if float(score) > entry["max_score"]:
+            entry.update(max_score=float(score), max_file=file, max_start_s=float(start))
     rows = [{**e, "files": len(e["files"])} for e in by_species.values()]
     return sorted(rows, key=lambda r: (-r["max_score"], -r["files"], r["species"]))
 
