@@ -158,6 +158,27 @@ def birdnet_classifier():
 CLIP_KEY = "last_clip"
 
 
+def can_save(run_dir: Path) -> tuple[bool, str]:
+    """Whether a page may write into the run (thresholds), and why not: a public dashboard saves nothing,
+    and a read-only runs folder (a deployed dashboard's) cannot be written."""
+    from birdcore.serving.access import public_mode
+
+    if public_mode():
+        return False, "Saving is off on this public dashboard."
+    if not os.access(run_dir, os.W_OK):
+        return False, ("Saving is off here: this dashboard's runs folder is read-only (as a deployed dashboard's "
+                       "is). Save from a dashboard that can write the run.")
+    return True, ""
+
+
+@st.cache_resource(show_spinner=False)
+def _work_slots():
+    """The process's bound on classifications at once (``BIRDCLEF_MAX_CONCURRENT``), shared by all visitors."""
+    from birdcore.serving.limits import WorkSlots, max_concurrent
+
+    return WorkSlots(max_concurrent())
+
+
 def classify_clip(clf, run_dir: Path | None, data: bytes, name: str, progress, *, overlap: float = 0.0):
     """``clf.classify_upload`` for this session's clip, remembered for the session's last clip only:
     moving a filter re-renders without scoring the audio again.  Only the scores
@@ -171,7 +192,15 @@ def classify_clip(clf, run_dir: Path | None, data: bytes, name: str, progress, *
     memo = st.session_state.get(CLIP_KEY)
     if memo is not None and memo[0] == key:
         return memo[1], memo[2]
-    result, wave = clf.classify_upload(data, name=name, top=5, overlap=overlap, progress=progress)
+    from birdcore.serving.limits import max_upload_seconds
+
+    slots, note = _work_slots(), st.empty()
+    waiting = lambda n: note.info(f"The server is busy: {slots.size} clips are being classified and {n} "  # noqa: E731
+                                  f"visitor{'s are' if n > 1 else ' is'} waiting. Yours starts as soon as one ends.")
+    with slots.slot(waiting):
+        note.empty()
+        result, wave = clf.classify_upload(data, name=name, top=5, overlap=overlap, progress=progress,
+                                           max_seconds=max_upload_seconds())
     st.session_state[CLIP_KEY] = (key, result, wave)
     return result, wave
 

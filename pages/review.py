@@ -6,6 +6,7 @@ import sqlalchemy as sa
 import streamlit as st
 
 import ui
+from birdcore.serving.access import AccessError, check_database, check_path
 from birdcore.io.audio import AudioError
 from birdcore.review.clips import (CONTEXT_SECONDS, Filters, clip_figure, filter_options, next_detection, progress,
                                    queue, resolve_audio, sampled_table, species_names)
@@ -81,6 +82,12 @@ with top_db:
 with top_name:
     reviewer = kept_text_input(REVIEWER, "Your name", "", help="Recorded with each review. Undo undoes your own "
                                                                 "last review.")
+if db:
+    try:  # BIRDCLEF_DATA_ROOTS: other files and other database hosts are refused before any connection
+        check_database(db)
+    except AccessError as exc:
+        st.error(str(exc))
+        st.stop()
 if not db:
     st.info("Type the path of a review database. Make one from a detections CSV (`python -m birdcore.predict ... "
             "--out detections.csv`): `python -m birdcore.review import detections.csv --db review.sqlite`, then "
@@ -127,6 +134,12 @@ with st.sidebar:
     audio_dir = st.text_input("Audio folder", key="review_audio_dir",
                               help="Where the detections' audio files are, when their paths are relative or were "
                                    "made on another machine (the database's folder is tried too).").strip()
+    if audio_dir:
+        try:
+            audio_dir = str(check_path(audio_dir, what="audio folder"))
+        except AccessError as exc:
+            st.error(str(exc))
+            audio_dir = ""
     context = st.select_slider("Context (s)", options=CONTEXTS, value=CONTEXT_SECONDS, key="review_context",
                                format_func=lambda s: f"{s:g} s", help="Audio shown and played on each side.")
 filters = Filters(species=tuple(chosen_species), sites=tuple(chosen_sites), start=start, end=end)

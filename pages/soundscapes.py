@@ -15,6 +15,7 @@ from birdcore.data.soundscapes import SoundscapeError
 from birdcore.evaluation.soundscapes import read_settings
 from birdcore.io.audio import AudioError
 from birdcore.runs.thresholds import DEFAULT_THRESHOLD, save_thresholds
+from birdcore.serving.access import AccessError, check_path
 
 ENV = "BIRDCLEF_SOUNDSCAPES"
 OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9
@@ -36,8 +37,12 @@ if not labels_text.strip():
     st.info(f"Enter a labels file of annotated soundscapes (or set `{ENV}` before starting the dashboard) to "
             "score them with this run.")
     st.stop()
-labels_path = Path(labels_text.strip()).expanduser()
-audio_dir = Path(audio_text.strip()).expanduser() if audio_text.strip() else None
+try:  # BIRDCLEF_DATA_ROOTS: nothing outside the allowed folders is opened, or even looked at
+    labels_path = check_path(labels_text, what="labels")
+    audio_dir = check_path(audio_text, what="audio folder") if audio_text.strip() else None
+except AccessError as exc:
+    st.error(str(exc))
+    st.stop()
 
 try:
     settings = read_settings(run_dir)[0]
@@ -163,12 +168,11 @@ table_col.dataframe(view.species_at(thresholds).drop(columns="species"), hide_in
                                    "recall": st.column_config.NumberColumn(format="%.3f"),
                                    "fp_per_hour": st.column_config.NumberColumn("fp / hour", format="%.1f")})
 
-writable = os.access(run_dir, os.W_OK)
+writable, why_not = ui.can_save(run_dir)
 if not writable:
-    st.caption("Saving is off here: this dashboard's runs folder is read-only (as a deployed dashboard's is). "
-               "Save from a dashboard that can write the run.")
+    st.caption(why_not)
 what = f"global {threshold:.3f}" + "".join(f", {c} {t:.3f}" for c, t in overrides.items())
-if st.button(f"Save these thresholds into the run ({what})", disabled=not writable):
+if writable and st.button(f"Save these thresholds into the run ({what})"):
     try:
         save_thresholds(run_dir, target_fpr=None, global_threshold=threshold,
                         species_thresholds={c: float(overrides.get(c, threshold)) for c in view.codes},

@@ -1,5 +1,4 @@
 """Thresholds: choose an operating point and see false positives, recall, precision and accuracy vs coverage."""
-import os
 
 import numpy as np
 import streamlit as st
@@ -59,11 +58,10 @@ st.subheader("Save for the classify page")
 saved_global = (saved.get("global") or {}).get("threshold")
 st.caption(f"Saved now: target FPR {saved.get('target_fpr')}, global threshold "
            f"{'none' if saved_global is None else f'{saved_global:.4f}'}, chosen on {saved.get('chosen_on')}.")
-writable = os.access(run_dir, os.W_OK)
+writable, why_not = ui.can_save(run_dir)
 if not writable:
-    st.caption("Saving is off here: this dashboard's runs folder is read-only (as a deployed dashboard's is). "
-               "Save from a dashboard that can write the run.")
-if st.button("Save thresholds into the run", disabled=not writable):
+    st.caption(why_not)
+if writable and st.button("Save thresholds into the run"):
     try:
         if species is None:
             per_species = {code: float(np.clip(exp.threshold_for_fpr(target, species=code), 0.0, 1.0))

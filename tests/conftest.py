@@ -79,3 +79,15 @@ def listed_run(tmp_path_factory):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     return tmp / "runs" / "listed"
+
+
+@pytest.fixture(autouse=True)
+def _restore_birdcore_logger():
+    """A CLI's ``main`` run in a test points the ``birdcore`` logger at that test's captured stderr; later
+    tests get the logger back as it was (a handler on a closed capture would fail their logging)."""
+    import logging
+
+    logger = logging.getLogger("birdcore")
+    saved = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

@@ -272,3 +272,20 @@ def test_api_serves_a_trained_run_and_refuses_overlap_there(trained_run):
         refused = classify(run, data, name="c.wav", fields={"overlap": "0.5"})
         assert refused.status_code == 400 and "BirdNET models only" in refused.json()["detail"]
         assert requests.get(f"{run.url}/healthz", timeout=10).json()["synthetic"] is True
+
+
+def test_cors_is_off_by_default_and_allows_only_the_configured_origins(api):
+    """A browser page of another site gets no Access-Control-Allow-Origin unless the server names its origin."""
+    from birdcore.serving.api import create_app
+
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    answer = requests.options(f"{api.url}/v1/classify", headers=preflight, timeout=30)
+    assert "access-control-allow-origin" not in answer.headers
+    assert "access-control-allow-origin" not in requests.get(f"{api.url}/healthz", headers=preflight,
+                                                             timeout=30).headers
+    with serving(create_app(api.clf, cors_origins=("https://birds.example.org",))) as url:
+        mine = requests.options(f"{url}/v1/classify", timeout=30,
+                                headers={**preflight, "Origin": "https://birds.example.org"})
+        assert mine.headers.get("access-control-allow-origin") == "https://birds.example.org"
+        other = requests.options(f"{url}/v1/classify", headers=preflight, timeout=30)
+        assert "access-control-allow-origin" not in other.headers

@@ -8,6 +8,7 @@ as ``--root-path /api`` so the docs' links carry it; rate limits belong to the p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from birdcore.cli.common import HelpFormatter, fail, import_tensorflow_quietly, log, setup_logging
@@ -27,6 +28,9 @@ def build_parser(prog: str = "python -m birdcore.serve") -> argparse.ArgumentPar
     p.add_argument("--max-concurrent", type=int, default=2,
                    help="classifications run at once (others wait); bounds the memory of decoded audio")
     p.add_argument("--root-path", default=None, help="path prefix the reverse proxy serves the API under, e.g. /api")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin (https://birds.example.org) whose pages may call the API from a browser; "
+                        "repeat for several (default: none, CORS off; $BIRDCLEF_API_CORS_ORIGINS, space-separated)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     return p
 
@@ -39,12 +43,17 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
     if args.max_concurrent < 1:
         raise ValueError(f"--max-concurrent must be at least 1, got {args.max_concurrent}")
+    args.cors_origin = list(args.cors_origin) or os.environ.get("BIRDCLEF_API_CORS_ORIGINS", "").split()
+    for origin in args.cors_origin:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"--cors-origin must be an origin such as https://birds.example.org, got {origin!r}")
     args.root_path = (args.root_path or "").rstrip("/")
     if args.root_path and not args.root_path.startswith("/"):
         raise ValueError(f"--root-path must start with '/', got {args.root_path!r}")
 
 
-def load_app(*, run_ref: str, max_upload_mb: float, max_concurrent: int, root_path: str = ""):
+def load_app(*, run_ref: str, max_upload_mb: float, max_concurrent: int, root_path: str = "",
+             cors_origins: tuple[str, ...] = ()):
     """The FastAPI app around the run ``run_ref`` (a run folder or ``birdnet``), loaded now."""
     from birdcore.io.native_stderr import quiet_native_stderr
     from birdcore.runs.loading import load_run_ref
@@ -58,7 +67,7 @@ def load_app(*, run_ref: str, max_upload_mb: float, max_concurrent: int, root_pa
 
         classifier = ClipClassifier(run)
     return create_app(classifier, max_upload_bytes=int(max_upload_mb * 1024 ** 2), max_concurrent=max_concurrent,
-                      root_path=root_path)
+                      root_path=root_path, cors_origins=tuple(cors_origins))
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m birdcore.serve") -> int:
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m birdcore.serve") 
     try:
         check_args(args)
         app = load_app(run_ref=args.run, max_upload_mb=args.max_upload_mb, max_concurrent=args.max_concurrent,
-                       root_path=args.root_path)
+                       root_path=args.root_path, cors_origins=tuple(args.cors_origin))
     except Exception as exc:
         return fail(exc, args.verbose)
     import uvicorn

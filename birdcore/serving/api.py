@@ -418,12 +418,14 @@ class _RootPath:
 
 
 def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024 ** 2, max_concurrent: int = 2,
-               root_path: str = "") -> FastAPI:
+               root_path: str = "", cors_origins: tuple[str, ...] = ()) -> FastAPI:
     """The API around one loaded classifier, shared by every request.
 
     ``max_upload_bytes``: the largest request body; ``max_concurrent``: classifications run at once
     (others wait; bounds the memory of decoded audio); ``root_path``: the path prefix a reverse proxy
-    serves the API under, stripping it (for the links of ``/docs`` and its scripts: ``_RootPath``).
+    serves the API under, stripping it (for the links of ``/docs`` and its scripts: ``_RootPath``);
+    ``cors_origins``: web origins whose pages may call the API from a browser (CORS; none by default,
+    so a browser refuses other sites' pages the answer).
     """
     if max_upload_bytes <= 0 or max_concurrent < 1:
         raise ValueError("max_upload_bytes must be positive and max_concurrent at least 1")
@@ -441,6 +443,11 @@ def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024
                                      + (f" {licence}" if licence else ""))
     if root_path:
         app.add_middleware(_RootPath, root_path=root_path)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"], allow_credentials=False)
     app.state.classifier = classifier
 
     @lru_cache(maxsize=256)

@@ -91,14 +91,16 @@ class ClipClassifier:
         return self.run.kind.supports_overlap
 
     def classify_upload(self, data: bytes, *, name: str, top: int = 5, overlap: float = 0.0,
-                        progress: Callable[[float], None] | None = None) -> tuple[ClipResult, np.ndarray]:
+                        progress: Callable[[float], None] | None = None,
+                        max_seconds: float | None = None) -> tuple[ClipResult, np.ndarray]:
         """Score uploaded bytes; returns the result and the first ``MAX_SPECTROGRAM_SECONDS`` of audio.
 
         The upload is decoded from memory in chunks (``stream_bytes``: bounded memory for the
         decoded audio of hour-long field recordings; nothing is written to disk); ``progress``
         receives the fraction done.  ``overlap``: seconds by which BirdNET's 3 s windows overlap
-        (BirdNET runs only; ValueError otherwise), for finer detection times.  Raises ``AudioError``
-        naming the upload.
+        (BirdNET runs only; ValueError otherwise), for finer detection times.  ``max_seconds``: the
+        longest audio scored; a longer upload is cut there, with a warning (a public dashboard's bound
+        on work and memory).  Raises ``AudioError`` naming the upload.
         """
         hop = self.run.segment_hop_seconds(overlap)  # refuses an overlap this run cannot use
         scorer = self.scorer.with_overlap(overlap) if overlap else self.scorer
@@ -108,21 +110,34 @@ class ClipClassifier:
         total, stated = _header(data)
         report = None if progress is None or not total else (lambda done: progress(min(1.0, done / total)))
         decoded = [0]  # samples at the run's rate
+        limit = None if max_seconds is None else int(max_seconds * self.run.sample_rate)
+        cut = [False]
 
         def counted(chunks):
             for chunk in chunks:
+                if limit is not None and decoded[0] + len(chunk) > limit:
+                    chunk, cut[0] = chunk[: max(0, limit - decoded[0])], True
                 decoded[0] += len(chunk)
-                yield chunk
+                if len(chunk):
+                    yield chunk
+                if cut[0]:
+                    getattr(chunks, "close", lambda: None)()  # stop decoding the rest
+                    return
 
         scores = scorer.score_stream(counted(stream_bytes(data, sample_rate=self.run.sample_rate, name=name)),
                                      progress=report)
         rate = self.run.sample_rate
         seconds = decoded[0] / rate  # what decoded, not the header's length (a truncated file has less)
-        note = truncation(header_frames=round(total * rate) if stated else 0, decoded_frames=decoded[0], rate=rate)
+        note = None if cut[0] else truncation(header_frames=round(total * rate) if stated else 0,
+                                              decoded_frames=decoded[0], rate=rate)
+        warnings = [f"{name}: {note}"] if note else []
+        if cut[0]:
+            warnings.append(f"{name}: only the first {max_seconds / 60:g} minutes were scored (this server's limit; "
+                            f"the file is {'longer' if not total else f'{total / 60:.1f} minutes long'})")
         return ClipResult(name=name, seconds=seconds, recording=scores.recording, segments=scores.segments,
                           top=top_species(self.run, scores.recording, top=top),
                           segment_seconds=self.run.config.audio.segment_seconds, hop_seconds=hop,
-                          warnings=[f"{name}: {note}"] if note else []), head
+                          warnings=warnings), head
 
     def spectrogram(self, wave: np.ndarray) -> np.ndarray:
         """(n_mels, n_frames) image in [0, 1] of the first ``MAX_SPECTROGRAM_SECONDS`` (first channel)."""
