@@ -3,7 +3,6 @@ and says how many; ``--include-training`` keeps them and says the figures includ
 nothing but such recordings is one line and exit status 2.  Uses the shared ``trained_run`` (trained on
 ``synth_dir``), never a new model."""
 import json
-import logging
 import shutil
 
 import pandas as pd
@@ -11,15 +10,6 @@ import pytest
 import soundfile as sf
 
 from birdcore.cli.evaluate import main
-
-
-@pytest.fixture(autouse=True)
-def restore_birdcore_logger():
-    """``main`` sets up the CLI's logging (and stops propagation); later tests get the logger back as it was."""
-    logger = logging.getLogger("birdcore")
-    saved = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def evaluate(run, data, tmp_path, capsys, *extra):

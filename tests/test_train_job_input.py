@@ -9,15 +9,6 @@ from birdcore.config import RunConfig
 from conftest import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def restore_birdcore_logger():
-    """``main`` sets up the CLI's logging (and stops propagation); later tests get the logger back as it was."""
-    logger = logging.getLogger("birdcore")
-    saved = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A tiny dataset and a tiny config.json, so that a check that is missing costs one short epoch, not a run."""

@@ -3,22 +3,12 @@ made: ImageNet weights that cannot be downloaded, a weights file that is missing
 each stop train_job.py in one line (no network needed: the download points at a closed local port)."""
 import hashlib
 import inspect
-import logging
 import time
 
 import pytest
 
 from birdcore.models.keras_audio.model import WeightsUnavailable
 from birdcore.training import weights as W
-
-
-@pytest.fixture(autouse=True)
-def restore_birdcore_logger():
-    """``main`` sets up the CLI's logging (and stops propagation); later tests get the logger back as it was."""
-    logger = logging.getLogger("birdcore")
-    saved = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="module")

@@ -171,14 +171,7 @@ class ResultsCsv:
         return set(done)
 
     def _check_producer(self, previous: dict | None) -> None:
-        if previous is None:
-            raise ValueError(f"{self.path}: already holds detections whose settings were not recorded (an older "
-                             f"version or another program wrote it); give --overwrite to replace them, or choose "
-                             f"another --out")
-        diff = producer_difference(previous, self.producer)
-        if diff:
-            raise ValueError(f"{self.path}: holds detections made with other settings ({diff}); rerun with the "
-                             f"same settings to continue it, give --overwrite to replace them, or choose another --out")
+        check_producer(self.path, previous, self.producer)
 
     def _check_header(self) -> None:
         if not self.path.is_file():
@@ -231,6 +224,19 @@ def read_journal(path: Path) -> tuple[dict | None, list[str]]:
 def producer_of(detections_csv: Path) -> dict | None:
     """The producer recorded in a detections CSV's journal (``<csv>.done``), or None."""
     return read_journal(Path(detections_csv).with_name(Path(detections_csv).name + ".done"))[0]
+
+
+def check_producer(output: Path, previous: dict | None, producer: dict) -> None:
+    """ValueError (one line naming ``output``) unless an output that already holds detections was made by
+    ``producer``: its journal recorded ``previous`` (None: nothing recorded)."""
+    if previous is None:
+        raise ValueError(f"{output}: already holds detections whose settings were not recorded (an older "
+                         f"version or another program wrote it); give --overwrite to replace them, or choose "
+                         f"another --out")
+    diff = producer_difference(previous, producer)
+    if diff:
+        raise ValueError(f"{output}: holds detections made with other settings ({diff}); rerun with the "
+                         f"same settings to continue it, give --overwrite to replace them, or choose another --out")
 
 
 def producer_difference(old: dict, new: dict) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from birdcore.io.atomic import atomic_write_text, replacing
-from birdcore.serving.detections import (CSV_HEADER, JOURNAL_KEY, Detection, ResultsCsv, producer_difference,
+from birdcore.serving.detections import (CSV_HEADER, JOURNAL_KEY, Detection, ResultsCsv, check_producer,
                                          producer_of, read_journal)
 
 log = logging.getLogger(__name__)
@@ -170,14 +170,7 @@ class ResultsParquet:
                 [self.path / n for n in names if READY_RE.match(n)])
 
     def _check_producer(self, previous: dict | None) -> None:
-        if previous is None:
-            raise ValueError(f"{self.path}: already holds detections whose settings were not recorded (an older "
-                             f"version or another program wrote it); give --overwrite to replace them, or choose "
-                             f"another --out")
-        diff = producer_difference(previous, self.producer)
-        if diff:
-            raise ValueError(f"{self.path}: holds detections made with other settings ({diff}); rerun with the "
-                             f"same settings to continue it, give --overwrite to replace them, or choose another --out")
+        check_producer(self.path, previous, self.producer)
 
     # writing ----------------------------------------------------------------------------------------
     def add(self, file: str, detections: list[Detection]) -> None:
