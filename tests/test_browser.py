@@ -1,11 +1,16 @@
 """End to end in a real browser: `streamlit run app.py` on localhost, headless Chromium uploads a clip
-and sees species with scores.  Needs Debian's chromium and chromium-driver (.ci/run installs them)."""
+and sees species with scores.  Needs Debian's chromium and chromium-driver (.ci/run installs them).
+
+Where nginx is installed, the browser reaches the dashboard through it, with the Content-Security-Policy
+of deploy/nginx-birdclef.conf, and each test asserts that the browser refused nothing under it."""
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +21,7 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+NGINX = shutil.which("nginx")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                 reason="needs Debian packages chromium and chromium-driver (see .ci/run)")
 
@@ -41,8 +47,69 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> Non
 
 
 @contextlib.contextmanager
+def csp_proxy(upstream: int):
+    """nginx on a free port in front of the dashboard at port ``upstream``, adding the dashboards'
+    Content-Security-Policy of deploy/nginx-birdclef.conf (plain HTTP: the policy is what is tested);
+    its URL.  Without nginx, the dashboard's own URL."""
+    if NGINX is None:
+        yield f"http://127.0.0.1:{upstream}/"
+        return
+    site = (ROOT / "deploy" / "nginx-birdclef.conf").read_text()
+    maps = re.findall(r"^map \$\S+ \$birdclef_(?:connection|csp) \{.*?^\}", site, re.S | re.M)
+    assert len(maps) == 2, "the websocket and CSP maps of deploy/nginx-birdclef.conf"
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf = Path(tmp, "nginx.conf")
+        conf.write_text(f"""{user}
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    {maps[0]}
+    {maps[1]}
+    server {{
+        listen 127.0.0.1:{port};
+        add_header Content-Security-Policy $birdclef_csp always;
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $birdclef_connection;
+            proxy_read_timeout 1h;
+            client_max_body_size 200m;
+        }}
+    }}
+}}
+""")
+        proc = subprocess.Popen([NGINX, "-p", tmp, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, timeout=20)
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def assert_no_csp_violation(browser) -> None:
+    """Nothing the page did was refused under the Content-Security-Policy (Chromium logs each refusal)."""
+    refused = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not refused, refused
+
+
+@contextlib.contextmanager
 def dashboard(env_extra: dict):
-    """The dashboard started as `streamlit run app.py` on a free port with ``env_extra``; its URL."""
+    """The dashboard started as `streamlit run app.py` on a free port with ``env_extra``; its URL (through
+    the CSP proxy where nginx is installed)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -50,7 +117,8 @@ def dashboard(env_extra: dict):
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
-        yield f"http://127.0.0.1:{port}/"
+        with csp_proxy(port) as url:
+            yield url
     finally:
         proc.terminate()
         try:
@@ -78,6 +146,7 @@ def browser(tmp_path):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,1000"):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for CSP refusals
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     try:
         yield driver
@@ -104,6 +173,7 @@ def test_upload_a_clip_and_see_species(server, browser, tmp_path):
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Top species" in body and "Traceback" not in body
     browser.save_screenshot(str(tmp_path / "classify.png"))
+    assert_no_csp_violation(browser)
 
 
 def test_a_deep_link_on_a_fresh_server_opens_that_page_in_the_app(server, browser):
@@ -119,6 +189,7 @@ def test_a_deep_link_on_a_fresh_server_opens_that_page_in_the_app(server, browse
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Run overview" in body and "Runs folder" in body and "Classify a clip" in body
     assert "No trained runs yet" not in body and "Traceback" not in body
+    assert_no_csp_violation(browser)
 
 
 @pytest.fixture
@@ -163,3 +234,4 @@ def test_one_review_with_the_keyboard(review_server, browser, tmp_path):
     assert "1 of 6 sampled detections reviewed" in body and "Traceback" not in body
     assert browser.find_elements(By.CSS_SELECTOR, "audio") and browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
     browser.save_screenshot(str(tmp_path / "review.png"))
+    assert_no_csp_violation(browser)

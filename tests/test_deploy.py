@@ -8,11 +8,16 @@ container starts it: the Dockerfile's CMD with the Dockerfile's ENV plus compose
 Dockerfile's own HEALTHCHECK commands must then pass, and the API classifies a clip with BirdNET
 (no run exists).  The dashboard's classify page on a fresh machine (no runs: BirdNET) is exercised by
 tests/test_app.py through Streamlit's AppTest; here the live server's health, XSRF protection and
-page are checked.  When nginx is installed, deploy/nginx-birdclef.conf is run in front of both.
+page are checked.  compose.yaml runs two dashboards from the one image: the visitors' (public mode) and the
+analysts' (every page, typed paths only inside /data and /review); both are started here.  When nginx is
+installed, deploy/nginx-birdclef.conf is run in front of all three: HTTPS, prefixes, websockets, rate
+limits, the analysts' login (auth_basic) and the security headers (CSP, HSTS).
 """
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import ipaddress
 import json
 import os
@@ -192,13 +197,64 @@ def test_compose_mounts_runs_read_only_for_the_apps_and_gives_the_trainer_a_gpu(
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
 
 
+def published_port(service: dict) -> int:
+    """The host port of a service's only published port ("127.0.0.1:HOST:CONTAINER")."""
+    (port,) = service["ports"]
+    return int(port.split(":")[1])
+
+
+def test_compose_runs_the_visitors_dashboard_public_and_the_analysts_one_behind_the_proxys_login():
+    services = compose_services()
+    visitors, analysts = services["dashboard"], services["dashboard-analysts"]
+    assert visitors["environment"]["BIRDCLEF_PUBLIC"] == "1"
+    # the analysts' dashboard: the same image, every page, typed paths confined to its read-only data and
+    # its review folder, and a port only the proxy reaches
+    assert analysts["build"] == visitors["build"] and analysts["image"] == visitors["image"]
+    env = analysts["environment"]
+    assert "BIRDCLEF_PUBLIC" not in env
+    assert interpolate(env["STREAMLIT_SERVER_BASE_URL_PATH"], dotenv()) == dotenv()["BIRDCLEF_ANALYSTS_BASE_URL_PATH"]
+    mounts = {m.split(":")[1]: m for m in (interpolate(v, {}) for v in analysts["volumes"])}
+    assert mounts["/runs"].endswith(":ro") and mounts["/data"].endswith(":ro")
+    assert not mounts["/review"].endswith(":ro")  # review verdicts are saved there
+    roots = env["BIRDCLEF_DATA_ROOTS"].split(":")
+    assert roots and set(roots) <= set(mounts) and "/runs" not in roots
+    assert all(p.startswith("127.0.0.1:") for p in analysts["ports"])
+    # the proxy's locations send each prefix to its service's port, the analysts' behind the login
+    nginx = (DEPLOY / "nginx-birdclef.conf").read_text()
+    ports = {name: published_port(services[name]) for name in ("dashboard", "dashboard-analysts", "api")}
+    assert len(set(ports.values())) == 3
+    for name, prefix in (("dashboard", dotenv()["BIRDCLEF_BASE_URL_PATH"]),
+                         ("dashboard-analysts", dotenv()["BIRDCLEF_ANALYSTS_BASE_URL_PATH"])):
+        block = nginx_location(nginx, f"/{prefix}/")
+        assert f"proxy_pass http://127.0.0.1:{ports[name]};" in block
+        assert ("auth_basic " in block) == (name == "dashboard-analysts"), name
+    assert 'auth_basic "birdclef analysts";' in nginx and "auth_basic_user_file /etc/nginx/birdclef.htpasswd;" in nginx
+    # every setting compose reads has its line in the example .env
+    used = set(re.findall(r"\$\{(\w+)", (ROOT / "compose.yaml").read_text()))
+    assert used <= set(dotenv()), used - set(dotenv())
+
+
+def nginx_location(text: str, prefix: str) -> str:
+    """The text of ``location PREFIX { ... }`` in an nginx config, nested locations included."""
+    start = text.index(f"location {prefix} {{")
+    depth, i = 0, text.index("{", start)
+    while True:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i + 1]
+        i += 1
+
+
 def test_dashboard_limits_uploads_and_keeps_xsrf_protection_on():
     server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
     assert server["maxUploadSize"] == 200 and server["enableXsrfProtection"] is True
-    env = dockerfile_stages()["dashboard"]["env"] | (compose_services()["dashboard"].get("environment") or {})
-    assert not {"STREAMLIT_SERVER_MAX_UPLOAD_SIZE", "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION"} & set(env)
+    for name in ("dashboard", "dashboard-analysts"):
+        env = dockerfile_stages()["dashboard"]["env"] | (compose_services()[name].get("environment") or {})
+        assert not {"STREAMLIT_SERVER_MAX_UPLOAD_SIZE", "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION"} & set(env)
     nginx = (DEPLOY / "nginx-birdclef.conf").read_text()
-    assert f"client_max_body_size {server['maxUploadSize']}m;" in nginx
+    for prefix in (dotenv()["BIRDCLEF_BASE_URL_PATH"], dotenv()["BIRDCLEF_ANALYSTS_BASE_URL_PATH"]):
+        upload = nginx_location(nginx, f"/{prefix}/_stcore/upload_file/")
+        assert f"client_max_body_size {server['maxUploadSize']}m;" in upload and "limit_req " in upload
 
 
 def test_trainer_entrypoint_runs_train_job_with_the_volumes(tmp_path):
@@ -319,21 +375,26 @@ def test_dashboard_listens_on_localhost_unless_told_otherwise(tmp_path):
 
 @pytest.fixture(scope="module")
 def containers(tmp_path_factory):
-    """The dashboard and API images' commands, started as compose starts them (the usual set-up)."""
+    """The images' commands for compose's services dashboard (the visitors'), dashboard-analysts and api,
+    started as compose starts them (the usual set-up)."""
     tmp = tmp_path_factory.mktemp("containers")
-    runs = tmp / "runs"
-    runs.mkdir()
+    runs, data, review = tmp / "runs", tmp / "data", tmp / "review"
+    for folder in (runs, data, review):
+        folder.mkdir()
     runs.chmod(0o555)  # mounted read-only, and empty: a fresh deployment
+    data.chmod(0o555)
     stages, services = dockerfile_stages(), compose_services()
-    mapping = {"/opt/venv": sys.prefix, "/app": str(ROOT), "/runs": str(runs)}
-    ports = {"dashboard": free_port(), "api": free_port()}
-    overrides = {
-        "dashboard": {"STREAMLIT_SERVER_PORT": str(ports["dashboard"]), "STREAMLIT_SERVER_ADDRESS": "127.0.0.1"},
-        "api": {"BIRDCLEF_API_PORT": str(ports["api"]), "BIRDCLEF_API_HOST": "127.0.0.1"}}
+    mapping = {"/opt/venv": sys.prefix, "/app": str(ROOT), "/runs": str(runs), "/data": str(data),
+               "/review": str(review)}
+    names = ("dashboard", "dashboard-analysts", "api")
+    ports = {name: free_port() for name in names}
+    overrides = {name: {"STREAMLIT_SERVER_PORT": str(ports[name]), "STREAMLIT_SERVER_ADDRESS": "127.0.0.1"}
+                 for name in ("dashboard", "dashboard-analysts")}
+    overrides["api"] = {"BIRDCLEF_API_PORT": str(ports["api"]), "BIRDCLEF_API_HOST": "127.0.0.1"}
     apps = {}
     try:
-        for name in ("dashboard", "api"):
-            stage = stages[name]
+        for name in names:
+            stage = stages[services[name]["build"]["target"]]
             home = tmp / f"home-{name}"
             home.mkdir()
             env = container_env(stage, services[name], mapping, overrides[name], home)
@@ -341,7 +402,7 @@ def containers(tmp_path_factory):
                              cwd=Path(local_path(stage["workdir"], mapping)), env=env, log=tmp / f"{name}.log")
         deadline = time.monotonic() + STARTUP_SECONDS
         for name, app in apps.items():
-            wait_healthy(app, stages[name]["healthcheck"], deadline)
+            wait_healthy(app, stages[services[name]["build"]["target"]]["healthcheck"], deadline)
         yield {name: (app, ports[name]) for name, app in apps.items()}
     finally:
         for app in apps.values():
@@ -365,6 +426,7 @@ def test_dashboard_container_serves_under_its_prefix_with_xsrf_protection(contai
     app, port = containers["dashboard"]
     prefix = dotenv()["BIRDCLEF_BASE_URL_PATH"]
     assert os.listdir(app.env["BIRDCLEF_RUNS"]) == []  # /runs, mapped: no run at all
+    assert app.env["BIRDCLEF_PUBLIC"] == "1"  # the visitors' dashboard, in public mode (and healthy)
     health = requests.get(f"http://127.0.0.1:{port}/{prefix}/_stcore/health", timeout=10)
     assert health.status_code == 200 and health.text == "ok"
     assert "_streamlit_xsrf" in health.cookies  # XSRF protection is on
@@ -373,6 +435,16 @@ def test_dashboard_container_serves_under_its_prefix_with_xsrf_protection(contai
     assert upload.status_code == 403  # an upload without the session's XSRF token is refused
     page = requests.get(f"http://127.0.0.1:{port}/{prefix}/", timeout=10)
     assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+def test_analysts_dashboard_container_serves_under_its_prefix_with_its_data_roots(containers):
+    app, port = containers["dashboard-analysts"]
+    prefix = dotenv()["BIRDCLEF_ANALYSTS_BASE_URL_PATH"]
+    assert "BIRDCLEF_PUBLIC" not in app.env
+    roots = app.env["BIRDCLEF_DATA_ROOTS"].split(os.pathsep)
+    assert roots and all(Path(r).is_dir() for r in roots)  # /data and /review, mapped
+    health = requests.get(f"http://127.0.0.1:{port}/{prefix}/_stcore/health", timeout=10)
+    assert health.status_code == 200 and health.text == "ok" and "_streamlit_xsrf" in health.cookies
 
 
 def test_api_container_classifies_with_birdnet_when_no_run_exists(containers):
@@ -396,8 +468,8 @@ def test_api_container_classifies_with_birdnet_when_no_run_exists(containers):
 # ---------------------------------------------------------------- the reverse proxy example
 
 
-def nginx_site(ports: dict[str, int], tmp: Path, cert: Path, key: Path) -> str:
-    """deploy/nginx-birdclef.conf with this test's ports, certificate and webroot."""
+def nginx_site(ports: dict[str, int], tmp: Path, cert: Path, key: Path, htpasswd: Path) -> str:
+    """deploy/nginx-birdclef.conf with this test's ports, certificate, webroot and analysts' logins."""
     text = (DEPLOY / "nginx-birdclef.conf").read_text()
     for old, new in (("listen [::]:80;", ""), ("listen [::]:443 ssl;", ""),
                      ("listen 80;", f"listen 127.0.0.1:{ports['http']};"),
@@ -405,28 +477,48 @@ def nginx_site(ports: dict[str, int], tmp: Path, cert: Path, key: Path) -> str:
                      ("/etc/letsencrypt/live/birds.example.org/fullchain.pem", str(cert)),
                      ("/etc/letsencrypt/live/birds.example.org/privkey.pem", str(key)),
                      ("127.0.0.1:8501", f"127.0.0.1:{ports['dashboard']}"),
+                     ("127.0.0.1:8502", f"127.0.0.1:{ports['dashboard-analysts']}"),
                      ("127.0.0.1:8000", f"127.0.0.1:{ports['api']}"),
+                     ("/etc/nginx/birdclef.htpasswd", str(htpasswd)),
                      ("/var/www/html", str(tmp / "www")), ("birds.example.org", "localhost")):
         assert old in text, old
         text = text.replace(old, new)
     return text
 
 
-def test_nginx_example_serves_both_apps_over_https_with_rate_limits(containers, tmp_path):
+def content_security_policy(header: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy header as {directive: sources}."""
+    return {name: sources for name, *sources in (part.split() for part in header.split(";") if part.strip())}
+
+
+def inline_script_hashes(page: bytes) -> set[str]:
+    """The CSP source ('sha256-...') of each inline <script> of an HTML page."""
+    return {"'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
+            for attrs, body in re.findall(rb"<script\b([^>]*)>(.*?)</script>", page, re.S | re.I)
+            if b"src=" not in attrs}
+
+
+def test_nginx_example_serves_the_apps_over_https_with_rate_limits_a_login_and_a_csp(containers, tmp_path):
     nginx, openssl = shutil.which("nginx"), shutil.which("openssl")
     if nginx is None or openssl is None:
         pytest.skip("nginx or openssl is not installed (apt-get install nginx); the config was checked as text")
     example = dotenv()
     text = (DEPLOY / "nginx-birdclef.conf").read_text()
     assert f"location /{example['BIRDCLEF_BASE_URL_PATH']}/ {{" in text
+    assert f"location /{example['BIRDCLEF_ANALYSTS_BASE_URL_PATH']}/ {{" in text
     assert f"location {example['BIRDCLEF_API_ROOT_PATH']}/ {{" in text
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
-    ports = {"http": free_port(), "https": free_port(), "dashboard": containers["dashboard"][1],
-             "api": containers["api"][1]}
-    (tmp_path / "site.conf").write_text(nginx_site(ports, tmp_path, cert, key))
+    # the analysts' logins, as README says to make them without apache2-utils
+    login = ("ana", "a-long-test-password")
+    hashed = subprocess.run([openssl, "passwd", "-apr1", login[1]], check=True, capture_output=True, text=True,
+                            timeout=60).stdout.strip()
+    htpasswd = tmp_path / "birdclef.htpasswd"
+    htpasswd.write_text(f"{login[0]}:{hashed}\n")
+    ports = {"http": free_port(), "https": free_port(), **{name: port for name, (_, port) in containers.items()}}
+    (tmp_path / "site.conf").write_text(nginx_site(ports, tmp_path, cert, key, htpasswd))
     user = "user root;" if os.geteuid() == 0 else ""
     (tmp_path / "nginx.conf").write_text(f"""{user}
 daemon off;
@@ -460,9 +552,51 @@ http {{
         plain = requests.get(f"http://127.0.0.1:{ports['http']}/birdclef/", allow_redirects=False, timeout=10)
         assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
         health = requests.get(f"{base}/birdclef/_stcore/health", verify=str(cert), timeout=10)
-        assert health.status_code == 200 and health.text == "ok"
+        assert health.status_code == 200 and health.text == "ok"  # the public dashboard, behind the proxy
         assert "Strict-Transport-Security" in health.headers
         assert websocket_opens(f"wss://127.0.0.1:{ports['https']}/birdclef/_stcore/stream", cert)
+
+        # the visitors' page comes with the security headers, and its CSP lets only Streamlit's own
+        # scripts run: its inline one by its hash (this fails when a Streamlit upgrade changes it)
+        page = requests.get(f"{base}/birdclef/", verify=str(cert), timeout=10)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+        assert page.headers["Referrer-Policy"] == "same-origin"
+        csp = content_security_policy(page.headers["Content-Security-Policy"])
+        assert csp["default-src"] == ["'self'"] and csp["frame-ancestors"] == ["'none'"]
+        assert csp["object-src"] == ["'none'"] and "'self'" in csp["connect-src"]
+        hashes = inline_script_hashes(page.content)
+        assert hashes and hashes <= set(csp["script-src"]), (hashes, csp["script-src"])
+        assert set(csp["script-src"]) <= {"'self'"} | hashes  # no 'unsafe-inline' or 'unsafe-eval', no other site
+        for sources in csp.values():
+            assert not {"*", "http:", "https:"} & set(sources), csp
+        # the API's answers: HSTS and nosniff, no page CSP (its /docs page runs an inline script)
+        api = requests.get(f"{base}/api/healthz", verify=str(cert), timeout=10)
+        assert "Strict-Transport-Security" in api.headers and api.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Content-Security-Policy" not in api.headers
+
+        # the analysts' dashboard: nothing without the login, not even its uploads; with it, the app
+        analysts = f"{base}/{example['BIRDCLEF_ANALYSTS_BASE_URL_PATH']}"
+        for url in (f"{analysts}/", f"{analysts}/_stcore/health", f"{analysts}/_stcore/upload_file/s/f"):
+            for auth in (None, (login[0], "wrong"), ("ben", login[1])):
+                refused = requests.get(url, auth=auth, verify=str(cert), timeout=10)
+                assert refused.status_code == 401, (url, auth, refused.status_code)
+        assert 'realm="birdclef analysts"' in refused.headers["WWW-Authenticate"]
+        assert "Strict-Transport-Security" in refused.headers
+        health = requests.get(f"{analysts}/_stcore/health", auth=login, verify=str(cert), timeout=10)
+        assert health.status_code == 200 and health.text == "ok"
+        page = requests.get(f"{analysts}/", auth=login, verify=str(cert), timeout=10)
+        assert page.status_code == 200 and "Content-Security-Policy" in page.headers
+        upload = requests.put(f"{analysts}/_stcore/upload_file/some-session/some-file", auth=login,
+                              files={"file": ("a.wav", b"RIFF")}, verify=str(cert), timeout=10)
+        assert upload.status_code == 403  # through the login to Streamlit, which wants the XSRF token
+        stream = f"wss://127.0.0.1:{ports['https']}/{example['BIRDCLEF_ANALYSTS_BASE_URL_PATH']}/_stcore/stream"
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        assert websocket_opens(stream, cert, {"Authorization": f"Basic {token}"})
+        with pytest.raises(Exception, match="401"):
+            websocket_opens(stream, cert)
+
         assert requests.get(f"{base}/api/healthz", verify=str(cert), timeout=10).json()["status"] == "ok"
         assert "/api/openapi.json" in requests.get(f"{base}/api/docs", verify=str(cert), timeout=10).text
         answer = requests.post(f"{base}/api/v1/classify", files={"file": ("clip.wav", wav_clip(3.0))},
@@ -474,10 +608,10 @@ http {{
         proxy.stop()
 
 
-def websocket_opens(url: str, cert: Path) -> bool:
+def websocket_opens(url: str, cert: Path, headers: dict[str, str] | None = None) -> bool:
     """Whether Streamlit's websocket handshake succeeds through the proxy (the upgrade headers)."""
     from websockets.sync.client import connect
 
     context = ssl.create_default_context(cafile=str(cert))
-    with connect(url, ssl=context, subprotocols=["streamlit"], open_timeout=10) as ws:
+    with connect(url, ssl=context, subprotocols=["streamlit"], open_timeout=10, additional_headers=headers) as ws:
         return ws.subprotocol == "streamlit"
