@@ -235,3 +235,27 @@ def test_one_review_with_the_keyboard(review_server, browser, tmp_path):
     assert browser.find_elements(By.CSS_SELECTOR, "audio") and browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
     browser.save_screenshot(str(tmp_path / "review.png"))
     assert_no_csp_violation(browser)
+
+
+def test_the_public_dashboard_offers_no_server_path_and_no_save(tmp_path, trained_run, browser):
+    """BIRDCLEF_PUBLIC=1 (compose's visitors' dashboard): the navigation has no Soundscapes or Review page,
+    a bookmark to /review does not open it, and the thresholds page has no Save button."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / trained_run.name)
+    with dashboard({"BIRDCLEF_RUNS": str(runs), "BIRDCLEF_PUBLIC": "1"}) as url:
+        wait = WebDriverWait(browser, 120)
+        browser.get(url + "thresholds")
+        wait.until(EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Saving is off on this public')]")))
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert "Classify a clip" in body and "Thresholds" in body
+        assert "Soundscapes" not in body and "Review detections" not in body and "Runs folder" not in body
+        assert not [b for b in browser.find_elements(By.TAG_NAME, "button") if "Save" in b.text]
+        browser.get(url + "review")
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))  # the classify page
+        labels = [e.get_attribute("aria-label") or "" for e in browser.find_elements(By.TAG_NAME, "input")]
+        assert not [a for a in labels if a in ("Labels", "Audio folder", "Review database")]
+        assert_no_csp_violation(browser)

@@ -248,6 +248,7 @@ def nginx_location(text: str, prefix: str) -> str:
 def test_dashboard_limits_uploads_and_keeps_xsrf_protection_on():
     server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
     assert server["maxUploadSize"] == 200 and server["enableXsrfProtection"] is True
+    assert server["enableCORS"] is True  # CORS protection on: other sites' pages cannot call the dashboard
     for name in ("dashboard", "dashboard-analysts"):
         env = dockerfile_stages()["dashboard"]["env"] | (compose_services()[name].get("environment") or {})
         assert not {"STREAMLIT_SERVER_MAX_UPLOAD_SIZE", "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION"} & set(env)
