@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m birdcore.predict"
         if args.cluster is None and (args.actors is not None or args.gpus_per_actor):
             raise ValueError("--actors and --gpus-per-actor need --cluster local|ADDRESS")
         settings = settings_from_args(args)
-        scorer = FileScorer(settings)  # loads the run and checks every setting before any file is read
+        # the run and every setting checked before any file is read; the model is loaded here only when
+        # this process scores (on a cluster, each actor loads its own)
+        scorer = FileScorer(settings, load_model=args.cluster is None)
         from birdcore.io.inputs import list_inputs
 
         listing = list_inputs(list(args.paths))

@@ -61,8 +61,10 @@ class LoadedRun:
         return self.kind.run_scorer(self, batch_segments=batch_segments, threads=threads, overlap=overlap)
 
 
-def load_run(run_dir: Path) -> LoadedRun:
-    """Load a complete run folder (checks its format version); raises RunFolderError or OSError."""
+def load_run(run_dir: Path, *, model: bool = True) -> LoadedRun:
+    """Load a complete run folder (checks its format version); raises RunFolderError or OSError.
+    ``model=False``: everything but the model (``LoadedRun.model`` None), to check settings against the
+    run where the model is loaded elsewhere (a Ray cluster's actors)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     cfg = RunConfig.load(run_dir / "config.json")
@@ -70,7 +72,8 @@ def load_run(run_dir: Path) -> LoadedRun:
     thr_path = run_dir / "thresholds.json"
     thresholds = json.loads(thr_path.read_text()) if thr_path.exists() else {}
     kind = kind_for(kind_name(manifest, cfg.to_dict()))
-    return LoadedRun(run_dir, manifest, cfg, species, thresholds, _load_model_quietly(kind, run_dir))
+    return LoadedRun(run_dir, manifest, cfg, species, thresholds,
+                     _load_model_quietly(kind, run_dir) if model else None)
 
 
 def _load_model_quietly(kind: ModelKind, run_dir: Path):
@@ -115,6 +118,7 @@ def run_species(ref: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(ref) / "species.csv", keep_default_na=False)
 
 
-def load_run_ref(ref: str | Path) -> LoadedRun:
-    """A run folder, or ``"birdnet"`` for BirdNET V2.4 over all its species (``birdnet_run``)."""
-    return birdnet_run() if str(ref) == BIRDNET_REF else load_run(Path(ref))
+def load_run_ref(ref: str | Path, *, model: bool = True) -> LoadedRun:
+    """A run folder, or ``"birdnet"`` for BirdNET V2.4 over all its species (``birdnet_run``);
+    ``model=False``: without its model (``load_run``)."""
+    return birdnet_run() if str(ref) == BIRDNET_REF else load_run(Path(ref), model=model)

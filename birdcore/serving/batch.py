@@ -12,6 +12,7 @@ process and by the actors of a Ray cluster (``serving.ray_batch``), so both give
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -160,7 +161,9 @@ class _Counted:
 class FileScorer:
     """A batch's model and filters, loaded once (in this process, or once per Ray actor)."""
 
-    def __init__(self, settings: BatchSettings, *, run=None):
+    def __init__(self, settings: BatchSettings, *, run=None, load_model: bool = True):
+        """``load_model=False``: the run and every setting checked, but no model loaded (``score`` then
+        cannot be used): the driver of a Ray job, whose actors load the model."""
         if settings.engine:
             from birdcore.models.birdnet.engines import use_engine
 
@@ -168,11 +171,11 @@ class FileScorer:
         if run is None:
             from birdcore.runs.loading import load_run_ref
 
-            run = load_run_ref(settings.run_ref)
+            run = load_run_ref(settings.run_ref, model=load_model)
         self.settings, self.run = settings, run
         self.hop = run.segment_hop_seconds(settings.overlap)  # refuses an overlap this run cannot use
         self.masks = FileMasks(run, settings)
-        self.scorer = run.scorer(overlap=settings.overlap, threads=settings.threads)
+        self.scorer = run.scorer(overlap=settings.overlap, threads=settings.threads) if load_model else None
 
     def score(self, path: str, *, chunks=None, on_audio=None, verbose: bool = False) -> FileOutcome:
         """Stream one file (a local path, or a URI: ``io.inputs``) through the model; a failure becomes
@@ -185,11 +188,12 @@ class FileScorer:
             if chunks is not None:
                 return self._outcome(path, chunks, on_audio)
             from birdcore.io.inputs import open_audio_source
-            from birdcore.io.stream import stream_audio
+            from birdcore.io.stream import stream_files
 
-            with open_audio_source(path) as local:
-                return self._outcome(path, stream_audio(Path(local), sample_rate=self.run.sample_rate,
-                                                        chunk_seconds=CHUNK_SECONDS), on_audio)
+            with open_audio_source(path) as local, contextlib.closing(stream_files(
+                    [Path(local)], sample_rate=self.run.sample_rate, chunk_seconds=CHUNK_SECONDS)) as files:
+                _, file_chunks = next(files)  # a thread decodes the next chunk while the model scores
+                return self._outcome(path, file_chunks, on_audio)
         except AudioError as exc:
             return FileOutcome(path, error=str(exc))
         except Exception as exc:  # never let one odd file stop a batch

@@ -116,6 +116,23 @@ def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
+def _check_resources(cpus: float, gpus: float) -> None:
+    """ValueError (one line) when no node of the cluster has the CPUs and GPUs one actor asks for: Ray
+    would wait for such a node for ever, and the job would hang without a word."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+        return
+    def describe(resources: dict) -> str:
+        gpus_there = resources.get("GPU", 0)
+        return f"{resources.get('CPU', 0):g} CPU" + (f" + {gpus_there:g} GPU" if gpus_there else "")
+
+    have = ", ".join(describe(r) for r in nodes) or "no node"
+    raise ValueError(f"an actor asks for {cpus:g} CPU(s)" + (f" and {gpus:g} GPU(s)" if gpus else "") +
+                     f" (--cpus-per-actor/--gpus-per-actor), but no node of the cluster has that ({have})")
+
+
 class ScoringActor:
     """One Ray actor: the model loaded once, then one file per call (``map_batches`` with batch size 1)."""
 
@@ -164,6 +181,7 @@ def score_on_ray(settings: BatchSettings, files: list[str], *, actors: int | Non
 
     if not files:
         return
+    _check_resources(cpus_per_actor, gpus_per_actor)
     if actors is None:
         actors = max(1, int(cluster_cpus() // max(cpus_per_actor, 1e-9)))
     actors = max(1, min(int(actors), len(files)))
