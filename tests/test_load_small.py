@@ -10,7 +10,6 @@ clients at once, bad uploads mixed in, and every answer what it should be.
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -25,14 +24,10 @@ import pytest
 import requests
 import soundfile as sf
 
+from test_api import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BAD_KINDS = ("empty file", "not audio", "no file field", "top out of range")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chirp_wav(seconds: float, rate: int = 48000) -> bytes:
@@ -81,27 +76,15 @@ def drive(url: str, n: int, clients: int, clip: bytes) -> list[tuple[str, object
 
 @pytest.fixture(scope="module")
 def api_url():
-    """BirdNET behind the API's own app, served by uvicorn in a thread (as tests/test_api.py)."""
-    import uvicorn
-
+    """BirdNET behind the API's own app, served by uvicorn in a thread (``test_api.serving``)."""
     from birdcore.runs.loading import load_run_ref
     from birdcore.serving.api import create_app
     from birdcore.serving.classify import ClipClassifier
+    from test_api import serving
 
     app = create_app(ClipClassifier(load_run_ref("birdnet")), max_upload_bytes=4 * 1024 ** 2, max_concurrent=2)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 def test_the_api_under_eight_clients_with_bad_uploads_mixed_in(api_url):
