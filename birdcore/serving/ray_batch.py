@@ -60,10 +60,7 @@ def connect(cluster: str, *, verbose: bool = False) -> None:
 
     try:
         with quiet_native_stderr():  # the C++ core's start-up lines (logged with -v)
-            if cluster == LOCAL:
-                ray.init(runtime_env=runtime_env, **quiet)
-            else:
-                ray.init(address=cluster, runtime_env=runtime_env, **quiet)
+            ray.init(address=cluster, runtime_env=runtime_env, **quiet)  # Ray's "local" starts a new one here
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ValueError(f"--cluster {cluster}: cannot connect to a Ray cluster there ({exc}); start one with "
                          "`ray start --head` and give its address (HOST:6379 or ray://HOST:10001); a head with token "
