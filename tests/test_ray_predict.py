@@ -166,7 +166,10 @@ def test_a_two_node_cluster_gives_the_same_rows_and_retries_a_killed_actors_file
     clips = chirps(tmp_path / "audio", 6, seed=1)
     assert main(["birdnet", str(tmp_path / "audio"), "--out", str(tmp_path / "a.csv"), "--min-score", "0.02"]) == 0
     marker = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BIRDCLEF_FAULT_KILL_ACTOR": f"{marker}:clip003"}
+    # one authentication mode for the simulated head and the driver, whatever ran before in this process (a
+    # local ray.init leaves ~/.ray/auth_token, which a driver joining an address would otherwise send)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BIRDCLEF_FAULT_KILL_ACTOR": f"{marker}:clip003",
+           "RAY_AUTH_MODE": "disabled"}
     res = subprocess.run([sys.executable, "-c", TWO_NODES, "birdnet", str(tmp_path / "audio"), "--out",
                           str(tmp_path / "b.csv"), "--min-score", "0.02"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=400)
