@@ -614,5 +614,5 @@ def websocket_opens(url: str, cert: Path, headers: dict[str, str] | None = None)
     from websockets.sync.client import connect
 
     context = ssl.create_default_context(cafile=str(cert))
-    with connect(url, ssl=context, subprotocols=["streamlit"], open_timeout=10, additional_headers=headers) as ws:
+    with connect(url, ssl=context, subprotocols=["streamlit"], open_timeout=30, additional_headers=headers) as ws:
         return ws.subprotocol == "streamlit"
