@@ -3,14 +3,16 @@
 # make api           install into .venv and start the classification API (python -m birdcore.serve)
 # make test          install into .venv and run the test suite
 # make demo          install, train a small model on generated data (about a minute on CPU)
+# make docs          install and serve the user guide (docs/, mkdocs.yml) on http://127.0.0.1:$(DOCS_PORT)
 # make browser-deps  Debian packages for the browser end-to-end test (chromium, chromium-driver)
 # make proxy-deps    Debian packages for running the nginx example in the deployment test (nginx, openssl)
 # The install and start steps are scripts/*.sh, which the Dockerfile runs too (README, "Deploy"); only
 # the editable install of this checkout (pyproject.toml) is make's own.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DOCS_PORT ?= 8001
 
-.PHONY: install run api test demo browser-deps proxy-deps clean
+.PHONY: install run api test demo docs browser-deps proxy-deps clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-birdnet.txt scripts/install.sh pyproject.toml
 	VENV=$(VENV) bash scripts/install.sh --dev
@@ -30,6 +32,9 @@ test: install
 
 demo: install
 	PYTHON=$(abspath $(PY)) bash scripts/start-trainer.sh --demo
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 browser-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \

@@ -23,7 +23,7 @@ from birdcore.cli.common import HelpFormatter, add_common_data_args, fail, impor
 from birdcore.evaluation.scoring import evaluate_dataset, format_summary
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m birdcore.evaluate") -> int:
+def build_parser(prog: str = "python -m birdcore.evaluate") -> argparse.ArgumentParser:
     description, details = __doc__.split("\n\n", 2)[0], __doc__.split("\n\n", 2)[2].strip()
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=details,
                                      formatter_class=HelpFormatter)
@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m birdcore.evaluate
                              "out by default, as they overstate how the run does on new recordings")
     parser.add_argument("--batch-segments", type=int, default=32, help="segments per forward pass")
     add_common_data_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m birdcore.evaluate") -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbose)
     import_tensorflow_quietly()
     try:

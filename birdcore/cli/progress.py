@@ -9,12 +9,16 @@ from birdcore.cli.common import HelpFormatter
 from birdcore.runs.progress import runs_in_progress
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m birdcore.progress") -> int:
-    """Print the unfinished runs of a runs folder, one line each; exit status 0 (1 if the folder is missing)."""
+def build_parser(prog: str = "python -m birdcore.progress") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter,
                                      description="Where the unfinished runs of a runs folder stand.")
     parser.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), help="the runs folder (--out)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m birdcore.progress") -> int:
+    """Print the unfinished runs of a runs folder, one line each; exit status 0 (1 if the folder is missing)."""
+    args = build_parser(prog).parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"{args.runs_dir}: no such runs folder", file=sys.stderr)
         return 1
