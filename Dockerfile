@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# birdclef images (README, "Deploy"); compose.yaml builds and runs them.
+# birdclef images (docs/deploy.md); compose.yaml builds and runs them.
 #
 #   dashboard  the Streamlit dashboard: CPU TensorFlow and BirdNET V2.4, so a fresh container answers
 #              visitors with BirdNET before any run exists; runs are read from the /runs volume

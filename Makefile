@@ -6,7 +6,7 @@
 # make docs          install and serve the user guide (docs/, mkdocs.yml) on http://127.0.0.1:$(DOCS_PORT)
 # make browser-deps  Debian packages for the browser end-to-end test (chromium, chromium-driver)
 # make proxy-deps    Debian packages for running the nginx example in the deployment test (nginx, openssl)
-# The install and start steps are scripts/*.sh, which the Dockerfile runs too (README, "Deploy"); only
+# The install and start steps are scripts/*.sh, which the Dockerfile runs too (docs/deploy.md); only
 # the editable install of this checkout (pyproject.toml) is make's own.
 VENV ?= .venv
 PY := $(VENV)/bin/python

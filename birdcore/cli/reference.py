@@ -71,7 +71,7 @@ def _value(action: argparse.Action) -> str:
         return ""
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
         return "{" + ",".join(map(str, action.choices)) + "}"
-    return action.metavar or (action.dest.upper() if action.option_strings else action.dest)
+    return action.metavar or (action.dest.upper() if action.option_strings else "")
 
 
 def _help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
@@ -90,14 +90,20 @@ def _help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
     return text
 
 
+# what the reference says of an option that -h does not list (help=argparse.SUPPRESS)
+RETIRED = "retired: not listed by `-h`; given, it stops with one line that names what replaced it"
+
+
 def _argument_table(parser: argparse.ArgumentParser) -> list[str]:
     rows = []
     for action in parser._actions:
-        if isinstance(action, (argparse._SubParsersAction, argparse._HelpAction)) or action.help == argparse.SUPPRESS:
+        if isinstance(action, argparse._SubParsersAction):
             continue
         names = ", ".join(f"`{s}`" for s in action.option_strings) or f"`{action.dest}`"
         value = _value(action)
-        rows.append(f"| {names} | {('`' + value + '`') if value else ''} | {_cell(_help(parser, action))} |")
+        meaning = (RETIRED if action.help == argparse.SUPPRESS else _cell(_help(parser, action)))
+        value = f"`{value}`" if value else ""  # a pipe inside a code span does not split the row
+        rows.append(f"| {names} | {value} | {meaning} |")
     if not rows:
         return []
     return ["| argument | value | meaning |", "|---|---|---|", *rows, ""]

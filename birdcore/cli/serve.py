@@ -3,7 +3,7 @@
 The model is loaded once, before the server listens, and shared by every request
 (``birdcore.serving.api``).  ``/docs`` describes the endpoints.  Behind a reverse proxy that serves the
 API under a path prefix (``https://example.org/api/`` -> ``http://127.0.0.1:8000/``), give the prefix
-as ``--root-path /api`` so the docs' links carry it; rate limits belong to the proxy (README, "Deploy").
+as ``--root-path /api`` so the docs' links carry it; rate limits belong to the proxy (docs/deploy.md).
 """
 from __future__ import annotations
 

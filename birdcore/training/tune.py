@@ -6,7 +6,7 @@ validation recording top-1 (``val_top1``), never the test split.  The tuner's
 state lives in the run's ``tuning/`` folder, so an interrupted search resumes
 where it stopped.  For a distributed search, start one chief and several
 workers with keras-tuner's ``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``
-and ``KERASTUNER_ORACLE_PORT`` variables (see README).
+and ``KERASTUNER_ORACLE_PORT`` variables (see docs/training.md, "Tuning").
 """
 from __future__ import annotations
 
