@@ -205,7 +205,7 @@ def shoot(work: Path, data_dir: Path, clip: Path | None) -> None:
                 browser.get(url + page)
                 settled(browser, text, css=css)
                 if target:
-                    scroll_to(browser, text=target, above=110)
+                    scroll_to(browser, text=target, above=330)
                 save(browser, page)
         with dashboard({**plain, "BIRDCLEF_RUNS": str(compare)}) as url:
             browser.get(url + "compare")
@@ -224,7 +224,7 @@ def shoot(work: Path, data_dir: Path, clip: Path | None) -> None:
             name.send_keys("ana", Keys.ENTER)
             settled(browser, "Keyboard:", css="audio")
             browser.execute_script("document.activeElement.blur()")
-            scroll_to(browser, text="Score ", above=90)
+            scroll_to(browser, text="Score ", above=150)
             save(browser, "review")
 
 
