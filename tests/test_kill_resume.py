@@ -37,6 +37,32 @@ def recorded_epoch(partial: Path) -> int:
     return epoch if epoch + 1 in set(history["epoch"]) else -1
 
 
+def kill_after_second_epoch(cmd: list[str], *, cwd: Path, env: dict, log_path: Path, runs: Path,
+                            name: str) -> subprocess.Popen:
+    """Start a training job that makes run ``name`` in ``runs``, ``kill -9`` it once its second epoch is
+    recorded; returns the reaped process."""
+    partial = runs / f".{name}.partial"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while recorded_epoch(partial) < 1:
+                assert time.monotonic() < deadline, "no second epoch in time:\n" + log_path.read_text()[-3000:]
+                try:  # a short, bounded wait that also notices the job ending early
+                    proc.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    continue
+                pytest.fail("the job ended before it could be killed:\n" + log_path.read_text()[-3000:])
+            with pytest.raises(RunFolderError, match="another job"):  # the running job holds the lock
+                RunBuilder.open(runs, name, resume=True)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()  # reap it: a zombie would still look alive to the stale-lock check
+    return proc
+
+
 def test_lock_refuses_a_second_job_in_the_same_process(tmp_path):
     first = RunBuilder.open(tmp_path, "locked", resume=False)
     try:
@@ -57,24 +83,8 @@ def test_kill_9_then_resume_completes_once(tmp_path):
     partial, final = runs / ".k.partial", runs / "k"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log_path = tmp_path / "first.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(train_cmd(data, tmp_path), cwd=tmp_path, env=env, stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + DEADLINE_S
-            while recorded_epoch(partial) < 1:
-                assert time.monotonic() < deadline, "no second epoch in time:\n" + log_path.read_text()[-3000:]
-                try:  # a short, bounded wait that also notices the job ending early
-                    proc.wait(timeout=0.05)
-                except subprocess.TimeoutExpired:
-                    continue
-                pytest.fail("the job ended before it could be killed:\n" + log_path.read_text()[-3000:])
-            with pytest.raises(RunFolderError, match="another job"):  # the running job holds the lock
-                RunBuilder.open(runs, "k", resume=True)
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()  # reap it: a zombie would still look alive to the stale-lock check
+    proc = kill_after_second_epoch(train_cmd(data, tmp_path), cwd=tmp_path, env=env, log_path=log_path,
+                                   runs=runs, name="k")
     assert proc.returncode == -signal.SIGKILL
     assert partial.is_dir() and not final.exists()
     assert (partial / "job.lock").exists()  # stale: its owner is gone

@@ -88,8 +88,25 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="continue the interrupted run --name NAME in --out, with its saved configuration and, "
                         "unless --data-dir is given, its saved data folder")
     p.add_argument("--batch-segments", type=at_least(1), default=32, help="segments per forward pass when scoring")
+    p.add_argument("--devices", type=parse_devices, default="all", metavar="N|all",
+                   help="devices that train the model together (default all: every visible GPU, 1 on a CPU); "
+                        "--batch-size is the global batch, split evenly over them, and --lr applies to it "
+                        "unchanged. JAX uses keras.distribution.DataParallel, TensorFlow MirroredStrategy")
     add_common_data_args(p)
     return p
+
+
+def parse_devices(text: str) -> int | str:
+    """``--devices`` value: a positive whole number, or "all" (every visible accelerator)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of devices or 'all', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 device, got {n}")
+    return n
 
 
 BACKBONE_KINDS = {"birdnet": "birdnet_head"}  # --backbone values that are their own kind of model
@@ -273,7 +290,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from birdcore.training.train import train_run
 
         final = train_run(data_dir=data_dir, out_dir=args.out, name=name, cfg=cfg, resume=args.resume,
-                          cache_dir=args.cache_dir, workers=args.workers, batch_segments=args.batch_segments)
+                          cache_dir=args.cache_dir, workers=args.workers, batch_segments=args.batch_segments,
+                          devices=args.devices)
     except KeyboardInterrupt:
         if name and (args.out / f".{name}.partial").is_dir():
             log.error("interrupted; continue later with --resume --name %s", name)

@@ -8,6 +8,7 @@ the best checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,8 @@ from birdcore.models.saving import MODEL_FILE, load_keras, save_keras
 from birdcore.runs.folder import RunBuilder, library_versions, read_manifest
 from birdcore.runs.history import HISTORY_FILE, read_history
 from birdcore.training.callbacks import CHECKPOINT_DIR, STATE_FILE, RunKeeper, ValidationScorer
-from birdcore.training.devices import compile_model, configure_precision, distribution_strategy, is_tuning_worker
+from birdcore.training.devices import (TrainingDevices, compile_model, configure_precision, is_tuning_worker,
+                                       training_devices)
 from birdcore.training.prepare import load_noise_bank, noise_folder, prepare_data
 
 log = logging.getLogger("birdcore")
@@ -35,9 +37,12 @@ log = logging.getLogger("birdcore")
 
 def train_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resume: bool = False,
               cache_dir: Path | None = None, workers: int | None = None, batch_segments: int = 32,
-              extra_callbacks: list | None = None) -> Path:
+              extra_callbacks: list | None = None, devices: int | str | None = None) -> Path:
     """Train (for kinds that train), evaluate and export one run; returns the complete run folder.
 
+    ``devices``: how many devices train (a number, or None/"all" for every visible accelerator:
+    ``training.devices.training_devices``); ``cfg.train.batch_size`` is the global batch over them.
+    A resumed run may use another number of devices than it started with.
     ``extra_callbacks`` are Keras callbacks added after the run's own (monitoring hooks).
     """
     done = Path(out_dir) / name
@@ -46,12 +51,13 @@ def train_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resum
         _drop_checkpoints(done)
         log.info("%s is already complete; nothing to resume", done)
         return done
-    resume = check_inputs(data_dir=data_dir, out_dir=out_dir, name=name, cfg=cfg, resume=resume)
+    placement = training_devices(devices)  # DeviceError (one line) before anything is read
+    resume = check_inputs(data_dir=data_dir, out_dir=out_dir, name=name, cfg=cfg, resume=resume, devices=placement)
     keras.utils.set_random_seed(cfg.train.seed)
     run = RunBuilder.open(Path(out_dir), name, resume=resume)
     try:
         return _train(run, data_dir=data_dir, cfg=cfg, resume=resume, cache_dir=cache_dir, workers=workers,
-                      batch_segments=batch_segments, extra_callbacks=extra_callbacks or [])
+                      batch_segments=batch_segments, extra_callbacks=extra_callbacks or [], devices=placement)
     except Exception:
         if not resume and not _worth_resuming(run.path):  # failed before training began: leave nothing behind
             import shutil
@@ -62,11 +68,12 @@ def train_run(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resum
         run.release()
 
 
-def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resume: bool) -> bool:
+def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, resume: bool,
+                 devices: TrainingDevices | None = None) -> bool:
     """What can be checked before a run folder is made, so that bad input leaves nothing behind: the
     run name (a run to resume, or a free name), the config (ranges, the kind's rules), the data folder
     and its metadata, the noise folder, (for a new run) that the split leaves recordings to train
-    and validate on, and the backbone's starting weights (ImageNet's fetched now, not after hours of
+    and validate on, that the global batch splits over the ``devices``, and the backbone's starting weights (ImageNet's fetched now, not after hours of
     decoding: ``training.weights``).  Returns whether the run resumes (False for a run to resume that
     has no folder yet: it starts).  Raises RunFolderError, ``config.ConfigValueError``, ``DatasetError``,
     ``WeightsUnavailable`` or ValueError, each with a one-line message."""
@@ -86,6 +93,8 @@ def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, re
         cfg = RunConfig.load(saved)
     cfg.check()
     kind_for(cfg.model.kind).check_config(cfg)  # the kind's own rules (BirdNET's audio settings, ...)
+    if devices is not None and kind_for(cfg.model.kind).trains:
+        devices.check_batch(cfg.train.batch_size)
     if data_dir is None or not Path(data_dir).is_dir():
         raise ValueError(f"{data_dir}: no such folder" if data_dir is None or not Path(data_dir).exists()
                          else f"{data_dir}: not a folder")
@@ -143,7 +152,8 @@ def _worth_resuming(path: Path) -> bool:
     return (path / STATE_FILE).exists() or (path / "tuning").exists()
 
 
-def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_segments, extra_callbacks) -> Path:
+def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_segments, extra_callbacks,
+           devices: TrainingDevices) -> Path:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     state_path = run.file(STATE_FILE)
     config_path = run.file("config.json")
@@ -151,7 +161,10 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         saved = json.loads(config_path.read_text())
         cfg = RunConfig.from_dict(saved["config"])
         started = saved.get("started", started)  # run.json's "created" is the run's first start
-        log.info("resuming %s with its saved configuration", run.path)
+        before = saved.get("devices", 1)
+        log.info("resuming %s with its saved configuration%s", run.path,
+                 f" on {devices.n} devices (it trained on {before} before)" if before != devices.n else "")
+    batch_segments = -(-batch_segments // devices.n) * devices.n  # scoring batches split evenly too
     kind = kind_for(cfg.model.kind)
     kind.check_config(cfg)
     policy = configure_precision(cfg.train.mixed_precision, kind_allows=kind.mixed_precision)
@@ -164,34 +177,37 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         raise ValueError(f"{data_dir}: no validation recordings are left once the unreadable ones are skipped "
                          "(see the warnings above); validation picks the checkpoint and sets the thresholds")
 
-    tuning, best_epoch, model = None, 0, None
-    if kind.trains:
-        if counts["train"] == 0:
-            raise ValueError("the training split is empty: the dataset is too small")
-        primary, secondary = data.labels()
-        targets = make_targets(primary, secondary, n_species, secondary_weight=cfg.train.secondary_weight,
-                               label_smoothing=cfg.train.label_smoothing)
-        noise_bank = load_noise_bank(cfg) if kind.uses_noise_bank else None
-        if cfg.tune.enabled and not (resume and state_path.exists()):
-            from birdcore.training.tune import tune_hyperparameters
+    tuning, best_epoch, model, metrics = None, 0, None, None
+    with devices.scope() if kind.trains else contextlib.nullcontext():  # build, tune, train and score there
+        if kind.trains:
+            if counts["train"] == 0:
+                raise ValueError("the training split is empty: the dataset is too small")
+            primary, secondary = data.labels()
+            targets = make_targets(primary, secondary, n_species, secondary_weight=cfg.train.secondary_weight,
+                                   label_smoothing=cfg.train.label_smoothing)
+            noise_bank = load_noise_bank(cfg) if kind.uses_noise_bank else None
+            if cfg.tune.enabled and not (resume and state_path.exists()):
+                from birdcore.training.tune import tune_hyperparameters
 
-            tuning = tune_hyperparameters(run, cfg, data, targets, primary, noise_bank=noise_bank,
-                                          batch_segments=batch_segments, inputs=inputs)
-            cfg = tuning.pop("config")
-            if is_tuning_worker():
-                log.info("tuning worker %s finished; the chief trains the final model",
-                         os.environ["KERASTUNER_TUNER_ID"])
-                return run.path
-    atomic_write_json(config_path, {"config": cfg.to_dict(), "versions": library_versions(),
-                                    "data_dir": str(Path(data_dir).resolve()), "started": started})
-    if kind.trains:
-        model, best_epoch = _fit(run, kind, cfg, data, targets, primary, noise_bank=noise_bank, inputs=inputs,
-                                 resume=resume, batch_segments=batch_segments, extra_callbacks=extra_callbacks)
+                tuning = tune_hyperparameters(run, cfg, data, targets, primary, noise_bank=noise_bank,
+                                              batch_segments=batch_segments, inputs=inputs)
+                cfg = tuning.pop("config")
+                if is_tuning_worker():
+                    log.info("tuning worker %s finished; the chief trains the final model",
+                             os.environ["KERASTUNER_TUNER_ID"])
+                    return run.path
+        atomic_write_json(config_path, {"config": cfg.to_dict(), "versions": library_versions(),
+                                        "data_dir": str(Path(data_dir).resolve()), "started": started,
+                                        "devices": devices.n if kind.trains else 1})
+        if kind.trains:
+            model, best_epoch = _fit(run, kind, cfg, data, targets, primary, noise_bank=noise_bank, inputs=inputs,
+                                     resume=resume, batch_segments=batch_segments, extra_callbacks=extra_callbacks,
+                                     devices=devices)
 
-    log.info("scoring the validation and test splits%s",
-             f" with the best checkpoint (epoch {best_epoch})" if kind.trains else "")
-    metrics = evaluate_splits(run.path, data, kind.data_scorer(model, cfg, inputs, batch_segments=batch_segments),
-                              target_fpr=cfg.eval.target_fpr, segment_seconds=cfg.audio.segment_seconds)
+        log.info("scoring the validation and test splits%s",
+                 f" with the best checkpoint (epoch {best_epoch})" if kind.trains else "")
+        metrics = evaluate_splits(run.path, data, kind.data_scorer(model, cfg, inputs, batch_segments=batch_segments),
+                                  target_fpr=cfg.eval.target_fpr, segment_seconds=cfg.audio.segment_seconds)
     log.info("test: %s", format_summary(metrics))
     if tuning is not None:
         atomic_write_json(run.file("tuning.json"), tuning)
@@ -206,7 +222,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         "epochs_trained": int(len(read_history(run.file(HISTORY_FILE)))), "best_epoch": best_epoch,
         "test": {k: metrics[k] for k in ("top1", "top5", "macro_auc", "macro_ap", "n_recordings")},
         "tuned": tuning is not None, "savedmodel": exported, "keras_backend": keras.backend.backend(),
-        **kind.manifest(cfg, inputs),
+        "devices": devices.n if kind.trains else 1, **kind.manifest(cfg, inputs),
     }
     final = run.finish(manifest)
     _drop_checkpoints(final)  # after the rename: a kill before it leaves a complete run, never a lost state
@@ -269,20 +285,20 @@ class SpeciesOnly:
 
 
 def _fit(run: RunBuilder, kind: ModelKind, cfg: RunConfig, data, targets, primary, *, noise_bank, inputs, resume,
-         batch_segments, extra_callbacks):
-    """Train (or resume training) the kind's model; returns the best checkpoint and its epoch (1-based)."""
+         batch_segments, extra_callbacks, devices: TrainingDevices):
+    """Train (or resume training) the kind's model; returns the best checkpoint and its epoch (1-based).
+    Called inside the devices' scope (``TrainingDevices.scope``), which places every model it builds or loads."""
     state_path = run.file(STATE_FILE)
     initial_epoch, state = 0, {}
     last = run.file(CHECKPOINT_DIR) / "last.keras"
-    with distribution_strategy().scope():
-        if resume and state_path.exists() and last.exists():
-            state = json.loads(state_path.read_text())
-            model = load_keras(last, compile=True)
-            initial_epoch = int(state["epoch"]) + 1
-        else:
-            model = kind.build(cfg, len(data.codes), inputs=inputs)
-            compile_model(model, cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
-                          optimizer=kind.optimizer(cfg))
+    if resume and state_path.exists() and last.exists():  # onto the current devices, whatever it trained on
+        state = json.loads(state_path.read_text())
+        model = devices.adopt(load_keras(last, compile=True))
+        initial_epoch = int(state["epoch"]) + 1
+    else:
+        model = devices.adopt(kind.build(cfg, len(data.codes), inputs=inputs))
+        compile_model(model, cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
+                      optimizer=kind.optimizer(cfg))
     stopped_early = state.get("wait", 0) >= cfg.train.early_stopping_patience
     if state:
         if initial_epoch >= cfg.train.epochs or stopped_early:
@@ -297,10 +313,11 @@ def _fit(run: RunBuilder, kind: ModelKind, cfg: RunConfig, data, targets, primar
         batches.set_epoch(initial_epoch)
         callbacks = [ValidationScorer(data, data.rows("val"), targets, primary, cfg=cfg, batch_segments=batch_segments,
                                       inputs=inputs), keeper, *extra_callbacks]
-        model.fit(batches, epochs=cfg.train.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                  verbose=1 if sys.stderr.isatty() else 0)
+        devices.fit(model, batches, epochs=cfg.train.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                    verbose=1 if sys.stderr.isatty() else 0)
     best_path = run.file(CHECKPOINT_DIR) / "best.keras"
-    return load_keras(best_path if best_path.exists() else last), int(keeper.state["best_epoch"]) + 1
+    best = devices.portable(load_keras(best_path if best_path.exists() else last))  # scored, then saved to serve
+    return best, int(keeper.state["best_epoch"]) + 1
 
 
 def _drop_checkpoints(run_dir: Path) -> None:
