@@ -17,23 +17,26 @@ ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("jax")  # in requirements-dev.txt: CI always has it
 
 
-def jax_env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+def jax_env(devices: int = 2):
+    """JAX on the CPU, split into ``devices`` virtual devices (``train_job.py --devices``)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
 
 
 def test_a_run_trained_under_jax_is_served_by_tensorflow_with_the_same_scores(synth_dir, tmp_path):
+    """Trained on two (virtual) devices: the run folder is the same as from one."""
     from conftest import tiny_config
 
     tiny_config(epochs=1).save(tmp_path / "tiny.json")  # the real pipeline, shrunk (see conftest)
     res = subprocess.run([sys.executable, str(ROOT / "train_job.py"), "--data-dir", str(synth_dir), "--config",
                           str(tmp_path / "tiny.json"), "--out", str(tmp_path / "runs"), "--name", "j",
-                          "--cache-dir", str(tmp_path / "cache"), "--workers", "1"],
+                          "--cache-dir", str(tmp_path / "cache"), "--workers", "1", "--devices", "2"],
                          cwd=tmp_path, env=jax_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Traceback" not in res.stderr and "export/ (TF SavedModel) skipped" in res.stderr
     run_dir = tmp_path / "runs" / "j"
     manifest = json.loads((run_dir / "run.json").read_text())
-    assert manifest["keras_backend"] == "jax" and manifest["savedmodel"] is False
+    assert manifest["keras_backend"] == "jax" and manifest["savedmodel"] is False and manifest["devices"] == 2
     assert not (run_dir / "export").exists() and (run_dir / "model.keras").exists()
     assert len((run_dir / "history.csv").read_text().splitlines()) == 2
 
@@ -73,9 +76,11 @@ def test_the_birdnet_head_trains_and_scores_under_jax_without_importing_tensorfl
                                   sample_rate=48000, seed=5)
     train = [sys.executable, "-c", BLOCK_TENSORFLOW, str(ROOT / "train_job.py"), "--data-dir", str(data),
              "--backbone", "birdnet", "--epochs", "1", "--out", str(tmp_path / "runs"), "--name", "h",
-             "--cache-dir", str(tmp_path / "cache"), "--workers", "1"]
+             "--cache-dir", str(tmp_path / "cache"), "--workers", "1", "--batch-size", "4", "--devices", "2"]
     res = subprocess.run(train, cwd=tmp_path, env=jax_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "training on 2 CPU devices" in res.stderr
     manifest = json.loads((tmp_path / "runs" / "h" / "run.json").read_text())
     assert manifest["model_kind"] == "birdnet_head" and manifest["keras_backend"] == "jax"
+    assert manifest["devices"] == 2
     assert manifest["test"]["n_recordings"] >= 1  # test audio scored under JAX
