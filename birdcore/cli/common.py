@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from birdcore.io.native_stderr import quiet_native_stderr
+from birdcore.models.device import import_keras_quietly as import_tensorflow_quietly  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 
@@ -88,18 +89,6 @@ def fail(exc: BaseException, verbose: bool) -> int:
     else:
         log.error("%s", exc if str(exc) else type(exc).__name__)
     return 2
-
-
-def import_tensorflow_quietly() -> None:
-    """Import Keras (and TensorFlow, probing for GPUs, when it is the Keras backend) without the
-    C++ start-up log lines."""
-    with quiet_native_stderr():
-        import keras
-
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.list_physical_devices("GPU")
 
 
 def date_arg(text: str):

@@ -47,3 +47,17 @@ def cpu_only() -> bool:
 
         return jax.default_backend() == "cpu"
     return False
+
+
+def import_keras_quietly() -> None:
+    """Import Keras (and TensorFlow, probing for GPUs, when it is the Keras backend) without the
+    C++ start-up log lines."""
+    from birdcore.io.native_stderr import quiet_native_stderr
+
+    with quiet_native_stderr():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")

@@ -31,6 +31,9 @@ def save_keras(model: keras.Model, path: Path) -> None:
 
 def load_keras(path: Path, *, compile: bool = False) -> keras.Model:
     """A saved model, in safe mode; ``compile`` restores its optimizer state too (resuming)."""
+    from birdcore.models.device import import_keras_quietly
+
+    import_keras_quietly()  # TensorFlow's start-up lines, the first time (shown with -v)
     import keras
 
     _register_layers()
