@@ -155,7 +155,8 @@ def birdnet_classifier():
         return ClipClassifier(global_birdnet_run())
 
 
-CLIP_KEY = "last_clip"
+CLIP_KEY = "last_clip"  # the session's KeptClip
+UPLOAD_ROUND_KEY = "clip_upload_round"  # bumped after each answer: the upload fields start empty
 
 
 def can_save(run_dir: Path) -> tuple[bool, str]:
@@ -179,19 +180,68 @@ def _work_slots():
     return WorkSlots(max_concurrent())
 
 
-def classify_clip(clf, run_dir: Path | None, data: bytes, name: str, progress, *, overlap: float = 0.0):
-    """``clf.classify_upload`` for this session's clip, remembered for the session's last clip only:
-    moving a filter re-renders without scoring the audio again.  Only the scores
-    and the first two minutes of decoded audio are kept (in memory, never on disk).  ``run_dir``:
-    the run scoring the clip, None for BirdNET; rewriting the run's thresholds scores anew, and so
-    does another ``overlap`` (seconds by which BirdNET's windows overlap)."""
+@st.cache_resource(show_spinner=False)
+def _recent_uploads():
+    """The answered uploads the process keeps for scoring them again (``BIRDCLEF_KEEP_UPLOADS_MB`` in all)."""
+    from birdcore.serving.limits import RecentUploads, kept_uploads_bytes
+
+    return RecentUploads(kept_uploads_bytes())
+
+
+def _session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else ""
+
+
+def upload_key(widget: str) -> str:
+    """Key of an upload field (``widget``: "upload", "record"); it changes after each answer
+    (``forget_upload``), which empties the field."""
+    return f"clip_{widget}_{st.session_state.get(UPLOAD_ROUND_KEY, 0)}"
+
+
+def forget_upload(clip) -> None:
+    """Drop an answered (or unreadable) upload from Streamlit's per-session store, where it would stay
+    as long as the session, and empty the upload fields from the next run on (``upload_key``)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    remove = getattr(getattr(ctx, "uploaded_file_mgr", None), "remove_file", None)
+    if remove is not None and getattr(clip, "file_id", None):
+        remove(ctx.session_id, clip.file_id)
+    st.session_state[UPLOAD_ROUND_KEY] = st.session_state.get(UPLOAD_ROUND_KEY, 0) + 1
+
+
+def clip_settings(run_dir: Path | None, overlap: float) -> tuple:
+    """What scoring a clip depends on: the model (``run_dir``, as last written; None: BirdNET) and the
+    window ``overlap`` (s)."""
+    return ("birdnet" if run_dir is None else (str(run_dir), _stamp(run_dir)), float(overlap))
+
+
+def kept_clip():
+    """The session's last classified clip (``serving.kept_clip.KeptClip``), or None."""
+    return st.session_state.get(CLIP_KEY)
+
+
+def recent_upload(kept) -> bytes | None:
+    """The upload of the session's ``kept`` clip, while the process still keeps it (``RecentUploads``)."""
+    return _recent_uploads().get(_session_id(), kept.digest)
+
+
+def classify_clip(clf, settings: tuple, data: bytes, name: str, progress):
+    """The session's clip ``data`` scored by ``clf`` with ``settings`` (``clip_settings``), as the session
+    keeps it (``serving.kept_clip.KeptClip``: a few MB whatever the clip's length; never on disk).
+    The same clip with the same settings is not scored again.  Scoring waits for one of the process's
+    ``BIRDCLEF_MAX_CONCURRENT`` slots, and says so; the upload is then kept for scoring again among the
+    process's recent uploads (``BIRDCLEF_KEEP_UPLOADS_MB`` in all).  Raises ``AudioError``."""
     import hashlib
 
-    model_key = "birdnet" if run_dir is None else (str(run_dir), _stamp(run_dir))
-    key = (model_key, name, hashlib.sha256(data).hexdigest(), float(overlap))
-    memo = st.session_state.get(CLIP_KEY)
-    if memo is not None and memo[0] == key:
-        return memo[1], memo[2]
+    digest = hashlib.sha256(data).hexdigest()
+    kept = st.session_state.get(CLIP_KEY)
+    if kept is not None and (kept.settings, kept.name, kept.digest) == (settings, name, digest):
+        return kept
+    from birdcore.serving.kept_clip import keep_clip
     from birdcore.serving.limits import max_upload_seconds
 
     slots, note = _work_slots(), st.empty()
@@ -199,10 +249,13 @@ def classify_clip(clf, run_dir: Path | None, data: bytes, name: str, progress, *
                                   f"visitor{'s are' if n > 1 else ' is'} waiting. Yours starts as soon as one ends.")
     with slots.slot(waiting):
         note.empty()
-        result, wave = clf.classify_upload(data, name=name, top=5, overlap=overlap, progress=progress,
+        result, head = clf.classify_upload(data, name=name, top=5, overlap=settings[1], progress=progress,
                                            max_seconds=max_upload_seconds())
-    st.session_state[CLIP_KEY] = (key, result, wave)
-    return result, wave
+        kept = keep_clip(clf, result, head, name=name, digest=digest, settings=settings)
+        del result, head
+    st.session_state[CLIP_KEY] = kept
+    _recent_uploads().put(_session_id(), digest, data)
+    return kept
 
 
 def species_filter(run_dir: Path | None, lat: float, lon: float, day):

@@ -1,6 +1,7 @@
 """The public dashboard under load: many visitors classifying a clip at once, in real browser tabs.
 
     python bench/bench_dashboard_load.py [--sessions 20] [--max-concurrent 2] [--clip FILE | --seconds 21]
+                                         [--distinct] [--settle 5]
 
 Starts the dashboard with ``scripts/start-dashboard.sh`` on a free port (``BIRDCLEF_PUBLIC=1``, an empty
 runs folder, so BirdNET is the model; ``BIRDCLEF_MAX_CONCURRENT=--max-concurrent``), opens ``--sessions``
@@ -10,13 +11,16 @@ closed), then uploads the clip in every tab, one right after the other, and wait
 its answer ("Most likely" or "Best guess").  The time to answer is measured inside each page
 (``Date.now()`` when the file is handed to the upload field, and a ``MutationObserver`` noting when the
 answer appears), so the order in which the tabs are polled does not count.  The clip is ``--clip`` or a generated 48 kHz
-chirp WAV of ``--seconds``.
+chirp WAV of ``--seconds``; with ``--distinct`` every tab uploads a clip of its own (the same chirps over
+other noise), as real visitors do: Streamlit stores identical media bytes once for all sessions.
 
 Records: tabs answered and failed (an error on the page, or no answer within ``--timeout``), time to
 answer per session (min, median, max), whether a tab showed the "server is busy" message, the CPU
 time the Streamlit process used meanwhile (the browser shares the machine: the rest is mostly its),
 and the Streamlit process's resident memory (``VmRSS`` polled every 0.1 s, and ``VmHWM``): with every
-tab loaded (the baseline) and its peak while the classifications run.  Prints a table and one JSON line;
+tab loaded (the baseline), its peak while the classifications run, and ``--settle`` s after the last
+answer: what every session still holds after its answer (``residue``: end minus baseline, per session).
+Prints a table and one JSON line;
 exits 1 when a session failed.  Run it with ``--max-concurrent 2`` and ``20`` to see what the limiter
 bounds.  Needs Debian's chromium and chromium-driver (as tests/test_browser.py).
 """
@@ -152,6 +156,8 @@ def main() -> int:
     parser.add_argument("--max-concurrent", type=int, default=2, help="BIRDCLEF_MAX_CONCURRENT of the dashboard")
     parser.add_argument("--clip", type=Path, help="an audio file to upload (default: a generated chirp WAV)")
     parser.add_argument("--seconds", type=float, default=21.0, help="length of the generated clip")
+    parser.add_argument("--distinct", action="store_true", help="a different generated clip in every tab")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds after the last answer before RSS 'end'")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a tab may wait for its answer")
     args = parser.parse_args()
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
@@ -168,6 +174,11 @@ def main() -> int:
     else:
         clip = tmp / f"chirp{args.seconds:g}s.wav"
         clip.write_bytes(chirp_wav(args.seconds))
+    clips = [clip] * args.sessions
+    if args.distinct and not args.clip:
+        clips = [tmp / f"chirp{args.seconds:g}s-{k}.wav" for k in range(args.sessions)]
+        for k, path in enumerate(clips):
+            path.write_bytes(chirp_wav(args.seconds, seed=k + 1))
     (tmp / "runs").mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -212,11 +223,11 @@ def main() -> int:
               f"loading) {warm_s:.1f} s; server RSS {rss_base:.0f} MB", flush=True)
 
         t_up, cpu_up = time.perf_counter(), cpu_seconds(proc.pid)
-        for handle in tabs:
+        for handle, path in zip(tabs, clips):
             driver.switch_to.window(handle)
             field = driver.find_element(By.CSS_SELECTOR, "input[type='file']")
             driver.execute_script("window.__bench.t0 = Date.now();")
-            field.send_keys(str(clip))
+            field.send_keys(str(path))
         upload_s = time.perf_counter() - t_up
 
         deadline = time.monotonic() + args.timeout
@@ -237,7 +248,7 @@ def main() -> int:
             results[handle] = {**state, "answered": None,
                                "failed": f"no answer in {args.timeout:g} s; the page ends: ...{shown[-300:]}"}
         all_s, server_cpu = time.perf_counter() - t_up, cpu_seconds(proc.pid) - cpu_up
-        time.sleep(1)
+        time.sleep(args.settle)
         rss_peak, hwm, rss_end = poller.peak, proc_mb(proc.pid, "VmHWM"), proc_mb(proc.pid, "VmRSS")
         alive = proc.poll() is None
         # the answer is a whole page: species table and verdict, no traceback
@@ -267,7 +278,7 @@ def main() -> int:
         problems.append("the dashboard process died")
     summary = {
         "bench": "dashboard_load", "sessions": args.sessions, "max_concurrent": args.max_concurrent,
-        "clip": clip.name, "clip_bytes": clip.stat().st_size, "cpus": os.cpu_count(),
+        "clip": clip.name, "clip_bytes": clip.stat().st_size, "distinct_clips": len(set(clips)), "cpus": os.cpu_count(),
         "answered": len(times), "failed": len(failed),
         "answer_s": {"min": round(times[0], 2) if times else None,
                      "median": round(statistics.median(times), 2) if times else None,
@@ -278,12 +289,15 @@ def main() -> int:
         "saw_busy_message": sum(bool(r["busy"]) for r in results.values()),
         "rss_mb": {"started": round(rss_started, 1), "tabs_loaded": round(rss_base, 1), "peak": round(rss_peak, 1),
                    "end": round(rss_end, 1), "hwm": round(hwm, 1)},
-        "peak_over_loaded_mb": round(rss_peak - rss_base, 1), "ok": not problems, "problems": problems,
+        "peak_over_loaded_mb": round(rss_peak - rss_base, 1),
+        "residue_per_session_mb": round((rss_end - rss_base) / args.sessions, 1),
+        "ok": not problems, "problems": problems,
     }
     out = [
         ("dashboard", f"BIRDCLEF_PUBLIC=1, BIRDCLEF_MAX_CONCURRENT={args.max_concurrent}, BirdNET, "
                       f"{os.cpu_count()} CPUs"),
-        ("sessions", f"{args.sessions} Chromium tabs, each uploading {clip.name} "
+        ("sessions", f"{args.sessions} Chromium tabs, each uploading {clip.name}"
+                     f"{' (its own)' if args.distinct else ''} "
                      f"({clip.stat().st_size / 1024:.0f} KB); uploads sent within {upload_s:.1f} s"),
         ("answered", f"{len(times)} of {args.sessions} ({len(failed)} failed); all within {all_s:.1f} s; "
                      f"{summary['saw_busy_message']} tabs showed the busy message"),
@@ -292,6 +306,8 @@ def main() -> int:
                        f"({100 * server_cpu / all_s / os.cpu_count():.0f} %; the browser had the rest)"),
         ("server RSS (MB)", f"started {rss_started:.0f}, tabs loaded {rss_base:.0f}, peak {rss_peak:.0f} "
                             f"(+{rss_peak - rss_base:.0f}), end {rss_end:.0f}, VmHWM {hwm:.0f}"),
+        ("kept per session (MB)", f"{(rss_end - rss_base) / args.sessions:.1f} ({args.settle:g} s after the last "
+                                  f"answer; {len(set(clips))} distinct clip{'s' if len(set(clips)) > 1 else ''})"),
         ("result", "all answered" if not problems else "FAILED: " + "; ".join(problems)),
     ]
     width = max(len(k) for k, _ in out)

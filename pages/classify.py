@@ -9,6 +9,8 @@ from birdcore.io.audio import AudioError
 from birdcore.serving.classify import AUDIO_SUFFIXES, narrow
 from birdcore.analysis.plots import segment_heatmap_figure, spectrogram_figure
 from birdcore.serving.detections import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
+from birdcore.serving.kept_clip import SCORE_FLOOR
+from birdcore.serving.sparse_scores import columns
 from birdcore.data.species_lists import names_from_text
 from birdcore.serving.species_mask import birds_only, from_names
 
@@ -72,17 +74,21 @@ with st.expander("Narrow the species (optional): a place and date, or your own l
 upload_tab, record_tab = st.tabs(["Upload a file", "Record"])
 with upload_tab:
     upload = st.file_uploader("Audio file", type=[s.lstrip(".") for s in AUDIO_SUFFIXES],
-                              help="Decoded in memory; nothing you upload is stored.")
+                              key=ui.upload_key("upload"),
+                              help="Decoded in memory, never written to disk. Once answered, the field empties: "
+                                   "the server keeps the scores, the picture and a short compressed copy to "
+                                   "listen to, and forgets the upload soon after.")
 with record_tab:
-    recording = st.audio_input("Record from the microphone", sample_rate=48000)
+    recording = st.audio_input("Record from the microphone", sample_rate=48000, key=ui.upload_key("record"))
 
 clip = upload or recording
-if clip is None:
+kept = ui.kept_clip()
+if clip is None and kept is None:
     st.caption("Upload a recording or record one to see the top species.")
     st.stop()
+if clip is None:
+    st.caption(f"Showing **{kept.name}**. Upload or record another clip to classify it.")
 
-name = getattr(clip, "name", None) or "recording"
-data = clip.getvalue()
 clf = ui.classifier(run_dir) if model == "run" else ui.birdnet_classifier()
 overlap = 0.0
 if clf.supports_overlap:
@@ -102,15 +108,30 @@ if clf.supports_overlap:
         "Window overlap (s)", options=OVERLAPS, value=0.0, format_func=lambda s: f"{s:g} s",
         help="BirdNET listens in 3 s windows. Overlapping them gives finer detection times in the timeline "
              "and the downloads, at up to 3 / (3 − overlap) times the scoring time.")
-bar = st.progress(0.0, text="Listening…")
-try:
-    result, wave = ui.classify_clip(clf, run_dir if model == "run" else None, data, name, overlap=overlap,
-                                    progress=lambda f: bar.progress(f, text=f"Listening… {f:.0%}"))
-except AudioError as exc:
+settings = ui.clip_settings(run_dir if model == "run" else None, overlap)
+if clip is not None or kept.settings != settings:
+    # a new clip, or the kept one with another model or overlap: scored (again) from its upload
+    name = (getattr(clip, "name", None) or "recording") if clip is not None else kept.name
+    data = clip.getvalue() if clip is not None else ui.recent_upload(kept)
+    if data is None:
+        st.info(f"{kept.name} was scored with other settings, and this server no longer holds it: upload it "
+                "again to classify it with these.")
+        st.stop()
+    bar = st.progress(0.0, text="Listening…")
+    try:
+        kept = ui.classify_clip(clf, settings, data, name,
+                                progress=lambda f: bar.progress(f, text=f"Listening… {f:.0%}"))
+    except AudioError as exc:
+        bar.empty()
+        ui.forget_upload(clip)
+        st.error(f"Could not read {exc}")
+        st.stop()
+    del data
+    if clip is not None:  # answered: Streamlit's copy of the upload goes, the upload field empties
+        ui.forget_upload(clip)
+        st.rerun()
     bar.empty()
-    st.error(f"Could not read {exc}")
-    st.stop()
-bar.empty()
+result, name = kept.result, kept.name
 for warning in result.warnings:  # e.g. a truncated file: scored, but only what decoded
     st.warning(warning)
 list_filter = place_filter = None
@@ -130,8 +151,10 @@ if not result.top:
     st.stop()
 links = model == "run" and not run_synthetic  # BirdNET labels carry no eBird codes
 
-st.audio(data)
-st.plotly_chart(spectrogram_figure(clf.spectrogram(wave), seconds=len(wave) / clf.run.sample_rate,
+st.audio(kept.audio, format="audio/mpeg")
+if kept.audio_seconds < result.seconds - 0.5:  # a longer clip: its start only
+    st.caption(f"The first {kept.audio_seconds / 60:g} minutes (a compressed copy) and their spectrogram.")
+st.plotly_chart(spectrogram_figure(kept.image, seconds=kept.spectrogram_seconds,
                                    title=f"{name} ({result.seconds:.1f} s)"))
 
 occurrence = {} if place_filter is None else place_filter.occurrence_by_code(clf.run.codes)
@@ -164,20 +187,31 @@ if len(result.segments) > 1:
     shown = [p.ebird_code for p in result.top]
     index = {c: i for i, c in enumerate(clf.run.codes)}
     st.subheader("Timeline")
-    st.plotly_chart(segment_heatmap_figure(result.segments[:, [index[c] for c in shown]],
+    st.plotly_chart(segment_heatmap_figure(columns(result.segments, [index[c] for c in shown]),
                                            species_labels=[p.common_name for p in result.top],
                                            segment_seconds=result.segment_seconds,
                                            hop_seconds=result.hop_seconds))
 
 st.subheader("Download the detections")
-min_score = st.number_input("Lowest segment score to include", min_value=0.01, max_value=1.0, value=0.5, step=0.05)
-detections = segment_detections(clf.run, result.segments, seconds=result.seconds, min_score=min_score,
-                                hop_seconds=result.hop_seconds)
+floor = result.segments.floor
+if floor > SCORE_FLOOR:
+    st.caption(f"This clip has many segment scores: the server keeps those of at least {floor:.3f}.")
+min_score = st.number_input("Lowest segment score to include", min_value=floor, max_value=1.0,
+                            value=max(0.5, floor), step=0.05)
+
+
+def clip_detections():
+    return segment_detections(clf.run, result.segments, seconds=result.seconds, min_score=min_score,
+                              hop_seconds=result.hop_seconds)
+
+
 stem = Path(name).stem or "clip"
 d1, d2 = st.columns(2)
-d1.download_button(f"Detections CSV ({len(detections)} rows)", detections_csv(name, detections),
+# the files are written when asked for, from the kept scores: a session holds no copy of them
+d1.download_button(f"Detections CSV ({len(clip_detections())} rows)", lambda: detections_csv(name, clip_detections()),
                    file_name=f"{stem}.detections.csv", mime="text/csv")
-d2.download_button("Raven Pro selection table", raven_table(detections, sample_rate=clf.run.sample_rate),
+d2.download_button("Raven Pro selection table",
+                   lambda: raven_table(clip_detections(), sample_rate=clf.run.sample_rate),
                    file_name=f"{stem}{RAVEN_SUFFIX}", mime="text/tab-separated-values")
 spacing = f", every {result.hop_seconds:g} s" if result.hop_seconds != result.segment_seconds else ""
 st.caption(f"One row per {result.segment_seconds:g} s segment{spacing} and species scoring at least {min_score:g}"

@@ -75,6 +75,28 @@ def test_classify_upload_shows_species_with_scores(runs):
     assert "Species this model knows (3)" in [e.label for e in at.expander]
 
 
+def test_an_answered_clip_leaves_its_session_a_few_mb_whatever_its_length(runs):
+    """Once answered, a session holds neither the upload (the field empties and Streamlit's copy goes) nor
+    decoded audio: only its kept clip (scores, spectrogram, a compressed listening copy), bounded whatever
+    the clip's length (``serving.kept_clip``)."""
+    import pickle
+
+    from birdcore.serving.kept_clip import max_kept_bytes
+
+    at = app_at()
+    at.radio[0].set_value("run").run()
+    call, sr = sf.read(io.BytesIO(wav_bytes(seconds=2.5)), dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, np.tile(call, 52), sr, format="WAV")  # 130 s, 4.2 MB
+    at.file_uploader[0].set_value(("long.wav", buf.getvalue(), "audio/wav")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.file_uploader[0].value is None and "Showing **long.wav**" in texts(at)
+    assert len(top_table(at)) == 3 and at.get("audio") and "The first 2 minutes" in texts(at)
+    kept = at.session_state["last_clip"]
+    held = {k: len(pickle.dumps(v)) for k, v in at.session_state.items()}  # user state and keyed widgets
+    assert sum(held.values()) < max_kept_bytes(3, kept.spectrogram.shape) < 3 * 2**20, held
+
+
 @pytest.mark.parametrize("name,content", [("noise.mp3", np.random.default_rng(1).bytes(5000)),
                                           ("notes.wav", b"just some text, not audio"),
                                           ("empty.flac", b"")])
@@ -225,9 +247,9 @@ def test_filter_changes_reuse_the_clips_scores(tmp_path, monkeypatch):
     first = at.session_state["last_clip"]
     at.text_area[0].set_value("Coereba flaveola").run()
     assert not at.exception
-    assert at.session_state["last_clip"][1] is first[1]  # the same scores object: nothing re-scored
+    assert at.session_state["last_clip"] is first  # the same kept clip: nothing re-scored
     at.file_uploader[0].set_value(("other.wav", wav_bytes(seconds=4.0, sr=48000, seed=5), "audio/wav")).run()
-    assert at.session_state["last_clip"][0] != first[0]  # a new clip is scored anew
+    assert at.session_state["last_clip"].digest != first.digest  # a new clip is scored anew
 
 
 def birdnet_clip_scored(tmp_path, monkeypatch):
@@ -247,7 +269,7 @@ def test_classify_offers_the_clips_detections_for_download(tmp_path, monkeypatch
     assert not at.exception, [e.value for e in at.exception]
     buttons = at.get("download_button")
     assert len(buttons) == 2
-    result = at.session_state["last_clip"][1]
+    result = at.session_state["last_clip"].result
     dets = segment_detections(ui_run(), result.segments, seconds=result.seconds, min_score=0.01)
     assert f"Detections CSV ({len(dets)} rows)" == buttons[0].proto.label and len(dets) > 0
     rows = detections_csv("chirp.wav", dets).splitlines()
@@ -260,8 +282,8 @@ def test_birdnet_window_overlap_gives_finer_detection_times(tmp_path, monkeypatc
     first = at.session_state["last_clip"]
     at.select_slider[0].set_value(1.5).run()
     assert not at.exception, [e.value for e in at.exception]
-    result = at.session_state["last_clip"][1]
-    assert result is not first[1] and result.hop_seconds == 1.5 and len(result.segments) == 4
+    result = at.session_state["last_clip"].result
+    assert result is not first.result and result.hop_seconds == 1.5 and len(result.segments) == 4
     x = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"][0]["x"]
     if isinstance(x, dict):  # plotly's typed-array encoding
         import base64
@@ -269,6 +291,23 @@ def test_birdnet_window_overlap_gives_finer_detection_times(tmp_path, monkeypatc
         x = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]).tolist()
     assert x == pytest.approx([1.5, 3.0, 4.5, 6.0])  # window centres, every 1.5 s
     assert "every 1.5 s" in texts(at)
+
+
+def test_other_settings_once_the_server_dropped_the_clip_ask_for_it_again(tmp_path, monkeypatch):
+    """With no uploads kept for scoring again (BIRDCLEF_KEEP_UPLOADS_MB=0), another overlap after the answer
+    asks for the clip again instead of showing scores made with the old one."""
+    import ui
+
+    monkeypatch.setenv("BIRDCLEF_KEEP_UPLOADS_MB", "0")
+    ui._recent_uploads.clear()
+    try:
+        at = birdnet_clip_scored(tmp_path, monkeypatch)
+        at.select_slider[0].set_value(1.5).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert "upload it again" in texts(at) and not [d for d in at.dataframe if "score" in d.value.columns]
+        assert at.session_state["last_clip"].result.hop_seconds == 3.0
+    finally:
+        ui._recent_uploads.clear()
 
 
 def ui_run():

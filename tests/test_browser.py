@@ -172,6 +172,10 @@ def test_upload_a_clip_and_see_species(server, browser, tmp_path):
     assert "score" in verdict.find_element(By.XPATH, "./ancestor::*[@data-testid='stAlert'][1]").text
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Top species" in body and "Traceback" not in body
+    assert "Showing chirp.wav" in body  # the upload field emptied: the server keeps no copy of the upload
+    player = browser.find_element(By.TAG_NAME, "audio").get_attribute("src")  # the kept listening copy
+    assert browser.execute_async_script(
+        "fetch(arguments[0]).then(r => arguments[1](r.headers.get('content-type')))", player) == "audio/mpeg"
     browser.save_screenshot(str(tmp_path / "classify.png"))
     assert_no_csp_violation(browser)
 

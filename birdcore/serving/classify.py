@@ -40,7 +40,8 @@ def _header(data: bytes) -> tuple[float | None, bool]:
 
 @dataclass
 class ClipResult:
-    """Scores of one clip: ``recording`` (C,), ``segments`` (S, C), and the top species.
+    """Scores of one clip: ``recording`` (C,), ``segments`` (S, C) (an array; the small form a dashboard
+    session keeps is ``sparse_scores.SparseScores``, ``kept_clip``), and the top species.
 
     Segment i spans [i × ``hop_seconds``, i × ``hop_seconds`` + ``segment_seconds``) s; the hop is
     the segment length unless BirdNET's windows overlap."""

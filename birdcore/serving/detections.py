@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from birdcore.io.atomic import atomic_write_text, replacing
+from birdcore.serving.sparse_scores import rows as score_rows
 
 CSV_HEADER = ("file", "start_s", "end_s", "species", "common_name", "score")
 RAVEN_HEADER = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
@@ -105,7 +106,8 @@ def top_kept(run, recording_scores: np.ndarray, keep=None, *, top: int = 5) -> l
 
 def segment_detections(run, segment_scores: np.ndarray, *, seconds: float, min_score: float,
                        hop_seconds: float | None = None) -> list[Detection]:
-    """Detections from (S, C) segment probabilities of a file ``seconds`` long.
+    """Detections from (S, C) segment probabilities of a file ``seconds`` long (an array, or
+    ``sparse_scores.SparseScores``).
 
     Segment ``i`` spans ``[i * hop, min(i * hop + segment_seconds, seconds)]``, hop =
     ``hop_seconds`` (overlapping BirdNET windows) or ``segment_seconds``; the last,
@@ -117,7 +119,7 @@ def segment_detections(run, segment_scores: np.ndarray, *, seconds: float, min_s
     codes = run.species["ebird_code"].tolist()
     names = run.species["common_name"].tolist()
     out = []
-    for i, row in enumerate(np.asarray(segment_scores)):
+    for i, row in enumerate(score_rows(segment_scores)):
         start = round(i * hop, 6)
         end = max(min(start + seg_s, seconds), start)
         for j in np.argsort(-row, kind="stable"):

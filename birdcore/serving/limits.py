@@ -5,18 +5,26 @@ taken (``on_wait(waiting)`` is called meanwhile with how many callers wait, so a
 gives the slot back on exit.  The dashboard holds one ``WorkSlots`` per process (``ui.classify_clip``),
 as the API bounds its own with ``--max-concurrent``.  ``BIRDCLEF_MAX_CONCURRENT`` (default 2) sets ``n``;
 ``BIRDCLEF_MAX_UPLOAD_MINUTES`` (default 30) the longest audio one classification scores.
+
+``RecentUploads`` holds the last upload of each dashboard session, for scoring it again with other
+settings (another model or window overlap), within one byte budget for the whole process
+(``BIRDCLEF_KEEP_UPLOADS_MB``, default 64): the oldest go first, so what visitors' uploads cost once
+answered does not grow with the number of visitors or the length of their clips.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
+from collections import OrderedDict
 from typing import Callable, Iterator
 
 CONCURRENT_ENV = "BIRDCLEF_MAX_CONCURRENT"
 MINUTES_ENV = "BIRDCLEF_MAX_UPLOAD_MINUTES"
 DEFAULT_CONCURRENT = 2
 DEFAULT_MINUTES = 30.0
+KEEP_UPLOADS_ENV = "BIRDCLEF_KEEP_UPLOADS_MB"
+DEFAULT_KEEP_UPLOADS_MB = 64.0
 
 
 def _number(env: str, default: float, *, low: float) -> float:
@@ -41,6 +49,46 @@ def max_upload_seconds() -> float:
     """The longest audio one dashboard classification scores, in seconds (``BIRDCLEF_MAX_UPLOAD_MINUTES``,
     default 30 minutes); longer uploads are cut there, with a warning."""
     return 60.0 * _number(MINUTES_ENV, DEFAULT_MINUTES, low=0.05)
+
+
+def kept_uploads_bytes() -> int:
+    """Bytes of answered uploads one dashboard process keeps for scoring them again (``BIRDCLEF_KEEP_UPLOADS_MB``,
+    default 64; 0: none kept, a visitor who changes the model or the overlap uploads the clip again)."""
+    return int(_number(KEEP_UPLOADS_ENV, DEFAULT_KEEP_UPLOADS_MB, low=0) * 2**20)
+
+
+class RecentUploads:
+    """The last upload of each session, at most ``budget`` bytes in all (least recently used dropped first).
+
+    ``put(session, digest, data)`` replaces the session's upload (one too large for the budget is not
+    kept); ``get(session, digest)`` returns the bytes, or None once they were dropped.  Thread-safe."""
+
+    def __init__(self, budget: int):
+        self.budget = max(0, int(budget))
+        self._lock = threading.Lock()
+        self._uploads: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self.total = 0
+
+    def put(self, session: str, digest: str, data: bytes) -> None:
+        with self._lock:
+            old = self._uploads.pop(session, None)
+            if old is not None:
+                self.total -= len(old[1])
+            if len(data) > self.budget:
+                return
+            self._uploads[session] = (digest, data)
+            self.total += len(data)
+            while self.total > self.budget:
+                _, (_, dropped) = self._uploads.popitem(last=False)
+                self.total -= len(dropped)
+
+    def get(self, session: str, digest: str) -> bytes | None:
+        with self._lock:
+            kept = self._uploads.get(session)
+            if kept is None or kept[0] != digest:
+                return None
+            self._uploads.move_to_end(session)
+            return kept[1]
 
 
 class WorkSlots:

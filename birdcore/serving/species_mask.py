@@ -20,6 +20,7 @@ import pandas as pd
 
 from birdcore.data.species_lists import FORMATS, names_from_text, read_species_list  # noqa: F401  (the readers of lists)
 from birdcore.data.species_names import SpeciesResolver
+from birdcore.serving.sparse_scores import SparseScores
 
 
 @dataclass
@@ -33,8 +34,11 @@ class SpeciesMask:
     def n_kept(self) -> int:
         return int(self.keep.sum())
 
-    def apply(self, scores: np.ndarray) -> np.ndarray:
-        """Scores (..., C) with the dropped species set to 0 (a copy; the shape is unchanged)."""
+    def apply(self, scores):
+        """Scores (..., C) with the dropped species set to 0 (a copy; the shape is unchanged); a
+        ``sparse_scores.SparseScores`` stays sparse (the dropped species' scores left out)."""
+        if isinstance(scores, SparseScores):
+            return scores.keeping(self.keep)
         out = np.array(scores, dtype=np.float32, copy=True)
         out[..., ~self.keep] = 0.0
         return out
