@@ -77,7 +77,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     # the kind of model (``birdcore.models.base.KINDS``): "keras_audio" | "birdnet_head" | "birdnet_zero_shot"
-    # | "birdnet_finetune"
+    # | "birdnet_finetune" | "birdnet_append"
     kind: str = "keras_audio"
     backbone: str = "inception_v3"  # keras_audio: "inception_v3" | "small_cnn" (demo and tests); BirdNET kinds: "birdnet"
     weights: str = "imagenet"  # "imagenet" | "none" | path to a weights file
@@ -96,6 +96,15 @@ class ModelConfig:
     # kind "birdnet_finetune" (``--fine-tune N``): BirdNET's last N blocks (of 17) train with the head
     fine_tune: int = 0
     backbone_lr_scale: float = 0.1  # their learning rate, as a fraction of the head's (train.learning_rate)
+    # kind "birdnet_append" (``--backbone birdnet --append``): BirdNET's own species (all 6,522, or those of
+    # this species list) plus the training species BirdNET lacks, each scored by a linear layer on the
+    # window's embedding trained to beat BirdNET's top logit by ``append_margin`` on its own recordings and
+    # to stay ``append_margin`` below it on recordings of other species; ``append_l2``: its L2 penalty;
+    # ``append_shots``: training recordings per added species (None: all), for few-shot measurements
+    species_list: str | None = None
+    append_margin: float = 1.0
+    append_l2: float = 1e-3
+    append_shots: int | None = None
 
 
 @dataclass
@@ -320,6 +329,9 @@ _RULES: dict[str, tuple[Any, str, bool]] = {
     "model.head_units": (*_at_least(1), False),
     "model.fine_tune": (*_at_least(0), False),
     "model.backbone_lr_scale": (*_NON_NEGATIVE, False),
+    "model.append_margin": (*_NON_NEGATIVE, False),
+    "model.append_l2": (*_NON_NEGATIVE, False),
+    "model.append_shots": (*_at_least(1), True),
     "split.val_fraction": (*_FRACTION_OPEN, False),
     "split.test_fraction": (*_FRACTION_OPEN, False),
     "split.seed": (*_at_least(0), False),

@@ -47,10 +47,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="write a BirdNET V2.4 zero-shot run on the same split instead of training "
                         "(model CC BY-NC-SA 4.0)")
     add_engine_arg(p, applies="--baseline/--backbone birdnet")
+    p.add_argument("--append", action="store_true",
+                   help="with --backbone birdnet: keep BirdNET's own species and scores and add the training "
+                        "species it lacks, each scored by a layer trained to compete with BirdNET's logits (as "
+                        "BirdNET-Analyzer's append mode); the run names BirdNET's 6,522 species (or those of "
+                        "--species-list) plus the added ones")
     p.add_argument("--species-list", type=Path, default=None,
                    help="with --baseline and no --data-dir: the run's species, one name per line (eBird code, "
                         "scientific or common name) or a CSV with an ebird_code or scientific_name column; no "
-                        "recordings needed (thresholds then come from python -m birdcore.soundscapes calibrate)")
+                        "recordings needed (thresholds then come from python -m birdcore.soundscapes calibrate). "
+                        "With --append: the BirdNET species the run keeps (default all 6,522)")
     p.add_argument("--fine-tune", type=int, default=None, metavar="N",
                    help="--backbone birdnet: also train BirdNET's last N blocks (of 17; 0: the frozen head), at "
                         "model.backbone_lr_scale (0.1) times the head's learning rate; model.keras is then the "
@@ -110,6 +116,7 @@ def parse_devices(text: str) -> int | str:
 
 
 BACKBONE_KINDS = {"birdnet": "birdnet_head"}  # --backbone values that are their own kind of model
+APPEND_KINDS = {"birdnet": "birdnet_append"}  # --backbone values whose --append keeps the backbone's own species
 FINE_TUNE_KINDS = {"birdnet": "birdnet_finetune"}  # --backbone values whose backbone --fine-tune N > 0 trains
 BASELINES = {"birdnet": "birdnet_zero_shot"}  # --baseline values: kinds that are not trained
 
@@ -151,6 +158,10 @@ def config_from_args(args):
         m.kind = BACKBONE_KINDS.get(args.backbone, "keras_audio")
         if m.fine_tune and args.backbone in FINE_TUNE_KINDS:
             m.kind = FINE_TUNE_KINDS[args.backbone]
+    if args.append:
+        m.kind = APPEND_KINDS[args.backbone]
+        if args.species_list:
+            m.species_list = str(Path(args.species_list).resolve())
     given = {name for name, value in (("learning_rate", args.lr), ("pooling", args.pooling)) if value is not None}
     kind_for(m.kind).configure(cfg, given=given)
     if args.fine_tune:
@@ -233,9 +244,11 @@ def check_args(args) -> Path | None:
     elif not data_dir and not args.demo and not (args.baseline and args.species_list):
         raise ValueError("give --data-dir DIR (a Cornell-format dataset), or --demo for a synthetic one, or "
                          "--baseline with --species-list FILE")
-    if args.species_list and not args.baseline:
-        raise ValueError("--species-list makes a --baseline run for the listed species; trained runs take their "
-                         "species from --data-dir")
+    if args.append and (args.backbone not in APPEND_KINDS or args.baseline or args.fine_tune):
+        raise ValueError(f"--append is for --backbone {' or '.join(APPEND_KINDS)} (without --baseline or --fine-tune)")
+    if args.species_list and not (args.baseline or args.append):
+        raise ValueError("--species-list makes a --baseline run for the listed species, or narrows BirdNET's species "
+                         "of an --append run; other trained runs take their species from --data-dir")
     for option, path in (("--data-dir", args.data_dir), ("--noise-dir", args.noise_dir)):
         if path is not None and not path.is_dir():
             raise ValueError(f"{option} {path}: " + ("not a folder" if path.exists() else "no such folder"))

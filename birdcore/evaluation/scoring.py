@@ -155,7 +155,7 @@ def evaluate_dataset(run_dir: Path, *, data_dir: Path, cache_dir: Path | None = 
 
     run = load_run(run_dir)
     codes = run.codes
-    df = _in_run_codes(read_metadata(Path(data_dir)), run.species)
+    df = in_run_codes(read_metadata(Path(data_dir)), run.species)
     skipped = {}
     known = df["primary"].isin(codes)
     for _, row in df[~known].iterrows():
@@ -187,7 +187,7 @@ def evaluate_dataset(run_dir: Path, *, data_dir: Path, cache_dir: Path | None = 
     return metrics
 
 
-def _in_run_codes(df: pd.DataFrame, species: pd.DataFrame) -> pd.DataFrame:
+def in_run_codes(df: pd.DataFrame, species: pd.DataFrame) -> pd.DataFrame:
     """``df`` (a dataset's metadata) with its primary and secondary species named by the run's codes where
     ``data.species_names`` resolves them (Cornell 2020's ``pasfly`` is a run's ``wesfly``, an eBird code is
     BirdNET's scientific name); names it cannot resolve are kept as they are (reported as unknown)."""

@@ -1,11 +1,12 @@
 """What every kind of model provides, the shared result types, and the registry of kinds.
 
-A *kind* is one way a run turns audio into species scores.  Four exist:
+A *kind* is one way a run turns audio into species scores.  Five exist:
 
 - ``keras_audio``: a Keras waveform model (log-mel frontend → InceptionV3 or a small CNN), trained;
 - ``birdnet_head``: a trained head over frozen BirdNET V2.4 embeddings of 3 s windows;
 - ``birdnet_zero_shot``: BirdNET V2.4's own scores, restricted to the run's species; no training;
-- ``birdnet_finetune``: BirdNET V2.4's last blocks trained together with the head (``--fine-tune N``).
+- ``birdnet_finetune``: BirdNET V2.4's last blocks trained together with the head (``--fine-tune N``);
+- ``birdnet_append``: BirdNET V2.4's own species and scores, plus the training species it lacks (``--append``).
 
 The kind's name is the same in ``config.json`` (``model.kind``) and in ``run.json``
 (``model_kind``).  Training, tuning, evaluation, loading, classify, predict and the dashboard
@@ -69,7 +70,9 @@ class ModelKind:
 
     name: ClassVar[str]
     description: ClassVar[str]  # a few words for people ("BirdNET V2.4 zero-shot")
-    trains: ClassVar[bool] = True  # False: the run has no trained model (model.keras)
+    trains: ClassVar[bool] = True  # False: the run has no trained model (model.keras) and learnt from no recording
+    trained_by_loop: ClassVar[bool] = True  # False: ``prepare_inputs`` fits the model itself (no Keras training
+    # loop, tuning or devices; no model.keras)
     supports_overlap: ClassVar[bool] = False  # windows can overlap (``with_overlap``)
     uses_noise_bank: ClassVar[bool] = False  # training mixes in background-noise recordings
     mixed_precision: ClassVar[bool] = True  # train.mixed_precision "auto" may compute in float16 on a GPU
@@ -156,6 +159,7 @@ KINDS: dict[str, str] = {
     "birdnet_head": "birdcore.models.birdnet_head.kind:BirdNETHead",
     "birdnet_zero_shot": "birdcore.models.birdnet_zero_shot.kind:BirdNETZeroShot",
     "birdnet_finetune": "birdcore.models.birdnet_finetune.kind:BirdNETFineTune",
+    "birdnet_append": "birdcore.models.birdnet_append.kind:BirdNETAppend",
 }
 DEFAULT_KIND = "keras_audio"
 _loaded: dict[str, ModelKind] = {}

@@ -93,7 +93,7 @@ def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, re
         cfg = RunConfig.load(saved)
     cfg.check()
     kind_for(cfg.model.kind).check_config(cfg)  # the kind's own rules (BirdNET's audio settings, ...)
-    if devices is not None and kind_for(cfg.model.kind).trains:
+    if devices is not None and kind_for(cfg.model.kind).trains and kind_for(cfg.model.kind).trained_by_loop:
         devices.check_batch(cfg.train.batch_size)
     if data_dir is None or not Path(data_dir).is_dir():
         raise ValueError(f"{data_dir}: no such folder" if data_dir is None or not Path(data_dir).exists()
@@ -178,8 +178,9 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
                          "(see the warnings above); validation picks the checkpoint and sets the thresholds")
 
     tuning, best_epoch, model, metrics = None, 0, None, None
-    with devices.scope() if kind.trains else contextlib.nullcontext():  # build, tune, train and score there
-        if kind.trains:
+    loop = kind.trains and kind.trained_by_loop  # the Keras training loop (else trained in prepare_inputs, or not)
+    with devices.scope() if loop else contextlib.nullcontext():  # build, tune, train and score there
+        if loop:
             if counts["train"] == 0:
                 raise ValueError("the training split is empty: the dataset is too small")
             primary, secondary = data.labels()
@@ -198,14 +199,14 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
                     return run.path
         atomic_write_json(config_path, {"config": cfg.to_dict(), "versions": library_versions(),
                                         "data_dir": str(Path(data_dir).resolve()), "started": started,
-                                        "devices": devices.n if kind.trains else 1})
-        if kind.trains:
+                                        "devices": devices.n if loop else 1})
+        if loop:
             model, best_epoch = _fit(run, kind, cfg, data, targets, primary, noise_bank=noise_bank, inputs=inputs,
                                      resume=resume, batch_segments=batch_segments, extra_callbacks=extra_callbacks,
                                      devices=devices)
 
         log.info("scoring the validation and test splits%s",
-                 f" with the best checkpoint (epoch {best_epoch})" if kind.trains else "")
+                 f" with the best checkpoint (epoch {best_epoch})" if loop else "")
         metrics = evaluate_splits(run.path, data, kind.data_scorer(model, cfg, inputs, batch_segments=batch_segments),
                                   target_fpr=cfg.eval.target_fpr, segment_seconds=cfg.audio.segment_seconds)
     log.info("test: %s", format_summary(metrics))
@@ -222,7 +223,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         "epochs_trained": int(len(read_history(run.file(HISTORY_FILE)))), "best_epoch": best_epoch,
         "test": {k: metrics[k] for k in ("top1", "top5", "macro_auc", "macro_ap", "n_recordings")},
         "tuned": tuning is not None, "savedmodel": exported, "keras_backend": keras.backend.backend(),
-        "devices": devices.n if kind.trains else 1, **kind.manifest(cfg, inputs),
+        "devices": devices.n if loop else 1, **kind.manifest(cfg, inputs),
     }
     final = run.finish(manifest)
     _drop_checkpoints(final)  # after the rename: a kill before it leaves a complete run, never a lost state

@@ -198,15 +198,21 @@ class BirdNET:
         constants.  Kept in this layout because OpenBLAS's multi-threaded sgemm is 3-10x slower for
         (k, 6522) @ (6522, 1024) than for the same product as pinv(W) @ (k, 6522).T (same result
         bits), next to the interpreter's threads on 2 cores."""
+        weights, bias = self.class_layer()
+        return np.ascontiguousarray(unprojection(weights).T), bias
+
+    def class_layer(self) -> tuple[np.ndarray, np.ndarray]:
+        """BirdNET's class layer, read from the model's constants: W (6522, 1024) and b (6522,) float32,
+        logits = embedding · Wᵀ + b."""
         weights = bias = None
         for d in self._it.get_tensor_details():
             if d["name"].endswith("CLASS_DENSE_LAYER/MatMul"):
-                weights = self._it.get_tensor(d["index"]).astype(np.float64)
+                weights = self._it.get_tensor(d["index"]).astype(np.float32)
             elif "CLASS_DENSE_LAYER/BiasAdd" in d["name"]:
-                bias = self._it.get_tensor(d["index"]).astype(np.float64)
+                bias = self._it.get_tensor(d["index"]).astype(np.float32)
         if weights is None or bias is None or weights.shape[1] != EMBEDDING_SIZE:
             raise BirdNETUnavailable("BirdNET's class layer was not found in the model")
-        return np.ascontiguousarray(unprojection(weights).T), bias.astype(np.float32)
+        return weights, bias
 
     def _resize(self, n: int) -> None:
         if n != self._size:
