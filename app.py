@@ -12,6 +12,7 @@ import streamlit as st  # noqa: E402
 
 import ui  # noqa: E402
 from birdcore.serving.access import public_mode  # noqa: E402
+from birdcore.serving.heap import settle_heap  # noqa: E402
 
 st.set_page_config(page_title="birdclef", page_icon=":material/flutter_dash:", layout="wide")
 
@@ -34,4 +35,7 @@ if not PUBLIC:
 ui.run_picker(prefer_real=nav is classify)  # a visitor's first model is not a synthetic demo run
 with st.sidebar:
     ui.training_progress()
-nav.run()
+try:
+    nav.run()
+finally:  # a page may end the run early (st.stop)
+    settle_heap()  # Streamlit's collection after the run then walks only what is new

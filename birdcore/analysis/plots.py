@@ -239,11 +239,14 @@ def segment_heatmap_figure(segment_scores: np.ndarray, *, species_labels: list[s
 
 def confusion_figure(matrix: pd.DataFrame, *, title: str = "Primary species vs top-1") -> go.Figure:
     """Heatmap of a ``analysis.confusion_matrix`` (rows: primary, columns: top-1), counts written
-    in the non-zero cells.  Traces: one heatmap."""
+    in the non-zero cells.  Traces: one heatmap.
+
+    The cell texts are one NumPy array, not nested lists: Plotly validates and copies lists element by
+    element, which took 0.3-0.7 s for 264 × 264 species on every render of the run overview."""
     if matrix.empty:
         return no_data_figure(title, message="no misclassified recordings")
     z = matrix.to_numpy()
-    text = [[str(v) if v else "" for v in row] for row in z]
+    text = np.where(z != 0, z.astype(str), "")
     fig = go.Figure(go.Heatmap(z=z, x=list(matrix.columns), y=list(matrix.index), text=text,
                                texttemplate="%{text}", colorscale="Blues", colorbar={"title": "recordings"},
                                hovertemplate="primary %{y}<br>top-1 %{x}<br>%{z} recordings<extra></extra>"))

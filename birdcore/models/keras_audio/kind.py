@@ -1,10 +1,12 @@
-"""The ``keras_audio`` kind: a Keras waveform model (log-mel frontend → InceptionV3 or a small CNN)."""
+"""The ``keras_audio`` kind: a Keras waveform model (log-mel frontend → InceptionV3 or a small CNN).
+
+Keras (and with it TensorFlow) is imported by the methods that need it, not with this module, so
+describing a run (the dashboard's run overview and comparison) costs no TensorFlow import.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import keras
 
 from birdcore.models.base import ModelKind
 from birdcore.models.pooling import POOLING_MODES
@@ -49,6 +51,8 @@ class KerasAudio(ModelKind):
         return Scorer(model, batch_segments=batch_segments)
 
     def export(self, model, run_dir) -> bool:
+        import keras
+
         from birdcore.models.keras_audio.export import EXPORT_DIR, export_savedmodel, savedmodel_supported
 
         if not savedmodel_supported():

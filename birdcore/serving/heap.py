@@ -1,0 +1,30 @@
+"""Keeping the dashboard's garbage collections cheap.
+
+Streamlit runs a full garbage collection after every script run (``runner.postScriptGC``) and, once
+Keras is imported, another through ``keras.backend.clear_session()``.  A full collection walks every
+object the collector tracks: with TensorFlow and Keras loaded (any page that describes a model or
+classifies a clip) that is about 450,000 objects, 0.2-0.8 s per collection on 2 shared cores, paid on
+every slider move of every page (BENCHMARKS.md, "Cornell-size rehearsal").
+
+:func:`settle_heap`, called at the end of each script run, moves the objects alive then into the
+collector's permanent generation (``gc.freeze``) whenever many new ones have appeared since the last
+time (modules imported, a model loaded): later collections walk only what was made after.  Frozen
+objects are still freed when their last reference goes; only a reference cycle among them would
+outlive its use, and freezing happens a handful of times per process (each import or model load).
+"""
+from __future__ import annotations
+
+import gc
+
+NEW_OBJECTS = 100_000  # tracked objects made since the last freeze that trigger the next one
+
+
+def settle_heap(threshold: int = NEW_OBJECTS) -> bool:
+    """Freeze the tracked objects once at least ``threshold`` of them are not frozen yet (after a
+    collection, so that garbage is not kept); True when it froze.  Cheap otherwise: it counts only
+    the objects not frozen."""
+    if len(gc.get_objects()) < threshold:
+        return False
+    gc.collect()
+    gc.freeze()
+    return True
