@@ -19,7 +19,9 @@ answer per session (min, median, max), whether a tab showed the "server is busy"
 time the Streamlit process used meanwhile (the browser shares the machine: the rest is mostly its),
 and the Streamlit process's resident memory (``VmRSS`` polled every 0.1 s, and ``VmHWM``): with every
 tab loaded (the baseline), its peak while the classifications run, and ``--settle`` s after the last
-answer: what every session still holds after its answer (``residue``: end minus baseline, per session).
+answer: what every session still holds after its answer (``residue``: end minus baseline, per session;
+it includes memory the C allocator keeps for reuse), and what Streamlit itself counts then
+(``/_stcore/metrics``: session state, uploaded files, media files, caches).
 Prints a table and one JSON line;
 exits 1 when a session failed.  Run it with ``--max-concurrent 2`` and ``20`` to see what the limiter
 bounds.  Needs Debian's chromium and chromium-driver (as tests/test_browser.py).
@@ -118,6 +120,22 @@ class MemoryPoller:
         self._thread.join(timeout=5)
 
 
+def held_by_streamlit(url: str) -> dict[str, float]:
+    """Bytes Streamlit counts in memory, by kind (``cache_memory_bytes`` of ``/_stcore/metrics`` summed by
+    ``cache_type``: st_session_state, the uploaded files, the media files of st.audio and downloads, the
+    caches), with ``server.enableExpensiveMemoryStats`` (sizes of the objects, not item counts)."""
+    import re
+
+    with urllib.request.urlopen(url + "?families=cache_memory_bytes", timeout=60) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r'cache_memory_bytes\{cache_type="([^"]*)".*\}\s+([0-9.eE+]+)$', line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -186,7 +204,8 @@ def main() -> int:
            "BIRDCLEF_RUNS": str(tmp / "runs"), "BIRDCLEF_MAX_CONCURRENT": str(args.max_concurrent),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     log = open(tmp / "dashboard.log", "w+")
-    cmd = [str(ROOT / "scripts" / "start-dashboard.sh"), "--server.port", str(port), "--server.headless", "true"]
+    cmd = [str(ROOT / "scripts" / "start-dashboard.sh"), "--server.port", str(port), "--server.headless", "true",
+           "--server.enableExpensiveMemoryStats", "true"]  # /_stcore/metrics in bytes (``held_by_streamlit``)
     print(f"$ BIRDCLEF_PUBLIC=1 BIRDCLEF_MAX_CONCURRENT={args.max_concurrent} scripts/start-dashboard.sh "
           f"--server.port {port}  ({args.sessions} tabs, clip {clip.name})", flush=True)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -250,6 +269,7 @@ def main() -> int:
         all_s, server_cpu = time.perf_counter() - t_up, cpu_seconds(proc.pid) - cpu_up
         time.sleep(args.settle)
         rss_peak, hwm, rss_end = poller.peak, proc_mb(proc.pid, "VmHWM"), proc_mb(proc.pid, "VmRSS")
+        held = held_by_streamlit(f"http://127.0.0.1:{port}/_stcore/metrics")
         alive = proc.poll() is None
         # the answer is a whole page: species table and verdict, no traceback
         driver.switch_to.window(tabs[-1])
@@ -291,6 +311,7 @@ def main() -> int:
                    "end": round(rss_end, 1), "hwm": round(hwm, 1)},
         "peak_over_loaded_mb": round(rss_peak - rss_base, 1),
         "residue_per_session_mb": round((rss_end - rss_base) / args.sessions, 1),
+        "held_by_streamlit_mb": {k: round(v / 2**20, 2) for k, v in held.items()},
         "ok": not problems, "problems": problems,
     }
     out = [
@@ -306,6 +327,8 @@ def main() -> int:
                        f"({100 * server_cpu / all_s / os.cpu_count():.0f} %; the browser had the rest)"),
         ("server RSS (MB)", f"started {rss_started:.0f}, tabs loaded {rss_base:.0f}, peak {rss_peak:.0f} "
                             f"(+{rss_peak - rss_base:.0f}), end {rss_end:.0f}, VmHWM {hwm:.0f}"),
+        ("held (MB)", ", ".join(f"{k} {v / 2**20:.1f}" for k, v in held.items()) + " (Streamlit's own count, "
+                      "all sessions)"),
         ("kept per session (MB)", f"{(rss_end - rss_base) / args.sessions:.1f} ({args.settle:g} s after the last "
                                   f"answer; {len(set(clips))} distinct clip{'s' if len(set(clips)) > 1 else ''})"),
         ("result", "all answered" if not problems else "FAILED: " + "; ".join(problems)),

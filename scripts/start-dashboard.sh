@@ -9,10 +9,15 @@
 #                            0.0.0.0: every interface; the image sets STREAMLIT_SERVER_ADDRESS=0.0.0.0)
 #   BIRDCLEF_RUNS            the runs folder (default runs/)
 #   PYTHON                   the interpreter (default python3)
+#   MALLOC_MMAP_THRESHOLD_   glibc: blocks of at least this many bytes get a memory map of their own, given
+#                            back to the system when freed (default here 1048576). glibc's own threshold
+#                            grows with the largest block freed, so the decoded audio of every answered clip
+#                            stayed in the process (BENCHMARKS.md, "memory per session").
 # Arguments go to `streamlit run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${BIRDCLEF_DASHBOARD_HOST:-}" ]; then
     export STREAMLIT_SERVER_ADDRESS="$BIRDCLEF_DASHBOARD_HOST"
 fi
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-1048576}"
 exec "${PYTHON:-python3}" -m streamlit run app.py "$@"

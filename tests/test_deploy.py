@@ -344,6 +344,20 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+def test_the_dashboard_gives_freed_audio_buffers_back_to_the_system(tmp_path):
+    """scripts/start-dashboard.sh sets glibc's MALLOC_MMAP_THRESHOLD_ (1 MiB) unless the deployer set one:
+    with glibc's own, growing threshold the process kept the freed buffers of the clips it had answered
+    (BENCHMARKS.md, memory per session)."""
+    fake = tmp_path / "python"  # stands for the interpreter: prints what it was started with
+    fake.write_text('#!/bin/sh\necho "threshold=${MALLOC_MMAP_THRESHOLD_:-unset}"\n')
+    fake.chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"} | {"PYTHON": str(fake)}
+    for extra, expected in (({}, "1048576"), ({"MALLOC_MMAP_THRESHOLD_": "262144"}, "262144")):
+        out = subprocess.run(["bash", "scripts/start-dashboard.sh"], cwd=ROOT, env=base | extra, capture_output=True,
+                             text=True, timeout=30)
+        assert out.stdout.strip() == f"threshold={expected}", out.stderr
+
+
 def test_dashboard_listens_on_localhost_unless_told_otherwise(tmp_path):
     """`make run` (scripts/start-dashboard.sh) listens on 127.0.0.1 only, like the API; the switch
     BIRDCLEF_DASHBOARD_HOST and the image's STREAMLIT_SERVER_ADDRESS (over .streamlit/config.toml) open it."""
