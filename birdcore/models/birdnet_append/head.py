@@ -13,7 +13,8 @@ logit among the run's known species (max over windows and species):
   positives and negatives weighted equally;
 - a hinge that makes a recording of a known species stay with BirdNET: max(0, z_a − t + margin);
 - a hinge that makes a recording of a beat BirdNET's top species and the other added ones:
-  max(0, max(t, z_other) − z_a + margin);
+  max(0, max(t, z_other) − z_a + margin); both hinges weigh every recording alike (``hinge_weight`` / N),
+  so that the many known recordings are not outweighed by the few of an added species;
 - L2 on the weights (``l2`` × Σk²).
 
 Shapes: W windows, E = 1024 embedding features, A added species.
@@ -30,6 +31,7 @@ from birdcore.models.base import sigmoid
 HEAD_FILE = "added_species.npz"  # in a run: the added species' layer (kernel (E, A), bias (A,))
 STEPS = 400  # full-batch Adam steps
 LEARNING_RATE = 0.01
+HINGE_WEIGHT = 1.0  # weight of the hinges per recording, relative to the cross-entropy's total
 
 
 @dataclass
@@ -62,7 +64,8 @@ class AddedHead:
 
 
 def fit_added(embeddings: list[np.ndarray], top_known: list[np.ndarray], labels: np.ndarray, n_added: int, *,
-              margin: float, l2: float, steps: int = STEPS, learning_rate: float = LEARNING_RATE) -> AddedHead:
+              margin: float, l2: float, steps: int = STEPS, learning_rate: float = LEARNING_RATE,
+              hinge_weight: float = HINGE_WEIGHT) -> AddedHead:
     """Train the added species' layer.
 
     Args:
@@ -92,11 +95,11 @@ def fit_added(embeddings: list[np.ndarray], top_known: list[np.ndarray], labels:
             picked.append(e[idx])  # (A, E): the window whose logit is each species' max
         grad = w * (sigmoid(z) - pos)  # cross-entropy
         over = known[:, None] & (z - top[:, None] + margin > 0)  # a known recording taken, or nearly
-        grad += np.where(over, w, 0.0)
+        grad += np.where(over, hinge_weight / n, 0.0)
         rival = np.where(pos, -np.inf, z)
         rival = np.maximum(top, rival.max(axis=1, initial=-np.inf))  # BirdNET's top, or another added one
         under = pos & (rival[:, None] - z + margin > 0)
-        grad -= np.where(under, w, 0.0)
+        grad -= np.where(under, hinge_weight / n, 0.0)
         g_k = sum(p.T * g[None] for p, g in zip(picked, grad)) + 2 * l2 * kernel
         g_b = grad.sum(axis=0)
         for p, g, m, v in ((kernel, g_k, m_k, v_k), (bias, g_b, m_b, v_b)):
