@@ -6,6 +6,7 @@ subclasses it (``models.keras_audio.batches``, ``models.birdnet_head.head``).
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import keras
@@ -13,6 +14,16 @@ import numpy as np
 
 
 Loader = Callable[[int], np.ndarray]
+MAX_WORKERS = 16  # threads building waveform batches; more gained nothing on a 16-core GPU machine
+
+
+def default_workers() -> int:
+    """Threads that build training batches: one per core, at least 2 and at most :data:`MAX_WORKERS`.
+
+    A fixed 2 delivered 350 recordings/s on an H200 machine, less than its float32 steps consume at
+    batch 32 (531/s) and far less than several GPUs do; 8 threads delivered 933/s, 16 1,221/s
+    (BENCHMARKS.md, "GPU training").  On 2 cores this stays 2."""
+    return max(2, min(MAX_WORKERS, os.cpu_count() or 2))
 
 
 def random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -42,7 +53,8 @@ class EpochBatches(keras.utils.PyDataset):
 
     def __init__(self, *, targets: np.ndarray, batch_size: int, seed: int, steps_per_epoch: int | None,
                  workers: int):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+        # Keras keeps at most max_queue_size batches in flight, so more workers than that would idle
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max(8, workers))
         self.targets = np.asarray(targets, dtype=np.float32)
         self.batch_size = int(batch_size)
         self.seed = int(seed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from birdcore.data.batches import EpochBatches, Loader, crop_around_sound, random_crop
+from birdcore.data.batches import EpochBatches, Loader, crop_around_sound, default_workers, random_crop
 from birdcore.features.augment import WaveAugmenter
 
 
@@ -23,14 +23,16 @@ class TrainingBatches(EpochBatches):
         augmenter: waveform augmentations, or None for none.
         noise_bank: optional real background-noise waveforms.
         steps_per_epoch: batches per epoch; default one pass over the recordings.
+        workers: threads building batches (``data.batches.default_workers()`` when None: one per core,
+            2 to 16).
     """
 
     def __init__(self, *, load: Loader, targets: np.ndarray, species: np.ndarray, crop_samples: int,
                  batch_size: int, augmenter: WaveAugmenter | None, seed: int,
                  noise_bank: list[np.ndarray] | None = None, steps_per_epoch: int | None = None,
-                 workers: int = 2):
+                 workers: int | None = None):
         super().__init__(targets=targets, batch_size=batch_size, seed=seed, steps_per_epoch=steps_per_epoch,
-                         workers=workers)
+                         workers=default_workers() if workers is None else workers)
         self.load = load
         self.species = np.asarray(species)
         self.crop_samples = int(crop_samples)
