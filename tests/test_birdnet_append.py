@@ -153,3 +153,14 @@ def test_cli_append_options():
                            "--species-list")):
         with pytest.raises(ValueError, match=message):
             check_args(build_parser().parse_args(argv))
+
+
+def test_species_summary_marks_the_added_species(runs):
+    from birdcore.analysis.scores import load_score_table, species_summary
+
+    app = runs[0]
+    names = pd.read_csv(app / "species.csv", keep_default_na=False)
+    summary = species_summary(load_score_table(app), metrics=json.loads((app / "metrics.json").read_text()),
+                              thresholds=json.loads((app / "thresholds.json").read_text()), names=names)
+    assert dict(zip(summary["ebird_code"], summary["added"])) == {"banana": False, "amerob": False,
+                                                                  "synhar1": True, "syntri1": True}

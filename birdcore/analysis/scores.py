@@ -142,9 +142,11 @@ def species_summary(table: ScoreTable, *, metrics: dict, thresholds: dict, names
     "" when missing), test_recordings (positives in the table), auc, ap (from
     ``metrics["per_species"]``), threshold (thresholds.json's per-species one),
     recall_at_target_fpr and test_fpr (rates of ``score >= threshold`` on the
-    table's test scores).
+    table's test scores).  With an ``added`` column in ``names`` (an append run's species.csv: the
+    species BirdNET lacks, which the run learnt) a bool column ``added`` follows sci_name.
     """
     per = {row["species"]: row for row in metrics.get("per_species", [])}
+    marks = added_marks(names)
     chosen = thresholds.get("species", {})
     lookup = names.set_index("ebird_code") if len(names) and "ebird_code" in names else pd.DataFrame()
     rows = []
@@ -156,6 +158,7 @@ def species_summary(table: ScoreTable, *, metrics: dict, thresholds: dict, names
             "ebird_code": code,
             "common_name": str(name.get("common_name", "")),
             "sci_name": str(name.get("sci_name", "")),
+            **({"added": marks.get(code, False)} if marks is not None else {}),
             "test_recordings": int(len(pos)),
             "auc": _nan(per.get(code, {}).get("auc")),
             "ap": _nan(per.get(code, {}).get("ap")),
@@ -163,9 +166,18 @@ def species_summary(table: ScoreTable, *, metrics: dict, thresholds: dict, names
             "recall_at_target_fpr": float(np.mean(pos >= t)) if t is not None and len(pos) else math.nan,
             "test_fpr": float(np.mean(neg >= t)) if t is not None and len(neg) else math.nan,
         })
-    columns = ["ebird_code", "common_name", "sci_name", "test_recordings", "auc", "ap", "threshold",
-               "recall_at_target_fpr", "test_fpr"]
+    columns = ["ebird_code", "common_name", "sci_name", *(["added"] if marks is not None else []), "test_recordings",
+               "auc", "ap", "threshold", "recall_at_target_fpr", "test_fpr"]
     return pd.DataFrame(rows, columns=columns).sort_values("ebird_code", ignore_index=True)
+
+
+def added_marks(names: pd.DataFrame) -> dict[str, bool] | None:
+    """ebird_code → whether the run added the species (an append run's species.csv ``added`` column, read
+    as text or bool), or None for a species table without the column."""
+    if "added" not in names or "ebird_code" not in names:
+        return None
+    flags = names["added"].map(lambda v: v is True or str(v).strip().lower() == "true")
+    return dict(zip(names["ebird_code"].astype(str), flags.astype(bool)))
 
 
 def roc_det_points(table: ScoreTable, *, species: str | None = None) -> pd.DataFrame:
