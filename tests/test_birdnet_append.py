@@ -64,6 +64,10 @@ def test_append_run_names_the_listed_birdnet_species_then_the_added_ones(runs):
     assert manifest["model_kind"] == "birdnet_append" and manifest["n_species"] == 4
     assert manifest["added_species"] == ["synhar1", "syntri1"] and "CC BY-NC-SA" in manifest["license"]
     assert manifest["append"]["training"]["added_recordings"] == {"synhar1": 5, "syntri1": 5}
+    from birdcore.analysis.scores import run_summary
+
+    assert "2 added: synhar1, syntri1" in run_summary(manifest) and "epochs" in run_summary(manifest)
+    assert "0 epochs" not in run_summary(manifest)
 
 
 def test_known_species_scores_are_zero_shots_bit_for_bit(runs, append_data):

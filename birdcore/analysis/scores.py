@@ -333,6 +333,8 @@ def run_summary(manifest: dict) -> str:
     parts = [kind.describe(manifest), f"{manifest.get('pooling', '?')} pooling", f"{manifest.get('n_species', '?')} species"]
     if not kind.trains:
         parts.append("no training")
+    elif not kind.trained_by_loop:  # fitted while its inputs were prepared (an append run's layer): no epochs
+        parts.append("trained without epochs")
     else:
         epochs, best = manifest.get("epochs_trained"), manifest.get("best_epoch")
         training = f"{epochs} epoch{'' if epochs == 1 else 's'}, best {best}" if epochs is not None else "epochs ?"
