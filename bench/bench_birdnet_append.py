@@ -110,13 +110,13 @@ class FastSplit:
         known = KnownLogits([c for c in columns if c is not None])
         self.known = [known(e) for e in self.emb]
 
-    def fit(self, *, margin: float, l2: float, shots: int | None):
+    def fit(self, *, margin: float, l2: float, shots: int | None, temperature: float = 0.0):
         from birdcore.models.birdnet_append.head import fit_added
         from birdcore.models.birdnet_append.training import shot_rows
 
         rows = shot_rows(np.flatnonzero(self.split == "train"), self.labels, shots, self.seed)
         return fit_added([self.emb[i] for i in rows], [self.known[i].max(axis=1) for i in rows], self.labels[rows],
-                         len(self.added), margin=margin, l2=l2)
+                         len(self.added), margin=margin, l2=l2, temperature=temperature)
 
     def figures(self, head, part: str) -> dict:
         from birdcore.models.birdnet_append.training import top1_figures
@@ -144,14 +144,16 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.add_argument("--fast", action="store_true", help="from the embedding cache, no run folders")
     p.add_argument("--grid", nargs="*", default=[], metavar="FIELD=V1,V2",
-                   help="--fast: settings to compare on validation (model.append_margin, model.append_l2)")
+                   help="--fast: settings to compare on validation (model.append_margin, model.append_l2, "
+                        "model.append_temperature)")
     p.add_argument("--shots", type=int, nargs="*", default=[], help="--fast: training recordings per added species")
     args = p.parse_args()
     listing = species_list_file(args.data_dir, args.out)
     if args.fast:
         from birdcore.config import ModelConfig
 
-        base = {"margin": ModelConfig.append_margin, "l2": ModelConfig.append_l2}
+        base = {"margin": ModelConfig.append_margin, "l2": ModelConfig.append_l2,
+                "temperature": ModelConfig.append_temperature}
         for item in args.set:
             k, _, v = item.partition("=")
             base[k.split(".")[-1].replace("append_", "")] = float(v)
@@ -163,14 +165,16 @@ def main() -> None:
             result["validation"] = []
             for combo in itertools.product(*values):
                 setting = {**base, **dict(zip(names, combo))}
-                per = [sp.figures(sp.fit(margin=setting["margin"], l2=setting["l2"], shots=None), "val")
+                per = [sp.figures(sp.fit(margin=setting["margin"], l2=setting["l2"], shots=None,
+                                         temperature=setting["temperature"]), "val")
                        for sp in splits]
                 result["validation"].append({"setting": setting, **add_up(per)})
                 print(json.dumps(result["validation"][-1]), file=sys.stderr, flush=True)
         if args.shots:
             result["shots"] = []
             for n in args.shots:
-                per = [sp.figures(sp.fit(margin=base["margin"], l2=base["l2"], shots=n), "test") for sp in splits]
+                per = [sp.figures(sp.fit(margin=base["margin"], l2=base["l2"], shots=n, temperature=base["temperature"]),
+                                  "test") for sp in splits]
                 result["shots"].append({"shots": n, **add_up(per),
                                         "added_misses": [m for r in per for m in r["added_misses"]]})
                 print(json.dumps(result["shots"][-1]), file=sys.stderr, flush=True)

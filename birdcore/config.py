@@ -100,10 +100,12 @@ class ModelConfig:
     # this species list) plus the training species BirdNET lacks, each scored by a linear layer on the
     # window's embedding trained to beat BirdNET's top logit by ``append_margin`` on its own recordings and
     # to stay ``append_margin`` below it on recordings of other species; ``append_l2``: its L2 penalty;
+    # ``append_temperature``: training pools a recording's windows by a smooth max at this temperature;
     # ``append_shots``: training recordings per added species (None: all), for few-shot measurements
     species_list: str | None = None
     append_margin: float = 0.5  # chosen on validation (BENCHMARKS.md, "BirdNET with added species")
     append_l2: float = 1e-3
+    append_temperature: float = 3.0  # training's smooth max over windows (0: max); chosen on validation
     append_shots: int | None = None
 
 
@@ -331,6 +333,7 @@ _RULES: dict[str, tuple[Any, str, bool]] = {
     "model.backbone_lr_scale": (*_NON_NEGATIVE, False),
     "model.append_margin": (*_NON_NEGATIVE, False),
     "model.append_l2": (*_NON_NEGATIVE, False),
+    "model.append_temperature": (*_NON_NEGATIVE, False),
     "model.append_shots": (*_at_least(1), True),
     "split.val_fraction": (*_FRACTION_OPEN, False),
     "split.test_fraction": (*_FRACTION_OPEN, False),

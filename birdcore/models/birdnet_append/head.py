@@ -6,8 +6,9 @@ logits = e · Wᵀ + b), so an added species' logit e · k + c is on BirdNET's s
 score like BirdNET's, and the recording score is the max over windows, as zero-shot's.
 
 Training (``fit_added``), full batch, deterministic: for each added species a, over the training
-recordings, with z_a the recording's max-over-windows logit of a and t the recording's top BirdNET
-logit among the run's known species (max over windows and species):
+recordings, with z_a the recording's logit of a pooled over its windows (a smooth max, τ·log Σ exp(l/τ),
+so that every window of a few recordings teaches the layer, not only the top one; τ = 0: the max) and t
+the recording's top BirdNET logit among the run's known species (max over windows and species):
 
 - binary cross-entropy of sigmoid(z_a) (a's recordings positive, every other recording negative),
   positives and negatives weighted equally;
@@ -65,7 +66,7 @@ class AddedHead:
 
 def fit_added(embeddings: list[np.ndarray], top_known: list[np.ndarray], labels: np.ndarray, n_added: int, *,
               margin: float, l2: float, steps: int = STEPS, learning_rate: float = LEARNING_RATE,
-              hinge_weight: float = HINGE_WEIGHT) -> AddedHead:
+              hinge_weight: float = HINGE_WEIGHT, temperature: float = 0.0) -> AddedHead:
     """Train the added species' layer.
 
     Args:
@@ -73,6 +74,8 @@ def fit_added(embeddings: list[np.ndarray], top_known: list[np.ndarray], labels:
         top_known: per recording, its windows' top BirdNET logit among the known species (W_r,).
         labels: (N,) the added species of each recording (0..A−1), or −1 for a known species' recording.
         n_added: A.
+        temperature: 0: a recording's z is the max over its windows (as scored); > 0: the smooth max
+            τ·log Σ exp(l/τ) in training, whose gradient reaches every window by its softmax weight.
     """
     labels = np.asarray(labels)
     n, width = len(embeddings), embeddings[0].shape[1]
@@ -90,6 +93,12 @@ def fit_added(embeddings: list[np.ndarray], top_known: list[np.ndarray], labels:
         z, picked = np.empty((n, n_added), np.float32), []
         for r, e in enumerate(embs):
             logits = e @ kernel + bias
+            if temperature > 0:
+                top_l = logits.max(axis=0)
+                soft = np.exp((logits - top_l) / temperature)  # (W, A)
+                z[r] = top_l + temperature * np.log(soft.sum(axis=0))
+                picked.append((soft / soft.sum(axis=0)).T @ e)  # (A, E): dz/dkernel, softmax-weighted windows
+                continue
             idx = logits.argmax(axis=0)
             z[r] = logits[idx, cols]
             picked.append(e[idx])  # (A, E): the window whose logit is each species' max

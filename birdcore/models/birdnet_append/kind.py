@@ -57,7 +57,7 @@ class BirdNETAppend(ModelKind):
         from birdcore.models.birdnet_append.head import STEPS
 
         return {"weights": "BirdNET V2.4", "license": bn.LICENSE_NOTE, "added_species": inputs["added"],
-                "append": {"margin": cfg.model.append_margin, "l2": cfg.model.append_l2,
+                "append": {"margin": cfg.model.append_margin, "l2": cfg.model.append_l2, "temperature": cfg.model.append_temperature,
                            "shots": cfg.model.append_shots, "steps": STEPS, "species_list": cfg.model.species_list,
                            "training": inputs["training"], "validation": inputs["validation"]}}
 

@@ -86,7 +86,8 @@ def prepare_append(run, cfg, data, *, cache_root: Path) -> dict:
     known = KnownLogits(known_cols)
     train_emb = [emb(i) for i in rows]
     head = fit_added(train_emb, [known(e).max(axis=1) for e in train_emb], labels[rows], len(added),
-                     margin=cfg.model.append_margin, l2=cfg.model.append_l2)
+                     margin=cfg.model.append_margin, l2=cfg.model.append_l2,
+                     temperature=cfg.model.append_temperature)
     head.save(run.file(HEAD_FILE))
     training = {"recordings": int(len(rows)), "added_recordings": {c: int((labels[rows] == i).sum())
                                                                    for i, c in enumerate(added)}}
