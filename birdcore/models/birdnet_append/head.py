@@ -18,6 +18,11 @@ the recording's top BirdNET logit among the run's known species (max over window
   so that the many known recordings are not outweighed by the few of an added species;
 - L2 on the weights (``l2`` × Σk²).
 
+The smooth max is at least the max that scoring takes (by at most τ·log W): a known species' recording
+kept below BirdNET's top in training stays below it when scored, while an added species' own
+recordings may score a little lower than in training (validation chose τ = 3 over the max:
+BENCHMARKS.md).
+
 Shapes: W windows, E = 1024 embedding features, A added species.
 """
 from __future__ import annotations
