@@ -174,11 +174,8 @@ def kind_for(name: str) -> ModelKind:
     if name not in KINDS:
         raise UnknownKind(f"unknown kind of model {name!r} (one of {', '.join(KINDS)})")
     if name not in _loaded:
-        from birdcore.io.native_stderr import quiet_native_stderr
-
         module, _, cls = KINDS[name].partition(":")
-        with quiet_native_stderr():  # a kind that imports Keras: TensorFlow's start-up lines (shown with -v)
-            _loaded[name] = getattr(importlib.import_module(module), cls)()
+        _loaded[name] = getattr(importlib.import_module(module), cls)()
     return _loaded[name]
 
 
