@@ -64,7 +64,7 @@ class TrainingDevices:
     ``n`` equal shards (so it must be a multiple of ``n``), and the learning rate applies to that
     global batch, unchanged by ``n``.  Under JAX the distribution is ``keras.distribution.DataParallel``
     (one program over all devices: the same step as on one device); under TensorFlow it is
-    ``tf.distribute.MirroredStrategy`` (one replica per device, gradients summed).  ``names`` are
+    ``tf.distribute.MirroredStrategy`` (one replica per device, gradients all-reduced).  ``names`` are
     the devices' names (``gpu:0``, ``cpu:1``); ``kind`` is "GPU", "TPU" or "CPU"."""
 
     n: int
