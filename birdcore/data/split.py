@@ -75,10 +75,8 @@ def split_summary(split: pd.Series, df: pd.DataFrame) -> dict:
     labels = split.reindex(df.index).fillna("unused").astype(str)
     names = list(SPLITS) + sorted(set(labels) - set(SPLITS))
     counts = {name: int((labels == name).sum()) for name in names}
-    per_species: dict[str, dict[str, int]] = {}
-    for code in sorted(df["primary"].astype(str).unique()):
-        mine = labels[df["primary"].astype(str) == code]
-        per_species[code] = {name: int((mine == name).sum()) for name in names}
+    table = pd.crosstab(df["primary"].astype(str), labels).reindex(columns=names, fill_value=0)  # one pass
+    per_species = {str(code): {name: int(n) for name, n in row.items()} for code, row in table.sort_index().iterrows()}
     return {"counts": counts, "per_species": per_species}
 
 
@@ -87,8 +85,9 @@ def _stratified(ids: pd.Series, primary: pd.Series, val_fraction: float, test_fr
     """Per-species seeded shuffle of ids sorted by id; returns split labels indexed like ``ids``."""
     out = pd.Series("train", index=ids.index, dtype=object)
     codes = primary.astype(str)
-    for code in sorted(codes.unique()):
-        mine = ids[codes == code].sort_values(kind="stable")
+    rows = codes.groupby(codes, sort=True).indices  # one pass over the table, not one per species
+    for code, at in rows.items():
+        mine = ids.iloc[at].sort_values(kind="stable")
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(code.encode())])
         order = mine.index[rng.permutation(len(mine))]
         n_val, n_test = _counts(len(mine), val_fraction, test_fraction)
