@@ -279,10 +279,17 @@ def test_systemd_units_start_the_same_scripts(tmp_path):
     assert f"STREAMLIT_SERVER_BASE_URL_PATH={example['BIRDCLEF_BASE_URL_PATH']}" in dashboard
     assert "ExecStart=/opt/birdclef/scripts/start-api.sh" in api
     assert f"BIRDCLEF_API_ROOT_PATH={example['BIRDCLEF_API_ROOT_PATH']}" in api
+    analysts = (DEPLOY / "birdclef-dashboard-analysts.service").read_text()
+    assert "ExecStart=/opt/birdclef/scripts/start-dashboard.sh" in analysts and "BIRDCLEF_PUBLIC" not in analysts
+    assert f"STREAMLIT_SERVER_BASE_URL_PATH={example['BIRDCLEF_ANALYSTS_BASE_URL_PATH']}" in analysts
+    assert "BIRDCLEF_DATA_ROOTS=" in analysts and "STREAMLIT_SERVER_PORT=8502" in analysts
+    nginx = (DEPLOY / "nginx-birdclef.conf").read_text()
+    assert "127.0.0.1:8502" in nginx  # where the proxy sends /analysts/, behind its login
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed; the units' text was checked only")
-    for name, text in (("birdclef-dashboard.service", dashboard), ("birdclef-api.service", api)):
+    for name, text in (("birdclef-dashboard.service", dashboard), ("birdclef-api.service", api),
+                       ("birdclef-dashboard-analysts.service", analysts)):
         unit = tmp_path / name
         unit.write_text(text.replace("/opt/birdclef", str(ROOT)))
         done = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
