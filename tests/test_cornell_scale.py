@@ -92,6 +92,27 @@ def test_a_dashboard_run_leaves_little_for_the_collector_to_walk(trained_run, mo
     assert gc.get_freeze_count() > 200_000
 
 
+def test_visitors_objects_alone_are_never_frozen_imports_are(tmp_path, monkeypatch):
+    """Sessions are full of reference cycles: frozen, they would outlive the session.  Only new imports
+    (TensorFlow, Keras, a kind) make the heap freeze."""
+    from birdcore.serving import heap
+
+    heap.settle_heap(threshold=0)  # whatever this process imported so far
+    frozen = gc.get_freeze_count()
+
+    class Session:
+        def __init__(self):
+            self.me = self  # a cycle, as Streamlit's session objects have
+
+    sessions = [Session() for _ in range(2_000)]
+    assert heap.settle_heap(threshold=1_000) is False and gc.get_freeze_count() == frozen
+    (tmp_path / "freshly_imported_module.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    __import__("freshly_imported_module")
+    assert heap.settle_heap(threshold=1_000) is True and gc.get_freeze_count() > frozen
+    del sessions
+
+
 def test_training_batches_get_a_worker_thread_per_core(monkeypatch):
     """A fixed 2 threads delivered fewer recordings per second than one H200 consumed at batch 32."""
     from birdcore.models.keras_audio.batches import TrainingBatches
