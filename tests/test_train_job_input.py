@@ -188,3 +188,24 @@ def test_resume_uses_the_saved_data_folder_or_asks_for_one(tmp_path):
     assert check_args(parse(["--resume", "--name", "saved", "--out", str(runs), "--data-dir", str(runs)])) == runs
     with pytest.raises(ValueError, match="give --data-dir DIR"):
         check_args(parse(["--resume", "--name", "early", "--out", str(runs)]))
+
+
+def test_resume_names_the_options_its_saved_configuration_overrides(tmp_path):
+    """``--resume`` goes on with the run's saved configuration: an option that asks for another value
+    (``--epochs 32`` for a run saved with 300) is named as ignored, not dropped in silence; options
+    that agree with the saved run, or are not given, are not named."""
+    from train_job import build_parser
+
+    from birdcore.cli.train import ignored_on_resume
+
+    runs = tmp_path / "runs"
+    (runs / ".r.partial").mkdir(parents=True)
+    cfg = RunConfig()
+    cfg.train.epochs, cfg.train.batch_size = 300, 16
+    (runs / ".r.partial" / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "data_dir": str(tmp_path)}))
+    parse = build_parser().parse_args
+    base = ["--resume", "--name", "r", "--out", str(runs)]
+    assert ignored_on_resume(parse(base)) == []
+    assert ignored_on_resume(parse(base + ["--batch-size", "16"])) == []
+    assert ignored_on_resume(parse(base + ["--epochs", "32"])) == ["train.epochs: 300 (given 32)"]
+    assert ignored_on_resume(parse(base[:3] + ["--out", str(tmp_path / "none"), "--epochs", "32"])) == []

@@ -205,6 +205,42 @@ def config_problem(exc, args) -> str:
     return str(exc)
 
 
+def ignored_on_resume(args, prog: str | None = None) -> list[str]:
+    """The settings given on this command line that a resumed run ignores, as "field: saved (given X)".
+
+    A run resumed from ``out/.name.partial/config.json`` goes on with its saved configuration; an
+    option that sets another value (``--epochs 32`` for a run saved with 300) would otherwise be dropped
+    in silence.  Only fields this command line changes from the bare ``--resume --name NAME`` are named.
+    Empty when the run has no saved configuration yet (nothing to ignore).
+    """
+    import json
+
+    from birdcore.config import RunConfig
+
+    try:
+        saved = json.loads((args.out / f".{args.name}.partial" / "config.json").read_text())["config"]
+        saved = RunConfig.from_dict(saved).to_dict()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    bare = ["--resume", "--name", args.name] + (["--demo"] if args.demo else [])
+    given = _flat(config_from_args(args).to_dict())
+    default = _flat(config_from_args(build_parser(prog).parse_args(bare)).to_dict())
+    saved = _flat(saved)
+    return [f"{key}: {saved[key]!r} (given {value!r})" for key, value in given.items()
+            if value != default.get(key) and key in saved and saved[key] != value]
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """A nested config dict as {"section.field": value}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def saved_data_dir(out: Path, name: str) -> Path | None:
     """The data folder saved in the config.json of the interrupted run ``out/.name.partial`` (None if
     it stopped before its data was read)."""
@@ -290,6 +326,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                                        sample_rate=cfg.audio.sample_rate, seed=0)
         elif args.resume and args.data_dir is None and data_dir is not None:
             log.info("resuming with the run's saved data folder %s", data_dir)
+        if args.resume and (ignored := ignored_on_resume(args, prog)):
+            log.warning("--resume continues %s with its saved configuration; ignored: %s", args.name,
+                        "; ".join(ignored))
         if args.demo:
             cfg.synthetic = True
         name = name or time.strftime(("demo-synthetic-" if cfg.synthetic else "run-") + "%Y%m%d-%H%M%S")
