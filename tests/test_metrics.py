@@ -171,3 +171,18 @@ def test_curves_and_input_checks():
         M.evaluate_scores(np.full((2, 2), np.nan), np.array([0, 1]), species=["a", "b"])
     with pytest.raises(ValueError):
         M.species_metrics(np.zeros((2, 2)), np.array([0, 1]), species=["a"])
+
+
+def test_a_species_without_a_positive_validation_recording_takes_the_customary_threshold():
+    """Thresholds are chosen on validation; a species none of whose validation recordings is its own
+    (BirdNET's thousands of species in an --append run) has only negatives, and just above their
+    maximum (near 0) would flag it on nearly every clip.  It takes 0.5 instead; a species with a
+    positive keeps the threshold its negatives give."""
+    from birdcore.evaluation.scoring import thresholds_from
+
+    scores = np.array([[0.9, 0.02, 0.01], [0.1, 0.8, 0.03]], np.float32)  # 2 recordings x 3 species
+    arrays = {"scores": scores, "primary": np.array([0, 1]), "secondary": np.zeros((2, 3), bool),
+              "species": np.array(["a", "b", "lacking"])}
+    chosen = thresholds_from(arrays, arrays, target_fpr=0.001)["species"]
+    assert chosen["lacking"]["threshold"] == 0.5
+    assert 0.1 < chosen["a"]["threshold"] < 0.11 and 0.02 < chosen["b"]["threshold"] < 0.021

@@ -17,6 +17,7 @@ import pandas as pd
 from birdcore.data.labels import label_indices, secondary_mask
 from birdcore.evaluation import metrics as M
 from birdcore.io.atomic import atomic_write_json, write_npz
+from birdcore.runs.thresholds import DEFAULT_THRESHOLD
 
 log = logging.getLogger("birdcore")
 
@@ -74,7 +75,12 @@ def evaluate_arrays(arrays: dict[str, np.ndarray], *, target_fpr: float) -> dict
 
 def thresholds_from(val: dict[str, np.ndarray] | None, test: dict[str, np.ndarray], *, target_fpr: float) -> dict:
     """Per-species and global thresholds chosen on validation scores (test if none),
-    with the recall and false-positive rate they give on the test set."""
+    with the recall and false-positive rate they give on the test set.
+
+    A species without a positive recording there (BirdNET's thousands of species in an ``--append``
+    run) has only negatives to choose on: just above their maximum would be a threshold near 0 that
+    flags it everywhere (43,021 false positives per hour on the development soundscapes).  It takes
+    ``DEFAULT_THRESHOLD`` (0.5, BirdNET's customary confidence) instead."""
     source = val if val is not None and len(val["primary"]) else test
     chosen = M.species_metrics(source["scores"], source["primary"], species=list(source["species"]),
                                secondary=source["secondary"], target_fpr=target_fpr)
@@ -82,8 +88,8 @@ def thresholds_from(val: dict[str, np.ndarray] | None, test: dict[str, np.ndarra
                               target_fpr=target_fpr)
     species = {}
     for i, row in enumerate(chosen):
-        species[row["species"]] = {"threshold": row["threshold"],
-                                   **_rates(test, i, row["threshold"])}
+        threshold = row["threshold"] if row["n_pos"] else DEFAULT_THRESHOLD
+        species[row["species"]] = {"threshold": threshold, **_rates(test, i, threshold)}
     return {"target_fpr": target_fpr, "chosen_on": "val" if source is val else "test",
             "global": {"threshold": glob["threshold"], **_rates(test, None, glob["threshold"])},
             "species": species}
