@@ -66,6 +66,22 @@ def same_rows(a, b, tol=2e-4):
         assert x[:5] == y[:5] and abs(float(x[5]) - float(y[5])) <= tol, (x, y)
 
 
+def test_an_address_nothing_answers_at_leaves_no_output_behind(trained_run, synth_dir, tmp_path, capsys):
+    """A cluster that cannot be reached stops the command before --out is written: no empty CSV and
+    journal that a rerun with other settings would then refuse."""
+    import socket
+
+    assert not ray.is_initialized()  # first in this module: the CLI would join a Ray this process runs
+    with socket.socket() as free:  # a port nothing listens on once closed
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    out = tmp_path / "d.csv"
+    assert main([str(trained_run), str(synth_dir / "train_audio"), "--out", str(out),
+                 "--cluster", f"127.0.0.1:{port}"]) == 2
+    assert "no Ray cluster answers there" in capsys.readouterr().err
+    assert not out.exists() and not Path(f"{out}.done").exists()
+
+
 def test_a_trained_run_gives_the_same_rows_on_ray(local_ray, trained_run, synth_dir, tmp_path, capsys):
     folder = synth_dir / "train_audio"
     common = [str(trained_run), str(folder), "--min-score", "0.05"]

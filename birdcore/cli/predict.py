@@ -235,6 +235,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m birdcore.predict"
         if args.raven is not None and args.raven.exists() and not args.raven.is_dir():  # before --out is written
             raise ValueError(f"--raven {args.raven}: is a file; give a folder for the selection tables")
         done: set[str] = set()
+        if args.cluster is not None:  # before --out is written: an address nothing answers at leaves no file
+            from birdcore.serving import ray_batch
+
+            ray_batch.connect(args.cluster, verbose=args.verbose)
         if args.out is not None:
             from birdcore.serving.parquet_results import open_results
 
