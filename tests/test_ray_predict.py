@@ -230,9 +230,11 @@ def test_after_kill_9_of_the_driver_the_rerun_completes_the_output_exactly_once(
 
 
 def test_an_actor_asking_for_more_than_any_node_has_is_one_line_not_a_hang(local_ray, trained_run, synth_dir,
-                                                                           capsys):
+                                                                           capsys, tmp_path):
     folder = str(synth_dir / "train_audio")
-    assert main([str(trained_run), folder, "--cluster", "local", "--cpus-per-actor", "4"]) == 2
+    out = tmp_path / "d.csv"
+    assert main([str(trained_run), folder, "--cluster", "local", "--cpus-per-actor", "4", "--out", str(out)]) == 2
+    assert not out.exists() and not Path(f"{out}.done").exists()  # refused before --out is written
     assert main([str(trained_run), folder, "--cluster", "local", "--gpus-per-actor", "1"]) == 2
     err = capsys.readouterr().err
     assert "an actor asks for 4 CPU(s)" in err and "no node of the cluster has that (2 CPU)" in err

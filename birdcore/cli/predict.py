@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m birdcore.predict"
             from birdcore.serving import ray_batch
 
             ray_batch.connect(args.cluster, verbose=args.verbose)
+            ray_batch.check_resources(args.cpus_per_actor, args.gpus_per_actor)  # an actor no node can hold
         if args.out is not None:
             from birdcore.serving.parquet_results import open_results
 

@@ -113,7 +113,7 @@ def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
-def _check_resources(cpus: float, gpus: float) -> None:
+def check_resources(cpus: float, gpus: float) -> None:
     """ValueError (one line) when no node of the cluster has the CPUs and GPUs one actor asks for: Ray
     would wait for such a node for ever, and the job would hang without a word."""
     import ray
@@ -178,7 +178,7 @@ def score_on_ray(settings: BatchSettings, files: list[str], *, actors: int | Non
 
     if not files:
         return
-    _check_resources(cpus_per_actor, gpus_per_actor)
+    check_resources(cpus_per_actor, gpus_per_actor)
     if actors is None:
         actors = max(1, int(cluster_cpus() // max(cpus_per_actor, 1e-9)))
     actors = max(1, min(int(actors), len(files)))
