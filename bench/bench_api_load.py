@@ -19,10 +19,8 @@ other than 4xx, a good one other than 200, or memory growing by ``--max-growth``
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,27 +33,10 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from load_common import chirp_wav, free_port, proc_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 BAD_KINDS = ("empty file", "not audio", "no file field", "top out of range")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def chirp_wav(seconds: float, rate: int = 48000, seed: int = 0) -> bytes:
-    """A WAV of rising 2-6 kHz chirps (0.5 s every second) over faint noise, 16-bit mono."""
-    import soundfile as sf
-
-    t = np.arange(int(seconds * rate)) / rate
-    phase = t % 1.0
-    sweep = np.sin(2 * np.pi * (2000 * phase + 4000 * phase ** 2 / 2 / 0.5)) * (phase < 0.5)
-    wave = 0.3 * sweep + 0.01 * np.random.default_rng(seed).standard_normal(t.size)
-    buf = io.BytesIO()
-    sf.write(buf, wave.astype(np.float32), rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def request_parts(i: int, clip: bytes, name: str, bad_every: int) -> tuple[str, list]:
@@ -116,14 +97,6 @@ def check(rows: list[dict]) -> list[str]:
     return problems
 
 
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """``field`` (VmRSS, VmHWM) of /proc/PID/status, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -171,12 +144,12 @@ def main() -> int:
     try:
         health = wait_healthy(url, proc)
         started_s = time.perf_counter() - t0
-        rss_loaded = rss_mb(proc.pid)
+        rss_loaded = proc_mb(proc.pid)
         warm_rows, _ = drive(url, args.warmup, args.clients, clip, name=name, bad_every=args.bad_every)
-        rss_warm = rss_mb(proc.pid)
+        rss_warm = proc_mb(proc.pid)
         rows, wall = drive(url, args.requests, args.clients, clip, name=name, bad_every=args.bad_every,
                            start=args.warmup)
-        rss_end, hwm = rss_mb(proc.pid), rss_mb(proc.pid, "VmHWM")
+        rss_end, hwm = proc_mb(proc.pid), proc_mb(proc.pid, "VmHWM")
         alive = proc.poll() is None
     finally:
         proc.terminate()

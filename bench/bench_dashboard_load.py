@@ -29,11 +29,9 @@ bounds.  Needs Debian's chromium and chromium-driver (as tests/test_browser.py).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from load_common import chirp_wav, free_port, proc_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,36 +62,10 @@ new MutationObserver(seen).observe(document.body, {subtree: true, childList: tru
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def chirp_wav(seconds: float, rate: int = 48000, seed: int = 0) -> bytes:
-    """A WAV of rising 2-6 kHz chirps (0.5 s every second) over faint noise, 16-bit mono."""
-    import soundfile as sf
-
-    t = np.arange(int(seconds * rate)) / rate
-    phase = t % 1.0
-    sweep = np.sin(2 * np.pi * (2000 * phase + 4000 * phase ** 2)) * (phase < 0.5)
-    wave = 0.3 * sweep + 0.01 * np.random.default_rng(seed).standard_normal(t.size)
-    buf = io.BytesIO()
-    sf.write(buf, wave.astype(np.float32), rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process (all its threads) so far, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_mb(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 class MemoryPoller:

@@ -13,7 +13,6 @@ scoring and of keeping (``time.process_time``), one JSON line per length.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import pickle
 import sys
@@ -22,22 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from load_common import chirp_wav
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def chirp_wav(seconds: float, rate: int = 48000) -> bytes:
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    rng = np.random.default_rng(0)
-    with sf.SoundFile(buf, "w", samplerate=rate, channels=1, format="WAV", subtype="PCM_16") as out:
-        for start in range(0, int(seconds), 60):
-            t = np.arange(int(min(60, seconds - start) * rate)) / rate
-            phase = t % 1.0
-            sweep = np.sin(2 * np.pi * (2000 * phase + 4000 * phase ** 2)) * (phase < 0.5)
-            out.write((0.3 * sweep + 0.01 * rng.standard_normal(t.size)).astype(np.float32))
-    return buf.getvalue()
 
 
 def main() -> int:
