@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from load_common import chirp_wav, free_port, proc_mb
+from load_common import chirp_wav, free_port, proc_mb, report
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_KINDS = ("empty file", "not audio", "no file field", "top out of range")
@@ -197,10 +197,7 @@ def main() -> int:
                             f"({growth:+.1f} %), peak {hwm:.0f}"),
         ("requirements", "met" if not problems else "FAILED: " + "; ".join(problems)),
     ]
-    width = max(len(k) for k, _ in rows_out)
-    for key, value in rows_out:
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(summary), flush=True)
+    report(rows_out, summary)
     if problems:
         log.seek(0)
         print("server log (tail):\n" + log.read()[-3000:], file=sys.stderr)

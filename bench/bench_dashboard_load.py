@@ -29,7 +29,6 @@ bounds.  Needs Debian's chromium and chromium-driver (as tests/test_browser.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -43,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from load_common import chirp_wav, free_port, proc_mb
+from load_common import chirp_wav, free_port, proc_mb, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -307,10 +306,7 @@ def main() -> int:
                                   f"answer; {len(set(clips))} distinct clip{'s' if len(set(clips)) > 1 else ''})"),
         ("result", "all answered" if not problems else "FAILED: " + "; ".join(problems)),
     ]
-    width = max(len(k) for k, _ in out)
-    for key, value in out:
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(summary), flush=True)
+    report(out, summary)
     if problems:
         log.seek(0)
         print("dashboard log (tail):\n" + log.read()[-3000:], file=sys.stderr)

@@ -40,3 +40,13 @@ def proc_mb(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def report(rows: list[tuple[str, str]], summary: dict) -> None:
+    """The benchmark's figures as an aligned table, then the summary as one JSON line (the last line)."""
+    import json
+
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(summary), flush=True)
