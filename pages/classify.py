@@ -12,6 +12,7 @@ from birdcore.serving.detections import RAVEN_SUFFIX, detections_csv, raven_tabl
 from birdcore.serving.kept_clip import SCORE_FLOOR
 from birdcore.serving.sparse_scores import columns
 from birdcore.data.species_lists import names_from_text
+from birdcore.data.taxonomy import ebird_page
 from birdcore.serving.species_mask import birds_only, from_names
 
 OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9
@@ -149,7 +150,7 @@ result, dropped, _ = narrow(result, clf.run, masks, top=5)
 if not result.top:
     st.warning("No species of this model is left after your filter; widen it to see results.")
     st.stop()
-links = model == "run" and not run_synthetic  # BirdNET labels carry no eBird codes
+links = not (model == "run" and run_synthetic)  # BirdNET's scientific names find their eBird codes
 
 st.audio(kept.audio, format="audio/mpeg")
 if kept.audio_seconds < result.seconds - 0.5:  # a longer clip: its start only
@@ -165,7 +166,7 @@ for p in result.top:
                  "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
                  "decision": p.decision, **({} if p.group == "bird" else {"not a bird": p.group}),
                  **({"occurrence here": occurrence.get(p.ebird_code)} if place_filter is not None else {}),
-                 **({"eBird": f"https://ebird.org/species/{p.ebird_code}"} if links else {})})
+                 **({"eBird": ebird_page(p.ebird_code, p.sci_name)} if links else {})})
 st.subheader("Top species")
 if masks:
     st.caption("Filtered: " + " · ".join(m.summary() for m in masks) + ".")

@@ -177,3 +177,14 @@ def test_evaluate_matches_a_datasets_codes_to_a_run_named_by_another_edition(tmp
     result = json.loads(out.strip().splitlines()[-1])
     assert result["n_recordings"] == 4 and not result["skipped"]
     assert "pasfly → wesfly" in err
+
+
+def test_ebird_pages_of_run_codes_and_of_birdnets_scientific_names():
+    """The classify page's eBird links: BirdNET's species (named by scientific name) reach their eBird
+    page through the taxonomy instead of a broken ``/species/Megaceryle lugubris``; unknown names get none."""
+    from birdcore.data.taxonomy import ebird_page
+
+    assert ebird_page("Megaceryle lugubris", "Megaceryle lugubris") == "https://ebird.org/species/crekin1"
+    assert ebird_page("yesbla1", "Agelaius xanthomus") == "https://ebird.org/species/yesbla1"
+    assert ebird_page("Power tools", "Power tools") is None
+    assert ebird_page("synchi1", "Synthetica chirpa") is None
