@@ -172,3 +172,55 @@ def test_species_summary_marks_the_added_species(runs):
                               thresholds=json.loads((app / "thresholds.json").read_text()), names=names)
     assert dict(zip(summary["ebird_code"], summary["added"])) == {"banana": False, "amerob": False,
                                                                   "synhar1": True, "syntri1": True}
+
+
+def test_append_run_serves_soundscapes_predict_and_review(runs, tmp_path, capsys):
+    """Must-have 2 of issue #27 beyond evaluate: the soundscape commands, and detections from predict
+    into review, each naming the added species."""
+    from birdcore.cli.predict import main as predict
+    from birdcore.cli.review import main as review
+    from birdcore.cli.soundscapes import main as soundscapes
+    from birdcore.data.synthetic import make_synthetic_soundscapes
+
+    app = runs[0]
+    scapes = make_synthetic_soundscapes(tmp_path / "scapes", species=["synhar1", "syntri1"], n_files=1,
+                                        seconds=30.0, sample_rate=48000, seed=5)
+    d = scapes["dir"]
+    assert soundscapes(["evaluate", str(app), "--labels", str(d / "summary.csv"), "--audio-dir", str(d / "audio"),
+                        "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n_rows"] == 6 and result["macro_auc"] is not None  # the added species' rows are scored
+
+    detections = tmp_path / "detections.csv"
+    assert predict([str(app), str(d / "audio"), "--out", str(detections), "--min-score", "0"]) == 0
+    found = pd.read_csv(detections)
+    assert {"synhar1", "syntri1"} <= set(found["species"])
+    db = tmp_path / "review.sqlite"
+    assert review(["import", str(detections), "--db", str(db), "--run", str(app)]) == 0
+    assert review(["sample", "--db", str(db), "--per-species", "2", "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert review(["report", "--db", str(db), "--json"]) == 0
+    report = capsys.readouterr().out
+    assert "synhar1" in report and "syntri1" in report
+
+
+def test_append_run_serves_the_api_as_the_classify_page_scores(runs, tmp_path):
+    """The API (the classify page's classifier behind HTTP) names the added species after BirdNET's."""
+    import requests
+
+    from birdcore.data.synthetic import make_synthetic_soundscapes
+    from birdcore.serving.api import create_app
+    from birdcore.serving.classify import ClipClassifier
+    from tests.test_api import serving
+
+    scapes = make_synthetic_soundscapes(tmp_path / "scapes", species=["synhar1", "syntri1"], n_files=1,
+                                        seconds=12.0, sample_rate=48000, seed=5)
+    clf = ClipClassifier(load_run(runs[0]))
+    with serving(create_app(clf)) as url:
+        species = requests.get(f"{url}/v1/species", timeout=10).json()
+        assert [s["code"] for s in species["species"]][2:] == ["synhar1", "syntri1"]
+        audio = sorted((scapes["dir"] / "audio").glob("*.wav"))[0].read_bytes()
+        answer = requests.post(f"{url}/v1/classify", files=[("file", ("scape.wav", audio, "audio/wav"))], timeout=60)
+        assert answer.status_code == 200, answer.text
+        direct, _ = clf.classify_upload(audio, name="scape.wav", top=5)  # the classify page's call
+        assert [s["code"] for s in answer.json()["top"]] == [p.ebird_code for p in direct.top]
