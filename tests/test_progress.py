@@ -120,3 +120,26 @@ def test_the_command_line_prints_one_line_per_unfinished_run(tmp_path, capsys):
     assert main([str(tmp_path / "empty")]) == 1 and "no such runs folder" in capsys.readouterr().err
     (tmp_path / "done").mkdir()
     assert main([str(tmp_path / "done")]) == 0 and "no unfinished runs" in capsys.readouterr().out
+
+
+def test_first_epoch_after_a_resume_takes_its_eta_from_the_epochs_before(tmp_path, caplog):
+    """The first epoch of a resumed process also compiles: its ETA comes from the epochs earlier
+    processes timed (5 s each here), not from its own 100 s times every epoch left (10 minutes)."""
+    import keras
+
+    from birdcore.training.callbacks import RunKeeper
+
+    class Folder:
+        def file(self, name):
+            return tmp_path / name
+
+    (tmp_path / "history.csv").write_text("epoch,loss,val_top1,val_loss,seconds\n"
+                                          + "".join(f"{e},1.0,0.5,1.0,{s}\n" for e, s in ((1, 40.0), (2, 5.0), (3, 5.0), (4, 6.0))))
+    keeper = RunKeeper(Folder(), epochs=10, patience=5, state={"epoch": 2, "best": 0.5, "best_epoch": 1, "wait": 0})
+    keeper.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    keeper._last_end -= 100.0  # this process's first epoch took 100 s, compiling included
+    with caplog.at_level("INFO", logger="birdcore"):
+        keeper.on_epoch_end(3, {"loss": 1.0, "val_top1": 0.4, "val_loss": 1.0})
+    assert "ETA 0m30s" in caplog.text  # 6 epochs left × the median of epochs 1-3 (5 s); epoch 4 is redone
+    assert eta_seconds([100.0], remaining=6, earlier=[40.0, 5.0, 5.0]) == 30.0
+    assert eta_seconds([100.0, 7.0], remaining=6, earlier=[40.0, 5.0, 5.0]) == 42.0  # its own, once it has one

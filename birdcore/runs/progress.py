@@ -24,15 +24,18 @@ from birdcore.runs.history import HISTORY_FILE, epoch_seconds
 RUNNING, STOPPED, ELSEWHERE = "running", "stopped", "elsewhere"
 
 
-def eta_seconds(epoch_seconds: list[float], remaining: int) -> float:
+def eta_seconds(epoch_seconds: list[float], remaining: int, *, earlier: list[float] | tuple = ()) -> float:
     """Seconds left for ``remaining`` epochs, from the wall times of one process's epochs so far.
 
     The first epoch of a process also compiles the model (about 100 s for InceptionV3 on a GPU,
     where an epoch can then take 5 s), so it is left out once a later epoch has been timed; the
-    median of the rest resists a slow epoch.
+    median of the rest resists a slow epoch.  ``earlier``: wall times of epochs that earlier
+    processes timed (a resumed run's history); until this process has timed an epoch after its first,
+    their median stands in, so that the first epoch after ``--resume`` does not multiply its
+    compile time by every epoch left.
     """
-    timed = epoch_seconds[1:] or epoch_seconds
-    return remaining * float(np.median(timed)) if timed else 0.0
+    timed = epoch_seconds[1:] or (list(earlier) if len(earlier) else epoch_seconds)
+    return remaining * float(np.median(timed)) if len(timed) else 0.0
 
 
 def duration(seconds: float) -> str:

@@ -16,7 +16,7 @@ from birdcore.io.atomic import atomic_write_json
 from birdcore.models.base import kind_for
 from birdcore.models.saving import save_keras
 from birdcore.runs.folder import RunBuilder
-from birdcore.runs.history import HISTORY_FILE, append_epoch
+from birdcore.runs.history import HISTORY_FILE, append_epoch, epoch_seconds
 from birdcore.runs.progress import duration, eta_seconds
 
 log = logging.getLogger("birdcore")
@@ -69,6 +69,9 @@ class RunKeeper(keras.callbacks.Callback):
         self.ckpt = run.file(CHECKPOINT_DIR)
         self.ckpt.mkdir(exist_ok=True)
         self.epoch_seconds: list[float] = []
+        # a resumed run: the epochs earlier processes timed and kept, for the ETA of this one's first
+        self.earlier_seconds = [t for e, t in epoch_seconds(run.file(HISTORY_FILE))
+                                if e <= self.state["epoch"] + 1 and t == t]
         self._last_end = time.perf_counter()
 
     def on_train_begin(self, logs=None):
@@ -95,7 +98,7 @@ class RunKeeper(keras.callbacks.Callback):
         self.epoch_seconds.append(seconds)
         self._append_history(epoch, logs, seconds)
         atomic_write_json(self.run.file(STATE_FILE), st)  # last: a kill before this redoes the epoch
-        eta = eta_seconds(self.epoch_seconds, self.epochs - epoch - 1)
+        eta = eta_seconds(self.epoch_seconds, self.epochs - epoch - 1, earlier=self.earlier_seconds)
         log.info("epoch %d/%d  loss %.4f  val_top1 %.4f  val_loss %.4f  best %.4f (epoch %d)  %.0f s  ETA %s",
                  epoch + 1, self.epochs, logs.get("loss", float("nan")), logs.get("val_top1", float("nan")),
                  logs.get("val_loss", float("nan")), st["best"], st["best_epoch"] + 1, seconds, duration(eta))
