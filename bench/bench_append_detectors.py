@@ -23,6 +23,11 @@ recomputed from the float16 embeddings):
   embeddings); a recording scores its best window.  Reported: how many validation recordings of other
   species rank above the added species' own (per split and species).
 
+``--features activations``: the detectors and the kNN read BirdNET's activations before its last block
+(``POST``; 3 × 8 × 192 per window, the fine-tuning cut of ``--fine-tune 1``, cached in
+``birdnet-activations/``), mean- and max-pooled over the 3 × 8 positions (384 values per window),
+instead of the 1,024-d embedding; BirdNET's logits are unchanged.
+
 Output: one JSON line per candidate (known right, added right, false takes, over the splits' validation
 sets), then the kNN ranks.  No test set is read.
 """
@@ -122,6 +127,32 @@ def knn_ranks(sp) -> list[int]:
     return out
 
 
+def pooled_activations(sp, data_dir: Path, cache_dir: Path | None) -> list[np.ndarray]:
+    """Per recording (W, 384): BirdNET's activations before ``POST``, mean and max over positions."""
+    from birdcore.data.cache import DecodeCache, default_cache_dir
+    from birdcore.data.metadata import read_metadata
+    from birdcore.models.birdnet import runtime as bn
+    from birdcore.models.birdnet_finetune.activations import ActivationStore, run_batched
+    from birdcore.models.birdnet_finetune.network import load_birdnet, split_birdnet, trained_layer_names
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = DecodeCache(root, sample_rate=bn.SAMPLE_RATE, max_seconds=None)
+    birdnet = load_birdnet()
+    front, _ = split_birdnet(birdnet, 1, None)
+    store = ActivationStore(root / "birdnet-activations", cut=trained_layer_names(birdnet, 1)[0],
+                            width=front.output.shape[-1])
+    out = []
+    for path in read_metadata(data_dir)["path"]:
+        entry = cache.entry_path(path)
+        act = store.load(entry)
+        if act is None:
+            act = run_batched(front, bn.windows(np.asarray(cache.load(path), np.float32)))
+            store.save(entry, act)
+        x = np.asarray(act, np.float32).reshape(len(act), 3, 8, -1)
+        out.append(np.concatenate([x.mean(axis=(1, 2)), x.max(axis=(1, 2))], axis=1))
+    return out
+
+
 def main() -> None:
     from bench_birdnet_append import FastSplit, add_up, species_list_file
 
@@ -133,10 +164,15 @@ def main() -> None:
     p.add_argument("--C", type=float, default=0.01)
     p.add_argument("--negw", type=float, nargs="+", default=[10.0, 30.0, 100.0])
     p.add_argument("--explained", type=float, default=2.0)
+    p.add_argument("--features", choices=("embeddings", "activations"), default="embeddings")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     listing = species_list_file(args.data_dir, args.out)
     splits = [FastSplit(args.data_dir, s, listing, args.cache_dir) for s in args.seeds]
+    if args.features == "activations":  # the same recordings in the same order for every split
+        pooled = pooled_activations(splits[0], args.data_dir, args.cache_dir)
+        for sp in splits:
+            sp.emb = pooled
     for variant in ("detector", "explained", "relative"):
         explained = args.explained if variant == "explained" else None
         mode = "relative" if variant == "relative" else "absolute"
@@ -150,7 +186,7 @@ def main() -> None:
                 alphas, betas = calibrate(sp, mode, scores, tr, negw)
                 per.append(figures(sp, mode, kernel, bias, alphas, betas, np.flatnonzero(sp.split == "val")))
             total = add_up(per)
-            print(json.dumps({"candidate": variant, "C": args.C, "negw": negw,
+            print(json.dumps({"candidate": variant, "features": args.features, "C": args.C, "negw": negw,
                               **({"explained": explained} if explained is not None else {}), **total,
                               "validation_right": total["known_right"] + total["added_right"]}), flush=True)
     print(json.dumps({"candidate": "knn", "others_ranked_above_own": {sp.seed: dict(zip(sp.added, knn_ranks(sp)))

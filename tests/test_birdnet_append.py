@@ -68,6 +68,17 @@ def test_append_run_names_the_listed_birdnet_species_then_the_added_ones(runs):
 
     assert "2 added: synhar1, syntri1" in run_summary(manifest) and "epochs" in run_summary(manifest)
     assert "0 epochs" not in run_summary(manifest)
+    assert "added species right on " in run_summary(manifest) and " of 2 validation recordings" in run_summary(manifest)
+
+
+def test_a_run_whose_added_species_lose_on_validation_says_so():
+    """A headless user reads the log: an append run whose added species seldom win on validation warns."""
+    from birdcore.models.birdnet_append.training import validation_shortfall
+
+    assert "only 0 of their 2 validation recordings" in validation_shortfall({"added": 2, "added_right": 0})
+    assert "only 1 of their 3" in validation_shortfall({"added": 3, "added_right": 1})
+    assert validation_shortfall({"added": 2, "added_right": 1}) is None
+    assert validation_shortfall({"added": 0, "added_right": 0}) is None  # nothing to judge on
 
 
 def test_known_species_scores_are_zero_shots_bit_for_bit(runs, append_data):

@@ -62,8 +62,13 @@ class BirdNETAppend(ModelKind):
                            "training": inputs["training"], "validation": inputs["validation"]}}
 
     def describe(self, manifest: dict) -> str:
+        from birdcore.models.birdnet_append.training import validation_summary
+
         added = manifest.get("added_species") or []
-        return f"{self.description} ({len(added)} added: {', '.join(added[:5])}{' ...' if len(added) > 5 else ''})"
+        validation = (manifest.get("append") or {}).get("validation")
+        checked = f"; {validation_summary(validation)}" if validation else ""
+        return (f"{self.description} ({len(added)} added: {', '.join(added[:5])}{' ...' if len(added) > 5 else ''}"
+                f"{checked})")
 
     def load_model(self, run_dir):
         """The added species' layer (``head.AddedHead``, NumPy)."""

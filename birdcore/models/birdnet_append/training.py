@@ -95,6 +95,10 @@ def prepare_append(run, cfg, data, *, cache_root: Path) -> dict:
                                for i in val], labels[val], [table["ebird_code"].tolist().index(p)
                                                             for p in df["primary"].iloc[val]], len(known_cols))
     log.info("added species trained on %s; validation (from cached embeddings): %s", training, validation)
+    weak = validation_shortfall(validation)
+    if weak:
+        log.warning("%s; more recordings of them may help, or a head (--backbone birdnet without --append) "
+                    "if BirdNET's own answers may move", weak)
     return {"columns": columns, "head": head, "added": added, "training": training, "validation": validation}
 
 
@@ -110,8 +114,25 @@ def top1_figures(recording_logits: list[np.ndarray], labels: np.ndarray, primary
             "false_takes": int((known & (top >= n_known)).sum())}
 
 
+def validation_summary(validation: dict) -> str:
+    """"added species right on 1 of 2 validation recordings, 0 false takes" (``top1_figures``'s dict)."""
+    return (f"added species right on {validation.get('added_right', 0)} of {validation.get('added', 0)} validation "
+            f"recordings, {validation.get('false_takes', 0)} false takes")
+
+
+def validation_shortfall(validation: dict) -> str | None:
+    """A warning when the added species were top-1 on under half of their validation recordings (the run
+    then seldom names them), else None."""
+    n, right = validation.get("added", 0), validation.get("added_right", 0)
+    if not n or 2 * right >= n:
+        return None
+    return (f"the added species were top-1 on only {right} of their {n} validation recordings: this run will "
+            "seldom name them, BirdNET's species winning instead")
+
+
 def load_head(run_dir: Path) -> AddedHead:
     return AddedHead.load(Path(run_dir) / HEAD_FILE)
 
 
-__all__ = ["prepare_append", "top1_figures", "load_head", "shot_rows", "STEPS"]
+__all__ = ["prepare_append", "top1_figures", "load_head", "shot_rows", "validation_summary", "validation_shortfall",
+           "STEPS"]
