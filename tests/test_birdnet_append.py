@@ -77,6 +77,9 @@ def test_a_run_whose_added_species_lose_on_validation_says_so():
 
     assert "only 0 of their 2 validation recordings" in validation_shortfall({"added": 2, "added_right": 0})
     assert "only 1 of their 3" in validation_shortfall({"added": 3, "added_right": 1})
+    missed = [{"recording": "purpar1/XC1", "species": "purpar1", "top1": "graori4"},
+              {"recording": "purpar1/XC2", "species": "purpar1", "top1": "graori4"}]
+    assert "(graori4 took 2)" in validation_shortfall({"added": 2, "added_right": 0, "missed": missed})
     assert validation_shortfall({"added": 2, "added_right": 1}) is None
     assert validation_shortfall({"added": 0, "added_right": 0}) is None  # nothing to judge on
 
@@ -109,6 +112,8 @@ def test_added_species_are_learnt_without_taking_known_recordings(runs):
     assert not (top[~added] >= 2).any()  # no known species' recording taken by an added one
     validation = read_manifest(app)["append"]["validation"]
     assert validation["false_takes"] == 0 and validation["added"] == 2
+    assert len(validation["missed"]) == 2 - validation["added_right"]  # each miss named, with its taker
+    assert all(m["species"] in ("synhar1", "syntri1") and m["top1"] != m["species"] for m in validation["missed"])
 
 
 def test_evaluate_cli_scores_an_append_run(runs, tmp_path, capsys):

@@ -11,6 +11,7 @@ the run's scores use the interpreter's own logits).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +92,10 @@ def prepare_append(run, cfg, data, *, cache_root: Path) -> dict:
     head.save(run.file(HEAD_FILE))
     training = {"recordings": int(len(rows)), "added_recordings": {c: int((labels[rows] == i).sum())
                                                                    for i, c in enumerate(added)}}
+    codes = table["ebird_code"].tolist()
     validation = top1_figures([np.concatenate([known(emb(i)), head.logits(emb(i))], axis=1).max(axis=0)
-                               for i in val], labels[val], [table["ebird_code"].tolist().index(p)
-                                                            for p in df["primary"].iloc[val]], len(known_cols))
+                               for i in val], labels[val], [codes.index(p) for p in df["primary"].iloc[val]],
+                              len(known_cols), codes=codes, recordings=df["recording_id"].iloc[val].astype(str).tolist())
     log.info("added species trained on %s; validation (from cached embeddings): %s", training, validation)
     weak = validation_shortfall(validation)
     if weak:
@@ -102,16 +104,23 @@ def prepare_append(run, cfg, data, *, cache_root: Path) -> dict:
     return {"columns": columns, "head": head, "added": added, "training": training, "validation": validation}
 
 
-def top1_figures(recording_logits: list[np.ndarray], labels: np.ndarray, primary: list[int], n_known: int) -> dict:
+def top1_figures(recording_logits: list[np.ndarray], labels: np.ndarray, primary: list[int], n_known: int, *,
+                 codes: list[str] | None = None, recordings: list[str] | None = None) -> dict:
     """The append figures of a set of recordings: known-species recordings right at top-1, added-species
     recordings right, and false takes (a known species' recording whose top-1 is an added species).
-    ``recording_logits``: (C,) per recording, known species first; ``labels``: added index or −1."""
+    ``recording_logits``: (C,) per recording, known species first; ``labels``: added index or −1.
+    With the run's ``codes`` and the ``recordings``' ids, also ``missed``: each added-species recording
+    not named, with the species that took it ({"recording", "species", "top1"})."""
     top = np.array([int(np.argmax(x)) for x in recording_logits], dtype=int)
     primary = np.asarray(primary, dtype=int)
     known = np.asarray(labels) < 0
-    return {"known": int(known.sum()), "known_right": int((known & (top == primary)).sum()),
-            "added": int((~known).sum()), "added_right": int((~known & (top == primary)).sum()),
-            "false_takes": int((known & (top >= n_known)).sum())}
+    out = {"known": int(known.sum()), "known_right": int((known & (top == primary)).sum()),
+           "added": int((~known).sum()), "added_right": int((~known & (top == primary)).sum()),
+           "false_takes": int((known & (top >= n_known)).sum())}
+    if codes is not None and recordings is not None:
+        out["missed"] = [{"recording": r, "species": codes[p], "top1": codes[t]}
+                         for r, p, t, k in zip(recordings, primary, top, known) if not k and p != t]
+    return out
 
 
 def validation_summary(validation: dict) -> str:
@@ -126,8 +135,10 @@ def validation_shortfall(validation: dict) -> str | None:
     n, right = validation.get("added", 0), validation.get("added_right", 0)
     if not n or 2 * right >= n:
         return None
-    return (f"the added species were top-1 on only {right} of their {n} validation recordings: this run will "
-            "seldom name them, BirdNET's species winning instead")
+    takers = Counter(m["top1"] for m in validation.get("missed", []))
+    named = f" ({', '.join(f'{c} took {k}' for c, k in takers.most_common(5))})" if takers else ""
+    return (f"the added species were top-1 on only {right} of their {n} validation recordings{named}: this run "
+            "will seldom name them, BirdNET's species winning instead")
 
 
 def load_head(run_dir: Path) -> AddedHead:
