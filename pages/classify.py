@@ -13,6 +13,7 @@ from birdcore.serving.kept_clip import SCORE_FLOOR
 from birdcore.serving.sparse_scores import columns
 from birdcore.data.species_lists import names_from_text
 from birdcore.data.taxonomy import ebird_page
+from birdcore.runs.folder import added_marks
 from birdcore.serving.species_mask import birds_only, from_names
 
 OVERLAPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # seconds; BirdNET's own tools accept 0 to 2.9
@@ -159,12 +160,14 @@ st.plotly_chart(spectrogram_figure(kept.image, seconds=kept.spectrogram_seconds,
                                    title=f"{name} ({result.seconds:.1f} s)"))
 
 occurrence = {} if place_filter is None else place_filter.occurrence_by_code(clf.run.codes)
+added = added_marks(clf.run.species)  # an --append run: the species BirdNET lacks, which the run learnt
 rows = []
 for p in result.top:
     rows.append({"species": p.common_name, "scientific name": p.sci_name,
                  **({} if p.ebird_code == p.sci_name else {"code": p.ebird_code}),
                  "score": round(p.score, 4), "threshold": None if p.threshold is None else round(p.threshold, 4),
                  "decision": p.decision, **({} if p.group == "bird" else {"not a bird": p.group}),
+                 **({"added to BirdNET": added.get(p.ebird_code, False)} if added else {}),
                  **({"occurrence here": occurrence.get(p.ebird_code)} if place_filter is not None else {}),
                  **({"eBird": ebird_page(p.ebird_code, p.sci_name)} if links else {})})
 st.subheader("Top species")

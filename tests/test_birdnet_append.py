@@ -4,6 +4,7 @@ One small run is shared: 3 synthetic species at 48 kHz, the first renamed to a b
 (*Coereba flaveola*), and a species list narrowing BirdNET to two species; a zero-shot run on the same
 split is the reference for the known species' scores."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -235,8 +236,36 @@ def test_append_run_serves_the_api_as_the_classify_page_scores(runs, tmp_path):
     with serving(create_app(clf)) as url:
         species = requests.get(f"{url}/v1/species", timeout=10).json()
         assert [s["code"] for s in species["species"]][2:] == ["synhar1", "syntri1"]
+        assert [s["added"] for s in species["species"]] == [False, False, True, True]  # marked, as species.csv
         audio = sorted((scapes["dir"] / "audio").glob("*.wav"))[0].read_bytes()
         answer = requests.post(f"{url}/v1/classify", files=[("file", ("scape.wav", audio, "audio/wav"))], timeout=60)
         assert answer.status_code == 200, answer.text
         direct, _ = clf.classify_upload(audio, name="scape.wav", top=5)  # the classify page's call
         assert [s["code"] for s in answer.json()["top"]] == [p.ebird_code for p in direct.top]
+
+
+def test_classify_page_marks_the_added_species(runs, tmp_path, monkeypatch):
+    """The Classify page with an append run: its top species say which ones the run added to BirdNET."""
+    import io
+    import shutil
+
+    import soundfile as sf
+    from streamlit.testing.v1 import AppTest
+
+    from birdcore.data.synthetic import make_call
+
+    folder = tmp_path / "runs"
+    shutil.copytree(runs[0], folder / runs[0].name)
+    monkeypatch.setenv("BIRDCLEF_RUNS", str(folder))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.run()
+    at.radio[0].set_value("run").run()  # a synthetic run: BirdNET is preselected
+    buf = io.BytesIO()
+    sf.write(buf, make_call("syntri1", seconds=4.0, sample_rate=48000, rng=np.random.default_rng(2)), 48000,
+             format="WAV")
+    at.file_uploader[0].set_value(("clip.wav", buf.getvalue(), "audio/wav")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = [d.value for d in at.dataframe if "score" in d.value.columns][0]
+    marks = dict(zip(table["code"].fillna(table["scientific name"]), table["added to BirdNET"]))
+    assert marks.get("syntri1") is True or marks.get("synhar1") is True, marks
+    assert not any(marks.get(name) for name in (KNOWN, "Turdus migratorius")), marks

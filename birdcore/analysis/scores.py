@@ -27,6 +27,7 @@ import pandas as pd
 
 from birdcore.evaluation import metrics as M
 from birdcore.models.base import kind_for, kind_name
+from birdcore.runs.folder import added_marks
 from birdcore.runs.history import HISTORY_FILE, read_history
 
 
@@ -169,15 +170,6 @@ def species_summary(table: ScoreTable, *, metrics: dict, thresholds: dict, names
     columns = ["ebird_code", "common_name", "sci_name", *(["added"] if marks is not None else []), "test_recordings",
                "auc", "ap", "threshold", "recall_at_target_fpr", "test_fpr"]
     return pd.DataFrame(rows, columns=columns).sort_values("ebird_code", ignore_index=True)
-
-
-def added_marks(names: pd.DataFrame) -> dict[str, bool] | None:
-    """ebird_code → whether the run added the species (an append run's species.csv ``added`` column, read
-    as text or bool), or None for a species table without the column."""
-    if "added" not in names or "ebird_code" not in names:
-        return None
-    flags = names["added"].map(lambda v: v is True or str(v).strip().lower() == "true")
-    return dict(zip(names["ebird_code"].astype(str), flags.astype(bool)))
 
 
 def roc_det_points(table: ScoreTable, *, species: str | None = None) -> pd.DataFrame:

@@ -152,3 +152,12 @@ def list_runs(out_dir: Path) -> list[Path]:
         return []
     runs = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "run.json").is_file()]
     return sorted(runs, key=lambda p: (p / "run.json").stat().st_mtime, reverse=True)
+
+
+def added_marks(names) -> dict[str, bool] | None:
+    """ebird_code → whether the run added the species (an append run's species.csv ``added`` column, read
+    as text or bool), or None for a species table (a DataFrame) without the column."""
+    if "added" not in names or "ebird_code" not in names:
+        return None
+    flags = names["added"].map(lambda v: v is True or str(v).strip().lower() == "true")
+    return dict(zip(names["ebird_code"].astype(str), flags.astype(bool)))

@@ -41,6 +41,7 @@ from birdcore.data.species_groups import group_of
 from birdcore.serving.detections import MAX_TOP, Prediction, segment_detections, threshold_for
 from birdcore.data.species_lists import names_from_text
 from birdcore.serving.species_mask import birds_only, from_names
+from birdcore.runs.folder import added_marks
 
 log = logging.getLogger("birdcore")
 
@@ -299,6 +300,8 @@ class SpeciesEntry(BaseModel):
     common_name: str
     sci_name: str
     threshold: float | None = Field(description="the run's decision threshold for this species")
+    added: bool | None = Field(default=None, description="runs made with --append only: true for a species "
+                                                         "BirdNET lacks, which the run learnt")
 
 
 class SpeciesList(BaseModel):
@@ -470,11 +473,14 @@ def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024
         return {"status": "ok", "model": name, "species": len(run.species),
                 "synthetic": bool(run.manifest.get("synthetic")), "license": licence}
 
-    @app.get("/v1/species", response_model=SpeciesList, summary="The species the model can name")
+    @app.get("/v1/species", response_model=SpeciesList, response_model_exclude_unset=True,
+             summary="The species the model can name")
     def species() -> dict:
         rows = run.species[["ebird_code", "common_name", "sci_name"]].itertuples(index=False)
+        marks = added_marks(run.species)
         return {"model": name, "count": len(run.species),
-                "species": [{"code": c, "common_name": n, "sci_name": s, "threshold": threshold_for(run, c)}
+                "species": [{"code": c, "common_name": n, "sci_name": s, "threshold": threshold_for(run, c),
+                             **({"added": marks.get(c, False)} if marks is not None else {})}
                             for c, n, s in rows]}
 
     def answer(form: Form) -> dict:
