@@ -63,6 +63,6 @@ def ebird_page(code: str, sci_name: str | None = None) -> str | None:
     """eBird's species page of a species, or None when the taxonomy knows neither its code nor its
     scientific name (a synthetic species, BirdNET's non-bird classes).  BirdNET's species carry their
     scientific name as their code (``Megaceryle lugubris``): its eBird code (``crekin1``) is looked up."""
-    known = code if code and convert(code, from_type="ebird_code", to_type="scientific_name") else None
-    found = known or next((c for c in (ebird_code(n) for n in (code, sci_name) if n) if c), None)
+    found = code if code and scientific_names(code) else next(
+        (c for c in (ebird_code(n) for n in (code, sci_name) if n) if c), None)
     return f"https://ebird.org/species/{found}" if found else None

@@ -34,8 +34,8 @@ def eta_seconds(epoch_seconds: list[float], remaining: int, *, earlier: list[flo
     their median stands in, so that the first epoch after ``--resume`` does not multiply its
     compile time by every epoch left.
     """
-    timed = epoch_seconds[1:] or (list(earlier) if len(earlier) else epoch_seconds)
-    return remaining * float(np.median(timed)) if len(timed) else 0.0
+    timed = epoch_seconds[1:] or list(earlier) or epoch_seconds
+    return remaining * float(np.median(timed)) if timed else 0.0
 
 
 def duration(seconds: float) -> str:

@@ -93,9 +93,10 @@ def prepare_append(run, cfg, data, *, cache_root: Path) -> dict:
     training = {"recordings": int(len(rows)), "added_recordings": {c: int((labels[rows] == i).sum())
                                                                    for i, c in enumerate(added)}}
     codes = table["ebird_code"].tolist()
-    validation = top1_figures([np.concatenate([known(emb(i)), head.logits(emb(i))], axis=1).max(axis=0)
-                               for i in val], labels[val], [codes.index(p) for p in df["primary"].iloc[val]],
-                              len(known_cols), codes=codes, recordings=df["recording_id"].iloc[val].astype(str).tolist())
+    pooled = lambda e: np.concatenate([known(e), head.logits(e)], axis=1).max(axis=0)  # noqa: E731 (C,)
+    validation = top1_figures([pooled(emb(i)) for i in val], labels[val],
+                              [codes.index(p) for p in df["primary"].iloc[val]], len(known_cols), codes=codes,
+                              recordings=df["recording_id"].iloc[val].astype(str).tolist())
     log.info("added species trained on %s; validation (from cached embeddings): %s", training, validation)
     weak = validation_shortfall(validation)
     if weak:
