@@ -8,7 +8,8 @@ import ui
 from birdcore.io.audio import AudioError
 from birdcore.serving.classify import AUDIO_SUFFIXES, narrow
 from birdcore.analysis.plots import segment_heatmap_figure, spectrogram_figure
-from birdcore.serving.detections import RAVEN_SUFFIX, detections_csv, raven_table, segment_detections
+from birdcore.serving.detections import (RAVEN_SUFFIX, detection_count, detections_csv, raven_table,
+                                         segment_detections)
 from birdcore.serving.kept_clip import SCORE_FLOOR
 from birdcore.serving.sparse_scores import columns
 from birdcore.data.species_lists import names_from_text
@@ -212,7 +213,8 @@ def clip_detections():
 stem = Path(name).stem or "clip"
 d1, d2 = st.columns(2)
 # the files are written when asked for, from the kept scores: a session holds no copy of them
-d1.download_button(f"Detections CSV ({len(clip_detections())} rows)", lambda: detections_csv(name, clip_detections()),
+d1.download_button(f"Detections CSV ({detection_count(result.segments, min_score=min_score)} rows)",
+                   lambda: detections_csv(name, clip_detections()),
                    file_name=f"{stem}.detections.csv", mime="text/csv")
 d2.download_button("Raven Pro selection table",
                    lambda: raven_table(clip_detections(), sample_rate=clf.run.sample_rate),

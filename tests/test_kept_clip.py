@@ -44,6 +44,20 @@ def test_sparse_scores_keep_what_reaches_the_floor_and_read_as_the_dense_ones():
             == segment_detections(run, wide, seconds=120.0, min_score=min_score)
 
 
+def test_the_detection_count_is_the_number_of_detections_of_either_form():
+    """The Classify page labels its CSV button with ``detection_count`` instead of making the rows."""
+    from birdcore.runs.loading import birdnet_run
+    from birdcore.serving.detections import detection_count
+
+    run = birdnet_run()
+    wide = np.zeros((40, len(run.species)), np.float32)
+    wide[:, :30] = scores(seed=4)
+    for form in (wide, SparseScores.from_dense(wide, floor=SCORE_FLOOR, max_entries=10**6)):
+        for min_score in (SCORE_FLOOR, 0.5, 1.0):
+            assert detection_count(form, min_score=min_score) \
+                == len(segment_detections(run, form, seconds=120.0, min_score=min_score))
+
+
 def test_too_many_scores_raise_the_floor_to_keep_the_highest():
     dense = np.arange(1, 201, dtype=np.float32).reshape(20, 10) / 200  # 200 distinct scores
     sparse = SparseScores.from_dense(dense, floor=0.0, max_entries=50)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from birdcore.io.atomic import atomic_write_text, replacing
-from birdcore.serving.sparse_scores import rows as score_rows
+from birdcore.serving.sparse_scores import entries
 
 CSV_HEADER = ("file", "start_s", "end_s", "species", "common_name", "score")
 RAVEN_HEADER = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
@@ -119,14 +119,20 @@ def segment_detections(run, segment_scores: np.ndarray, *, seconds: float, min_s
     codes = run.species["ebird_code"].tolist()
     names = run.species["common_name"].tolist()
     out = []
-    for i, row in enumerate(score_rows(segment_scores)):
+    for i, (species, score) in enumerate(entries(segment_scores)):
         start = round(i * hop, 6)
         end = max(min(start + seg_s, seconds), start)
-        for j in np.argsort(-row, kind="stable"):
-            if row[j] < min_score or row[j] == 0.0:
+        for k in np.argsort(-score, kind="stable"):
+            if score[k] < min_score or score[k] == 0.0:
                 break
-            out.append(Detection(start, end, codes[int(j)], names[int(j)], float(row[j])))
+            j = int(species[k])
+            out.append(Detection(start, end, codes[j], names[j], float(score[k])))
     return out
+
+
+def detection_count(segment_scores, *, min_score: float) -> int:
+    """How many rows ``segment_detections`` gives at ``min_score``, without making them."""
+    return sum(int(np.count_nonzero((score >= min_score) & (score != 0.0))) for _, score in entries(segment_scores))
 
 
 JOURNAL_KEY = "#producer "  # the first line of a journal: what made its detections (JSON)

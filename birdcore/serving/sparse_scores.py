@@ -8,8 +8,8 @@ species, score) triples at or above ``floor``, 12 bytes each.  When more than ``
 pass the floor, the floor rises to keep the highest ``max_entries`` (ties at the new floor may be cut
 too), and ``floor`` says which scores were kept: a page must not offer a lower minimum score.
 
-Everything that reads a clip's segment scores takes either form through ``rows`` (one dense (C,)
-row at a time) or ``columns`` ((S, k) for k species).
+Everything that reads a clip's segment scores takes either form through ``entries`` (each segment's
+nonzero scores and their species) or ``columns`` ((S, k) for k species).
 """
 from __future__ import annotations
 
@@ -81,21 +81,29 @@ class SparseScores:
         hit = keep[self.species]
         return SparseScores(self.shape, self.segment[hit], self.species[hit], self.score[hit], self.floor)
 
-    def rows(self) -> Iterator[np.ndarray]:
-        """Each segment's (C,) float32 row in turn (one row in memory at a time)."""
+    def entries(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each segment's kept (species indices, scores) in turn, species ascending."""
         bounds = np.searchsorted(self.segment, np.arange(self.shape[0] + 1))
         for i in range(self.shape[0]):
+            yield self.species[bounds[i]:bounds[i + 1]], self.score[bounds[i]:bounds[i + 1]]
+
+    def rows(self) -> Iterator[np.ndarray]:
+        """Each segment's (C,) float32 row in turn (one row in memory at a time)."""
+        for species, score in self.entries():
             row = np.zeros(self.shape[1], np.float32)
-            lo, hi = bounds[i], bounds[i + 1]
-            row[self.species[lo:hi]] = self.score[lo:hi]
+            row[species] = score
             yield row
 
 
-def rows(scores) -> Iterator[np.ndarray]:
-    """The (C,) rows of segment scores given as an (S, C) array or as ``SparseScores``."""
+def entries(scores) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each segment's nonzero (species indices, scores), species ascending, from segment scores given as
+    an (S, C) array or as ``SparseScores`` (without building a dense row of the sparse form)."""
     if isinstance(scores, SparseScores):
-        return scores.rows()
-    return iter(np.asarray(scores))
+        yield from scores.entries()
+        return
+    for row in np.asarray(scores):
+        species = np.flatnonzero(row)
+        yield species, row[species]
 
 
 def columns(scores, species: list[int]) -> np.ndarray:
