@@ -229,16 +229,17 @@ def recent_upload(kept) -> bytes | None:
     return _recent_uploads().get(_session_id(), kept.digest)
 
 
-def classify_clip(clf, settings: tuple, data: bytes, name: str, progress):
+def classify_clip(clf, settings: tuple, data: bytes, name: str, progress, *, digest: str | None = None):
     """The session's clip ``data`` scored by ``clf`` with ``settings`` (``clip_settings``), as the session
     keeps it (``serving.kept_clip.KeptClip``: a few MB whatever the clip's length; never on disk).
     The same clip with the same settings is not scored again.  Scoring waits for one of the process's
     ``BIRDCLEF_MAX_CONCURRENT`` slots, and says so; the upload is then kept for scoring again among the
-    process's recent uploads (``BIRDCLEF_KEEP_UPLOADS_MB`` in all).  Raises ``AudioError``."""
+    process's recent uploads (``BIRDCLEF_KEEP_UPLOADS_MB`` in all).  ``digest``: the SHA-256 of ``data``
+    when known (the kept clip's, scored again).  Raises ``AudioError``."""
     import hashlib
 
-    digest = hashlib.sha256(data).hexdigest()
-    kept = st.session_state.get(CLIP_KEY)
+    digest = digest or hashlib.sha256(data).hexdigest()
+    kept = kept_clip()
     if kept is not None and (kept.settings, kept.name, kept.digest) == (settings, name, digest):
         return kept
     from birdcore.serving.kept_clip import keep_clip

@@ -123,7 +123,8 @@ if clip is not None or kept.settings != settings:
     bar = st.progress(0.0, text="Listening…")
     try:
         kept = ui.classify_clip(clf, settings, data, name,
-                                progress=lambda f: bar.progress(f, text=f"Listening… {f:.0%}"))
+                                progress=lambda f: bar.progress(f, text=f"Listening… {f:.0%}"),
+                                digest=None if clip is not None else kept.digest)
     except AudioError as exc:
         bar.empty()
         ui.forget_upload(clip)

@@ -434,6 +434,7 @@ def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024
         raise ValueError("max_upload_bytes must be positive and max_concurrent at least 1")
     run = classifier.run
     name = model_name(classifier)
+    marks = added_marks(run.species)  # an --append run's added species, for /v1/species
     licence = run.manifest.get("license")
     limiter = anyio.CapacityLimiter(max_concurrent)
     # FastAPIOffline: FastAPI with /docs and /redoc loading Swagger UI and ReDoc from the API itself
@@ -477,7 +478,6 @@ def create_app(classifier: ClipClassifier, *, max_upload_bytes: int = 200 * 1024
              summary="The species the model can name")
     def species() -> dict:
         rows = run.species[["ebird_code", "common_name", "sci_name"]].itertuples(index=False)
-        marks = added_marks(run.species)
         return {"model": name, "count": len(run.species),
                 "species": [{"code": c, "common_name": n, "sci_name": s, "threshold": threshold_for(run, c),
                              **({"added": marks.get(c, False)} if marks is not None else {})}

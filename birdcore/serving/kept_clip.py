@@ -40,17 +40,24 @@ class KeptClip:
     ``settings``: what scored it (the model and the window overlap, as the page names them): other
     settings need the audio again.  ``digest``: SHA-256 of the upload.  ``result``: its ``ClipResult``
     with ``segments`` as ``SparseScores``.  ``spectrogram``: (n_mels, n_frames) uint8, the classifier's
-    image × 255, over ``spectrogram_seconds``.  ``audio``: the first ``audio_seconds`` as MP3
-    (``listening_copy``) for the page's player."""
+    image × 255, and ``audio``: as MP3 (``listening_copy``) for the page's player, both of the clip's first
+    ``head_seconds``."""
 
     name: str
     digest: str
     settings: tuple
     result: ClipResult
     spectrogram: np.ndarray
-    spectrogram_seconds: float
     audio: bytes
-    audio_seconds: float
+    head_seconds: float
+
+    @property
+    def spectrogram_seconds(self) -> float:
+        return self.head_seconds
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.head_seconds
 
     @property
     def image(self) -> np.ndarray:
@@ -101,6 +108,5 @@ def keep_clip(clf, result: ClipResult, head: np.ndarray, *, name: str, digest: s
     image = np.rint(np.clip(clf.spectrogram(head), 0.0, 1.0) * 255).astype(np.uint8)
     audio = listening_copy(head, rate)
     segments = SparseScores.from_dense(result.segments, floor=floor, max_entries=max_entries)
-    seconds = len(head) / rate
     return KeptClip(name=name, digest=digest, settings=tuple(settings), result=replace(result, segments=segments),
-                    spectrogram=image, spectrogram_seconds=seconds, audio=audio, audio_seconds=seconds)
+                    spectrogram=image, audio=audio, head_seconds=len(head) / rate)
