@@ -238,7 +238,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m birdcore.predict"
         if args.cluster is not None:  # before --out is written: an address nothing answers at leaves no file
             from birdcore.serving import ray_batch
 
+            started = time.monotonic()
             ray_batch.connect(args.cluster, verbose=args.verbose)
+            log.info("Ray cluster %s: %d CPUs (%.1f s to start or join)", args.cluster, ray_batch.cluster_cpus(),
+                     time.monotonic() - started)
             ray_batch.check_resources(args.cpus_per_actor, args.gpus_per_actor)  # an actor no node can hold
         if args.out is not None:
             from birdcore.serving.parquet_results import open_results
@@ -270,13 +273,9 @@ def _scored(scorer: FileScorer, todo: list[str], args, progress: Progress):
     """``FileOutcome`` of each of ``todo``: in this process, in order (a thread decodes ahead while the
     model scores, ``stream.stream_files``; URIs are fetched one by one), or with ``--cluster`` on Ray's
     actors, in the order they finish."""
-    if args.cluster is not None:
+    if args.cluster is not None:  # joined in main, before --out was written
         from birdcore.serving import ray_batch
 
-        started = time.monotonic()
-        ray_batch.connect(args.cluster, verbose=args.verbose)
-        log.info("Ray cluster %s: %d CPUs (%.1f s to start or join)", args.cluster, ray_batch.cluster_cpus(),
-                 time.monotonic() - started)
         yield from ray_batch.score_on_ray(scorer.settings, todo, actors=args.actors,
                                           cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor)
         return

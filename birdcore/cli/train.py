@@ -205,13 +205,14 @@ def config_problem(exc, args) -> str:
     return str(exc)
 
 
-def ignored_on_resume(args, prog: str | None = None) -> list[str]:
+def ignored_on_resume(args, prog: str | None = None, *, cfg=None) -> list[str]:
     """The settings given on this command line that a resumed run ignores, as "field: saved (given X)".
 
     A run resumed from ``out/.name.partial/config.json`` goes on with its saved configuration; an
     option that sets another value (``--epochs 32`` for a run saved with 300) would otherwise be dropped
     in silence.  Only fields this command line changes from the bare ``--resume --name NAME`` are named.
-    Empty when the run has no saved configuration yet (nothing to ignore).
+    Empty when the run has no saved configuration yet (nothing to ignore).  ``cfg``: this command line's
+    configuration when already built (``config_from_args(args)``).
     """
     import json
 
@@ -223,7 +224,7 @@ def ignored_on_resume(args, prog: str | None = None) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
     bare = ["--resume", "--name", args.name] + (["--demo"] if args.demo else [])
-    given = _flat(config_from_args(args).to_dict())
+    given = _flat((cfg or config_from_args(args)).to_dict())
     default = _flat(config_from_args(build_parser(prog).parse_args(bare)).to_dict())
     saved = _flat(saved)
     return [f"{key}: {saved[key]!r} (given {value!r})" for key, value in given.items()
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                                        sample_rate=cfg.audio.sample_rate, seed=0)
         elif args.resume and args.data_dir is None and data_dir is not None:
             log.info("resuming with the run's saved data folder %s", data_dir)
-        if args.resume and (ignored := ignored_on_resume(args, prog)):
+        if args.resume and (ignored := ignored_on_resume(args, prog, cfg=cfg)):
             log.warning("--resume continues %s with its saved configuration; ignored: %s", args.name,
                         "; ".join(ignored))
         if args.demo:

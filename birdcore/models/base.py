@@ -77,6 +77,11 @@ class ModelKind:
     uses_noise_bank: ClassVar[bool] = False  # training mixes in background-noise recordings
     mixed_precision: ClassVar[bool] = True  # train.mixed_precision "auto" may compute in float16 on a GPU
 
+    @property
+    def uses_training_loop(self) -> bool:
+        """Trained by the Keras training loop (and so by tuning, on the training devices)."""
+        return self.trains and self.trained_by_loop
+
     # ---- configuration
     def configure(self, cfg, *, given: set[str] = frozenset()) -> None:
         """Set what this kind requires or defaults to in ``cfg`` (in place); ``given`` names the

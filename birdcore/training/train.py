@@ -92,8 +92,9 @@ def check_inputs(*, data_dir: Path, out_dir: Path, name: str, cfg: RunConfig, re
     if resume and saved.is_file():  # the run goes on with its own configuration: check that one
         cfg = RunConfig.load(saved)
     cfg.check()
-    kind_for(cfg.model.kind).check_config(cfg)  # the kind's own rules (BirdNET's audio settings, ...)
-    if devices is not None and kind_for(cfg.model.kind).trains and kind_for(cfg.model.kind).trained_by_loop:
+    kind = kind_for(cfg.model.kind)
+    kind.check_config(cfg)  # the kind's own rules (BirdNET's audio settings, ...)
+    if devices is not None and kind.uses_training_loop:
         devices.check_batch(cfg.train.batch_size)
     if data_dir is None or not Path(data_dir).is_dir():
         raise ValueError(f"{data_dir}: no such folder" if data_dir is None or not Path(data_dir).exists()
@@ -157,15 +158,18 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     state_path = run.file(STATE_FILE)
     config_path = run.file("config.json")
-    if resume and config_path.exists():
-        saved = json.loads(config_path.read_text())
+    saved = json.loads(config_path.read_text()) if resume and config_path.exists() else None
+    if saved is not None:
         cfg = RunConfig.from_dict(saved["config"])
         started = saved.get("started", started)  # run.json's "created" is the run's first start
+    kind = kind_for(cfg.model.kind)
+    loop = kind.uses_training_loop  # the Keras training loop (else trained in prepare_inputs, or not)
+    n_devices = devices.n if loop else 1  # the devices it trains on
+    if saved is not None:
         before = saved.get("devices", 1)
         log.info("resuming %s with its saved configuration%s", run.path,
-                 f" on {devices.n} devices (it trained on {before} before)" if before != devices.n else "")
+                 f" on {n_devices} devices (it trained on {before} before)" if before != n_devices else "")
     batch_segments = -(-batch_segments // devices.n) * devices.n  # scoring batches split evenly too
-    kind = kind_for(cfg.model.kind)
     kind.check_config(cfg)
     policy = configure_precision(cfg.train.mixed_precision, kind_allows=kind.mixed_precision)
     data = prepare_data(run, cfg, data_dir=data_dir, cache_dir=cache_dir, workers=workers)
@@ -177,8 +181,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         raise ValueError(f"{data_dir}: no validation recordings are left once the unreadable ones are skipped "
                          "(see the warnings above); validation picks the checkpoint and sets the thresholds")
 
-    tuning, best_epoch, model, metrics = None, 0, None, None
-    loop = kind.trains and kind.trained_by_loop  # the Keras training loop (else trained in prepare_inputs, or not)
+    tuning, best_epoch, model = None, 0, None
     with devices.scope() if loop else contextlib.nullcontext():  # build, tune, train and score there
         if loop:
             if counts["train"] == 0:
@@ -199,7 +202,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
                     return run.path
         atomic_write_json(config_path, {"config": cfg.to_dict(), "versions": library_versions(),
                                         "data_dir": str(Path(data_dir).resolve()), "started": started,
-                                        "devices": devices.n if loop else 1})
+                                        "devices": n_devices})
         if loop:
             model, best_epoch = _fit(run, kind, cfg, data, targets, primary, noise_bank=noise_bank, inputs=inputs,
                                      resume=resume, batch_segments=batch_segments, extra_callbacks=extra_callbacks,
@@ -223,7 +226,7 @@ def _train(run: RunBuilder, *, data_dir, cfg, resume, cache_dir, workers, batch_
         "epochs_trained": int(len(read_history(run.file(HISTORY_FILE)))), "best_epoch": best_epoch,
         "test": {k: metrics[k] for k in ("top1", "top5", "macro_auc", "macro_ap", "n_recordings")},
         "tuned": tuning is not None, "savedmodel": exported, "keras_backend": keras.backend.backend(),
-        "devices": devices.n if loop else 1, **kind.manifest(cfg, inputs),
+        "devices": n_devices, **kind.manifest(cfg, inputs),
     }
     final = run.finish(manifest)
     _drop_checkpoints(final)  # after the rename: a kill before it leaves a complete run, never a lost state
