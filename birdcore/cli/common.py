@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from birdcore.io.native_stderr import quiet_native_stderr
-from birdcore.models.device import import_keras_quietly as import_tensorflow_quietly  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 

@@ -19,7 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from birdcore.cli.common import HelpFormatter, add_common_data_args, fail, import_tensorflow_quietly, setup_logging
+from birdcore.cli.common import HelpFormatter, add_common_data_args, fail, setup_logging
+from birdcore.models.device import import_keras_quietly
 from birdcore.evaluation.scoring import evaluate_dataset, format_summary
 
 
@@ -41,7 +42,7 @@ def build_parser(prog: str = "python -m birdcore.evaluate") -> argparse.Argument
 def main(argv: list[str] | None = None, prog: str = "python -m birdcore.evaluate") -> int:
     args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbose)
-    import_tensorflow_quietly()
+    import_keras_quietly()
     try:
         result = evaluate_dataset(args.run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,
                                   workers=args.workers, batch_segments=args.batch_segments,

@@ -11,7 +11,8 @@ import argparse
 import os
 import sys
 
-from birdcore.cli.common import HelpFormatter, fail, import_tensorflow_quietly, log, setup_logging
+from birdcore.cli.common import HelpFormatter, fail, log, setup_logging
+from birdcore.models.device import import_keras_quietly
 
 
 def build_parser(prog: str = "python -m birdcore.serve") -> argparse.ArgumentParser:
@@ -60,7 +61,7 @@ def load_app(*, run_ref: str, max_upload_mb: float, max_concurrent: int, root_pa
 
     with quiet_native_stderr():
         run = load_run_ref(run_ref)  # a missing run fails here, before TensorFlow starts
-    import_tensorflow_quietly()
+    import_keras_quietly()
     with quiet_native_stderr():
         from birdcore.serving.api import create_app
         from birdcore.serving.classify import ClipClassifier

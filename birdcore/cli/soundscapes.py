@@ -16,8 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from birdcore.cli.common import (HelpFormatter, add_place_args, fail, import_tensorflow_quietly, log,
+from birdcore.cli.common import (HelpFormatter, add_place_args, fail, log,
                                  place_from_args, setup_logging)
+from birdcore.models.device import import_keras_quietly
 from birdcore.evaluation.soundscapes import DEFAULT_OVERLAP
 
 
@@ -74,7 +75,7 @@ def build_parser(prog: str = "python -m birdcore.soundscapes") -> argparse.Argum
 def main(argv: list[str] | None = None, prog: str = "python -m birdcore.soundscapes") -> int:
     args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbose)
-    import_tensorflow_quietly()
+    import_keras_quietly()
     try:
         from birdcore.data.soundscapes import read_rows
         from birdcore.evaluation import soundscapes as S

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from birdcore.cli.common import (HelpFormatter, add_common_data_args, add_engine_arg, at_least, fail,
-                                 import_tensorflow_quietly, log, setup_logging)
+                                 log, setup_logging)
+from birdcore.models.device import import_keras_quietly
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         log.error("%s", exc)
         return 2
     name = args.name
-    import_tensorflow_quietly()
+    import_keras_quietly()
     if args.engine:
         from birdcore.models.birdnet.engines import use_engine
 

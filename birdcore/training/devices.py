@@ -112,12 +112,12 @@ class TrainingDevices:
                 raise  # the pipeline's own errors (data, disk) say what they are
             raise DeviceError(_mirrored_failure(self.n, exc)) from exc
 
-    def check_batch(self, batch_size: int, *, what: str = "--batch-size") -> None:
+    def check_batch(self, batch_size: int) -> None:
         """Refuse a global batch that does not split evenly over the devices (DeviceError)."""
         if batch_size % self.n:
             lower, upper = batch_size - batch_size % self.n, batch_size + self.n - batch_size % self.n
             options = " or ".join(str(b) for b in (lower, upper) if b > 0)
-            raise DeviceError(f"{what} {batch_size} is the global batch, split over {self.n} devices: it must be a "
+            raise DeviceError(f"--batch-size {batch_size} is the global batch, split over {self.n} devices: it must be a "
                               f"multiple of {self.n} (e.g. {options})")
 
 
