@@ -105,7 +105,8 @@ def test_visitors_objects_alone_are_never_frozen_imports_are(tmp_path, monkeypat
             self.me = self  # a cycle, as Streamlit's session objects have
 
     sessions = [Session() for _ in range(2_000)]
-    assert heap.settle_heap(threshold=1_000) is False and gc.get_freeze_count() == frozen
+    # frozen objects still die by reference count, so the count may fall a little; it must not grow
+    assert heap.settle_heap(threshold=1_000) is False and gc.get_freeze_count() <= frozen
     (tmp_path / "freshly_imported_module.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     __import__("freshly_imported_module")
