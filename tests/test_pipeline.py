@@ -38,3 +38,25 @@ def test_batches_avoid_silent_crops_and_cover_the_data():
     assert sorted(seen) == [0, 1, 2, 3]
     b.on_epoch_end()
     assert b.epoch == 1
+
+
+def test_each_training_batch_is_fresh_memory_that_nothing_else_reads():
+    """Under MirroredStrategy TensorFlow may write into the arrays a step was given (in 4 of 8 runs it
+    overwrote half the rows: docs/training.md), so a batch must never share memory with the stored audio
+    or embeddings, nor with another batch, nor with the targets."""
+    from birdcore.models.birdnet_head.head import EmbeddingBatches
+
+    waves = [np.random.default_rng(i).normal(size=20_000).astype(np.float32) for i in range(4)]
+    seqs = [np.random.default_rng(i).normal(size=(6, 8)).astype(np.float32) for i in range(4)]
+    targets = np.eye(4, dtype=np.float32)
+    audio = TrainingBatches(load=lambda i: waves[i], targets=targets, species=np.arange(4), crop_samples=5_000,
+                            batch_size=2, augmenter=None, seed=0)
+    embedded = EmbeddingBatches(load=lambda i: seqs[i], targets=targets, windows=3, batch_size=2, seed=0)
+    for batches, stored in ((audio, waves), (embedded, seqs)):
+        arrays = []
+        for idx in (0, 1, 0):  # the same batch asked for twice gets new arrays too
+            x, y = batches[idx]
+            arrays += [*(x.values() if isinstance(x, dict) else [x]), *y.values()]
+        for k, a in enumerate(arrays):
+            assert not any(np.shares_memory(a, s) for s in [*stored, batches.targets])
+            assert not any(np.shares_memory(a, b) for b in arrays[k + 1:])

@@ -3,6 +3,9 @@
 ``EpochBatches`` is a ``keras.utils.PyDataset`` whose batches are built by worker threads and
 reshuffled each epoch from (seed, epoch), so a resumed epoch draws the same batches.  Each kind
 subclasses it (``models.keras_audio.batches``, ``models.birdnet_head.head``).
+
+A batch is new memory at every call, never a view of the stored audio or embeddings: under
+MirroredStrategy TensorFlow may write into the arrays a step was given (docs/training.md).
 """
 from __future__ import annotations
 
