@@ -156,9 +156,9 @@ if not result.top:
 links = not (model == "run" and run_synthetic)  # BirdNET's scientific names find their eBird codes
 
 st.audio(kept.audio, format="audio/mpeg")
-if kept.audio_seconds < result.seconds - 0.5:  # a longer clip: its start only
-    st.caption(f"The first {kept.audio_seconds / 60:g} minutes (a compressed copy) and their spectrogram.")
-st.plotly_chart(spectrogram_figure(kept.image, seconds=kept.spectrogram_seconds,
+if kept.head_seconds < result.seconds - 0.5:  # a longer clip: its start only
+    st.caption(f"The first {kept.head_seconds / 60:g} minutes (a compressed copy) and their spectrogram.")
+st.plotly_chart(spectrogram_figure(kept.image, seconds=kept.head_seconds,
                                    title=f"{name} ({result.seconds:.1f} s)"))
 
 occurrence = {} if place_filter is None else place_filter.occurrence_by_code(clf.run.codes)

@@ -9,7 +9,7 @@ import soundfile as sf
 from birdcore.serving.detections import segment_detections
 from birdcore.serving.kept_clip import BYTES_PER_SECOND, SCORE_FLOOR, keep_clip, listening_copy, max_kept_bytes
 from birdcore.serving.limits import RecentUploads, kept_uploads_bytes
-from birdcore.serving.sparse_scores import SparseScores, columns
+from birdcore.serving.sparse_scores import SparseScores, columns, entries
 from birdcore.serving.species_mask import SpeciesMask
 
 
@@ -28,7 +28,9 @@ def test_sparse_scores_keep_what_reaches_the_floor_and_read_as_the_dense_ones():
     above = np.where(dense >= SCORE_FLOOR, dense, 0)
     assert len(sparse) == 40 and sparse.floor == SCORE_FLOOR
     np.testing.assert_array_equal(sparse.dense(), above)
-    np.testing.assert_array_equal(np.stack(list(sparse.rows())), above)
+    for (species, score), (want_species, want) in zip(sparse.entries(), entries(above), strict=True):
+        np.testing.assert_array_equal(species, want_species)
+        np.testing.assert_array_equal(score, want)
     np.testing.assert_array_equal(columns(sparse, [3, 0]), above[:, [3, 0]])
     keep = np.zeros(30, bool)
     keep[[0, 3, 7]] = True
@@ -118,7 +120,7 @@ def test_a_kept_clip_is_bounded_whatever_the_clips_length(birdnet):
     assert sizes[30] - sizes[2.5] < 600 * 10 * 12 * 1.1  # 10 scores of 12 bytes for each of 600 more segments
     dense = results[30].segments
     np.testing.assert_array_equal(kept[30].result.segments.dense(), np.where(dense >= SCORE_FLOOR, dense, 0))
-    assert kept[30].audio_seconds == kept[30].spectrogram_seconds == 60.0
+    assert kept[30].head_seconds == 60.0
     assert np.abs(kept[30].image - birdnet.spectrogram(head)).max() <= 0.5 / 255 + 1e-6
 
 

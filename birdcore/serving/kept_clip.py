@@ -52,14 +52,6 @@ class KeptClip:
     head_seconds: float
 
     @property
-    def spectrogram_seconds(self) -> float:
-        return self.head_seconds
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.head_seconds
-
-    @property
     def image(self) -> np.ndarray:
         """The spectrogram as float32 in [0, 1] (what ``ClipClassifier.spectrogram`` gave, to 1/255)."""
         return self.spectrogram.astype(np.float32) / 255.0

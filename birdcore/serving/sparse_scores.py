@@ -87,13 +87,6 @@ class SparseScores:
         for i in range(self.shape[0]):
             yield self.species[bounds[i]:bounds[i + 1]], self.score[bounds[i]:bounds[i + 1]]
 
-    def rows(self) -> Iterator[np.ndarray]:
-        """Each segment's (C,) float32 row in turn (one row in memory at a time)."""
-        for species, score in self.entries():
-            row = np.zeros(self.shape[1], np.float32)
-            row[species] = score
-            yield row
-
 
 def entries(scores) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Each segment's nonzero (species indices, scores), species ascending, from segment scores given as
