@@ -41,8 +41,8 @@ def test_batches_avoid_silent_crops_and_cover_the_data():
 
 
 def test_each_training_batch_is_fresh_memory_that_nothing_else_reads():
-    """Under MirroredStrategy TensorFlow may write into the arrays a step was given (in 4 of 8 runs it
-    overwrote half the rows: docs/training.md), so a batch must never share memory with the stored audio
+    """Under MirroredStrategy TensorFlow may write into the arrays a step was given (in 6 of 16 trials it
+    overwrote half the rows: BENCHMARKS.md), so a batch must never share memory with the stored audio
     or embeddings, nor with another batch, nor with the targets."""
     from birdcore.models.birdnet_head.head import EmbeddingBatches
 
